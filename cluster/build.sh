@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Builds the local control plane's binaries from the Go module proxy, once per version.
+#
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
+# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok from sigs.k8s.io/kwok. Both
+# k8s.io/kubernetes and etcd carry replace lines that `go install` refuses, so each is built
+# from a small wrapper module that pins the staging modules instead. The binaries land in
+# $ROLLBACK_OPERATOR_CACHE/bin/<component>-<version>/ so that a second checkout, or a later
+# session on the same machine, reuses them.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache="${ROLLBACK_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback-operator}"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+
+log() { printf '[build] %s\n' "$*" >&2; }
+
+# wrapper_module DIR MODULE: a fresh module in DIR whose only purpose is to build MODULE's mains.
+wrapper_module() {
+  rm -rf "$1" && mkdir -p "$1" && cd "$1"
+  go mod init "local.build/$2" >/dev/null 2>&1
+}
+
+build_kubernetes() {
+  local out="$cache/bin/kubernetes-$KUBERNETES_VERSION"
+  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" && -x "$out/kubectl" ]]; then
+    return
+  fi
+  log "kubernetes $KUBERNETES_VERSION (cold build, several minutes)"
+  local work="$cache/work/kubernetes-$KUBERNETES_VERSION"
+  wrapper_module "$work" kubernetes
+  local staging="v0.${KUBERNETES_VERSION#v1.}"
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  # Every k8s.io module that k8s.io/kubernetes requires at v0.0.0 is a staging module: pin it
+  # to the release that matches the Kubernetes version.
+  local module
+  for module in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod"); do
+    go mod edit "-replace=$module=$module@$staging"
+  done
+  go get "k8s.io/kubernetes@$KUBERNETES_VERSION" >&2
+  local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -w"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  local out="$cache/bin/etcd-$ETCD_VERSION"
+  [[ -x "$out/etcd" ]] && return
+  log "etcd $ETCD_VERSION"
+  local work="$cache/work/etcd-$ETCD_VERSION"
+  wrapper_module "$work" etcd
+  local module
+  for module in go.etcd.io/etcd/api/v3 go.etcd.io/etcd/client/pkg/v3 go.etcd.io/etcd/client/v3 go.etcd.io/etcd/pkg/v3; do
+    go mod edit "-replace=$module=$module@$ETCD_VERSION"
+  done
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_kwok() {
+  local out="$cache/bin/kwok-$KWOK_VERSION"
+  [[ -x "$out/kwok" && -d "$out/stages" ]] && return
+  log "kwok $KWOK_VERSION"
+  local work="$cache/work/kwok-$KWOK_VERSION"
+  wrapper_module "$work" kwok
+  go get "sigs.k8s.io/kwok@$KWOK_VERSION" >&2
+  mkdir -p "$out.tmp/stages"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok
+  # kwok >= 0.8 ships no default stages: take the ones the local cluster needs from its module.
+  local src
+  src="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+  cp "$src/node/fast/node-initialize.yaml" \
+     "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+     "$src/pod/fast/pod-ready.yaml" "$src/pod/fast/pod-complete.yaml" "$src/pod/fast/pod-delete.yaml" \
+     "$out.tmp/stages/"
+  chmod -R u+w "$out.tmp/stages"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+components=("${@:-etcd kwok kubernetes}")
+for component in ${components[*]}; do
+  ( "build_$component" )
+done

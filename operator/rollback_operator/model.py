@@ -1,0 +1,158 @@
+"""Typed views of a RollbackRequest: the runbook's vocabulary, parsed once from the raw object.
+
+The API server has already validated the spec (CRD schema and CEL rules), so parsing here only
+gives it names and types; it does not re-validate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rollback_operator import GROUP
+
+ABORT_ANNOTATION = f"{GROUP}/abort"
+APPROVE_ANNOTATION = f"{GROUP}/approve"
+APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    MONITORING = "Monitoring"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ABORTED = "Aborted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED)
+
+
+class StepName(StrEnum):
+    """The runbook's steps, in the order they run."""
+
+    PREFLIGHT = "Preflight"
+    ENABLE_MAINTENANCE = "EnableMaintenance"
+    PAUSE_AUTOSCALING = "PauseAutoscaling"
+    REVERT_WORKLOADS = "RevertWorkloads"
+    PURGE_CDN = "PurgeCDN"
+    MIGRATE_DATABASE_DOWN = "MigrateDatabaseDown"
+    RESTORE_DATABASE = "RestoreDatabase"
+    VERIFY = "Verify"
+    RESUME_AUTOSCALING = "ResumeAutoscaling"
+    DISABLE_MAINTENANCE = "DisableMaintenance"
+    MONITOR = "Monitor"
+    REPORT = "Report"
+
+
+STEP_ORDER: tuple[StepName, ...] = tuple(StepName)
+
+
+class StepState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    ABORTED = "Aborted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (StepState.SUCCEEDED, StepState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    """The maintenance Service; `port` is a number or a port name, exactly as written."""
+
+    service: str
+    port: int | str
+
+    def as_ingress_backend(self) -> dict[str, Any]:
+        port_key = "number" if isinstance(self.port, int) else "name"
+        return {"service": {"name": self.service, "port": {port_key: self.port}}}
+
+
+@dataclass(frozen=True)
+class Workload:
+    deployment: str
+    containers: tuple[str, ...] | None  # None: every container of the Deployment
+
+
+@dataclass(frozen=True)
+class RollbackSpec:
+    reason: str
+    trigger: str
+    dry_run: bool
+    target_tag: str
+    ingresses: tuple[str, ...]
+    maintenance_backend: BackendRef
+    hpas: tuple[str, ...] | None  # None: discover the HPAs scaling the listed Deployments
+    workloads: tuple[Workload, ...]
+    rollout_timeout_seconds: float
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any]) -> RollbackSpec:
+        traffic = spec["traffic"]
+        backend = traffic["maintenanceBackend"]
+        hpas = (spec.get("autoscaling") or {}).get("hpas")
+        return cls(
+            reason=spec["reason"],
+            trigger=spec["trigger"],
+            dry_run=bool(spec.get("dryRun", False)),
+            target_tag=spec.get("targetTag", "stable-last-known"),
+            ingresses=tuple(traffic["ingresses"]),
+            maintenance_backend=BackendRef(service=backend["service"], port=backend["port"]),
+            hpas=None if hpas is None else tuple(hpas),
+            workloads=tuple(
+                Workload(
+                    deployment=w["deployment"],
+                    containers=None if w.get("containers") is None else tuple(w["containers"]),
+                )
+                for w in spec["workloads"]
+            ),
+            rollout_timeout_seconds=parse_duration(spec.get("rolloutTimeout", "10m")),
+        )
+
+    @property
+    def deployments(self) -> tuple[str, ...]:
+        return tuple(w.deployment for w in self.workloads)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The objects a request touches; two requests sharing any of them run one after the other."""
+
+    ingresses: frozenset[str] = field(default_factory=frozenset)
+    deployments: frozenset[str] = field(default_factory=frozenset)
+    hpas: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> Targets:
+        return cls(
+            frozenset(spec.ingresses), frozenset(spec.deployments), frozenset(spec.hpas or ())
+        )
+
+    def keys(self) -> list[tuple[str, str]]:
+        return (
+            [("Ingress", n) for n in sorted(self.ingresses)]
+            + [("Deployment", n) for n in sorted(self.deployments)]
+            + [("HorizontalPodAutoscaler", n) for n in sorted(self.hpas)]
+        )
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as `90s`, `10m` or `1h30m` (the CRD checked its form)."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
