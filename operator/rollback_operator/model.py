@@ -138,7 +138,7 @@ class Targets:
             frozenset(spec.ingresses), frozenset(spec.deployments), frozenset(spec.hpas or ())
         )
 
-    def keys(self) -> list[tuple[str, str]]:
+    def claim_keys(self) -> list[tuple[str, str]]:
         return (
             [("Ingress", n) for n in sorted(self.ingresses)]
             + [("Deployment", n) for n in sorted(self.deployments)]

@@ -1,0 +1,239 @@
+"""The rollback engine: from spec, status and signals, the next thing to do; and what it does
+to the status. Pure: no I/O, no clock (time is passed in), so every transition is unit-tested.
+
+The runner (`runner.py`) asks `decide` for a decision, performs it (running a step, or just
+recording a skip), and records the result with the transition functions below. Because the
+whole state lives in the status, deciding again after a crash picks up where the run stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rollback_operator.clock import parse, stamp
+from rollback_operator.model import Phase, RollbackSpec, StepName, StepState
+from rollback_operator.status import Status
+from rollback_operator.steps import STEPS
+from rollback_operator.steps.base import Done, Fail, Outcome, Wait
+
+NOT_CONFIGURED = "not configured"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the runner observed besides the request itself."""
+
+    abort: bool = False
+    blocker: str | None = None  # an earlier request that touches the same objects, still running
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Terminal: nothing more to do."""
+
+
+@dataclass(frozen=True)
+class Queue:
+    blocker: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    step: StepName
+    reason: str
+
+
+@dataclass(frozen=True)
+class Run:
+    step: StepName
+
+
+@dataclass(frozen=True)
+class Complete:
+    pass
+
+
+@dataclass(frozen=True)
+class Abort:
+    pass
+
+
+Decision = Idle | Queue | Skip | Run | Complete | Abort
+
+
+def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
+    if status.phase.terminal:
+        return Idle()
+    if signals.abort:
+        return Abort()
+    if status.phase in (Phase.PENDING, Phase.QUEUED) and signals.blocker:
+        return Queue(signals.blocker)
+    record = next((r for r in status.steps if not r.state.finished), None)
+    if record is None:
+        return Complete()
+    step = STEPS.get(record.name)
+    reason = NOT_CONFIGURED if step is None else step.skip_reason(spec, status.targets)
+    if reason is not None and record.state == StepState.PENDING:
+        return Skip(record.name, reason)
+    return Run(record.name)
+
+
+# --- transitions: each returns a new Status
+
+
+def queued(status: Status, blocker: str, spec: RollbackSpec, now: datetime) -> Status:
+    new = status.copy()
+    new.phase = Phase.QUEUED
+    new.queued_behind = blocker
+    new.message = (
+        f"waiting for RollbackRequest {blocker}, which touches the same objects, to finish"
+    )
+    return _with_conditions(new, spec, now)
+
+
+def skipped(
+    status: Status, step: StepName, reason: str, spec: RollbackSpec, now: datetime
+) -> Status:
+    new = _running(status, now)
+    record = new.record(step)
+    record.state, record.message, record.finished_at = StepState.SKIPPED, reason, stamp(now)
+    new.step = step
+    return _with_conditions(new, spec, now)
+
+
+def started(status: Status, step: StepName, spec: RollbackSpec, now: datetime) -> Status:
+    """The step begins, or (already Running, after a restart) resumes: one more attempt."""
+    new = _running(status, now)
+    record = new.record(step)
+    if record.state != StepState.RUNNING:
+        record.state, record.started_at = StepState.RUNNING, stamp(now)
+    record.attempts += 1
+    new.step = step
+    new.message = f"{step}: running"
+    return _with_conditions(new, spec, now)
+
+
+def stepped(
+    status: Status, step: StepName, outcome: Outcome, spec: RollbackSpec, now: datetime
+) -> Status:
+    new = status.copy()
+    record = new.record(step)
+    record.message = outcome.message
+    if isinstance(outcome, Done):
+        record.state, record.finished_at = StepState.SUCCEEDED, stamp(now)
+        new.message = f"{step}: {outcome.message}"
+    elif isinstance(outcome, Wait):
+        new.message = f"{step}: {outcome.message}"
+    elif isinstance(outcome, Fail):
+        record.state, record.finished_at = StepState.FAILED, stamp(now)
+        new.phase, new.finished_at = Phase.FAILED, stamp(now)
+        new.message = f"{step} failed: {outcome.message}"
+    return _with_conditions(new, spec, now)
+
+
+def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
+    new = status.copy()
+    current = next((r for r in new.steps if not r.state.finished), None)
+    if current is not None and current.state == StepState.RUNNING:
+        current.state, current.finished_at = StepState.ABORTED, stamp(now)
+        current.message = "aborted at the request of the abort annotation"
+    new.phase, new.finished_at = Phase.ABORTED, stamp(now)
+    where = f" during {current.name}" if current is not None else ""
+    new.message = f"Aborted{where}. " + _left_as(new)
+    return _with_conditions(new, spec, now)
+
+
+def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
+    new = status.copy()
+    new.phase, new.finished_at, new.step = Phase.SUCCEEDED, stamp(now), StepName.REPORT
+    took = ""
+    if new.started_at:
+        took = f" in {(now - parse(new.started_at)).total_seconds():.1f}s"
+    deployments = ", ".join(spec.deployments)
+    if spec.dry_run:
+        new.message = (
+            f"Dry run completed{took}: each step's message says what it would change; "
+            "nothing was changed"
+        )
+    else:
+        new.message = f"Rolled back {deployments} to {spec.target_tag}{took}; traffic restored"
+    return _with_conditions(new, spec, now)
+
+
+def _running(status: Status, now: datetime) -> Status:
+    new = status.copy()
+    if new.phase in (Phase.PENDING, Phase.QUEUED):
+        new.phase, new.started_at, new.queued_behind = Phase.RUNNING, stamp(now), None
+    return new
+
+
+def _left_as(status: Status) -> str:
+    """How to finish by hand, given how far the run went."""
+    done = {r.name for r in status.steps if r.state == StepState.SUCCEEDED}
+    if StepName.ENABLE_MAINTENANCE not in done or StepName.DISABLE_MAINTENANCE in done:
+        return "Traffic was not switched: nothing to restore."
+    parts = ["The maintenance page is still on."]
+    if StepName.PAUSE_AUTOSCALING in done and StepName.RESUME_AUTOSCALING not in done:
+        parts.append("The HPAs are still frozen.")
+    parts.append(
+        "To finish by hand: check the workloads, then restore the HPAs' behavior and the "
+        "Ingress backends recorded in status.saved (or create a new RollbackRequest)."
+    )
+    return " ".join(parts)
+
+
+# --- conditions, derived from the ledger after every transition
+
+
+def _with_conditions(status: Status, spec: RollbackSpec, now: datetime) -> Status:
+    done = {r.name for r in status.steps if r.state == StepState.SUCCEEDED}
+    live = not spec.dry_run
+    maintenance = (
+        live and StepName.ENABLE_MAINTENANCE in done and StepName.DISABLE_MAINTENANCE not in done
+    )
+    paused = live and StepName.PAUSE_AUTOSCALING in done and StepName.RESUME_AUTOSCALING not in done
+    terminal = status.phase.terminal
+    wanted = [
+        ("Ready", status.phase == Phase.SUCCEEDED, str(status.phase), status.message),
+        (
+            "Progressing",
+            not terminal,
+            str(status.phase),
+            f"step {status.step}" if status.step else "starting",
+        ),
+        (
+            "MaintenanceActive",
+            maintenance,
+            "MaintenancePage" if maintenance else "AppServing",
+            "the Ingresses point to the maintenance page"
+            if maintenance
+            else "the Ingresses point to the application",
+        ),
+        (
+            "AutoscalingPaused",
+            paused,
+            "Frozen" if paused else "Active",
+            "the HPAs are frozen" if paused else "the HPAs scale as configured",
+        ),
+    ]
+    if spec.dry_run:
+        wanted.append(("DryRun", True, "DryRun", "dry run: nothing is changed"))
+    previous = {c["type"]: c for c in status.conditions}
+    conditions = []
+    for kind, value, reason, message in wanted:
+        flag = "True" if value else "False"
+        before = previous.get(kind)
+        since = before["lastTransitionTime"] if before and before["status"] == flag else stamp(now)
+        conditions.append(
+            {
+                "type": kind,
+                "status": flag,
+                "reason": reason,
+                "message": message[:1024],
+                "lastTransitionTime": since[:19] + "Z",
+                "observedGeneration": status.observed_generation or 0,
+            }
+        )
+    status.conditions = conditions
+    return status

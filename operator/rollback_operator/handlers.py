@@ -1,0 +1,78 @@
+"""Kopf handlers: registration only. The work is in `runner` (I/O) and `engine` (decisions).
+
+One daemon per RollbackRequest drives it to a terminal phase and returns (at once, for a
+request that is already finished). Kopf starts the daemons again when the operator starts,
+which is how a run survives a crash. The daemon is not filtered on the phase: a filter would
+cancel it the moment it writes the terminal phase, before its last Event is posted.
+An index of what each live request touches gives the queue its view without API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from rollback_operator import GROUP, PLURAL, VERSION, queue
+from rollback_operator.kube import Kube
+from rollback_operator.model import RollbackSpec, Targets
+from rollback_operator.runner import Runner
+
+WORKER_THREADS = 32
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # the runner posts its own, meaningful Events
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    settings.watching.reconnect_backoff = 1
+    settings.execution.max_workers = WORKER_THREADS
+    # Steps call the synchronous Kubernetes client from threads: enough of them that one
+    # request's calls never wait for another's.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS))
+    memo.kube = Kube.from_environment(pool_size=WORKER_THREADS)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def rollback_claims(
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    **_: Any,
+) -> dict[queue.ClaimKey, queue.Claim]:
+    return queue.claims(namespace or "", name, spec, status, meta["creationTimestamp"])
+
+
+# Kopf passes indices as extra keyword arguments, which its DaemonFn protocol does not declare.
+@kopf.daemon(  # type: ignore[arg-type]
+    GROUP, VERSION, PLURAL, id="rollback", backoff=2, cancellation_timeout=10
+)
+async def rollback(
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    rollback_claims: kopf.Index[queue.ClaimKey, queue.Claim],
+    **_: Any,
+) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    me = queue.Claim(name=name, order=(body["metadata"]["creationTimestamp"], name), started=False)
+    spec = RollbackSpec.parse(dict(body["spec"]))
+    keys = [(namespace, kind, target) for kind, target in Targets.of(spec).claim_keys()]
+
+    def find_blocker() -> str | None:
+        if spec.dry_run:
+            return None
+        return queue.blocker(me, keys, rollback_claims)
+
+    await Runner(memo.kube, body, find_blocker, logger).drive(stopped)

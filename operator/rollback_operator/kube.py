@@ -1,0 +1,190 @@
+"""The one module that talks to the Kubernetes API.
+
+Every call goes through the official `kubernetes` client's transport (its configuration, auth
+and connection pool), as plain JSON: the steps work on objects exactly as the API server
+stores them, which is what `status.saved` must record. Calls are synchronous; the runner makes
+them from worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from rollback_operator import GROUP, KIND, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+FIELD_MANAGER = "rollback-operator"
+
+
+@dataclass(frozen=True)
+class ApiError(Exception):
+    """A refused or failed API call, with what an SRE needs to read it."""
+
+    status: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}"
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: conflicts, throttling, server-side and connection trouble."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+def _api_error(error: ApiException) -> ApiError:
+    message = error.reason or ""
+    try:
+        body = json.loads(error.body or "{}")
+        message = body.get("message", message)
+    except (TypeError, ValueError):
+        pass
+    return ApiError(status=int(error.status or 0), reason=str(error.reason or ""), message=message)
+
+
+class Kube:
+    """A thin JSON client: paths in, dicts out. `None` for an object that does not exist."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api = api_client
+        self._lock = threading.Lock()
+        self.requests = 0  # calls made, for the operator's own metrics
+
+    @classmethod
+    def from_environment(cls, pool_size: int = 32) -> Kube:
+        """In-cluster credentials when running in a pod, else the current kubeconfig."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(configuration))
+
+    # --- transport
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: dict[str, str] | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = self._api.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        with self._lock:
+            self.requests += 1
+        try:
+            response = self._api.call_api(*params, _request_timeout=30)
+            response.read()
+        except ApiException as error:
+            raise _api_error(error) from None
+        except OSError as error:  # connection refused, reset, DNS, TLS
+            raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
+        if response.status >= 400:
+            raise _api_error(ApiException(http_resp=response))
+        return json.loads(response.data) if response.data else None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.request("GET", path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return result
+
+    def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH", path, body, content_type, query={"fieldManager": FIELD_MANAGER}
+        )
+        return result
+
+    # --- the objects the runbook touches
+
+    def ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(ingress_path(namespace, name))
+
+    def service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"/api/v1/namespaces/{namespace}/services/{name}")
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(deployment_path(namespace, name))
+
+    def hpa(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(hpa_path(namespace, name))
+
+    def hpas(self, namespace: str) -> list[dict[str, Any]]:
+        listed = self.get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
+        return list((listed or {}).get("items", []))
+
+    def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.patch(f"{request_path(namespace, name)}/status", {"status": status})
+
+    def post_event(
+        self, request: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event on the RollbackRequest, the way `kubectl describe` shows them."""
+        meta = request["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+
+
+def ingress_path(namespace: str, name: str) -> str:
+    return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}"
+
+
+def deployment_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+
+
+def hpa_path(namespace: str, name: str) -> str:
+    return f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
+
+
+def request_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"

@@ -1,0 +1,49 @@
+"""One run per target (safety rule 5): which earlier request, if any, a request must wait for.
+
+Each live request claims its Ingresses, Deployments and listed HPAs (HPAs found by discovery
+belong to a listed Deployment, so the Deployment's claim covers them). Requests are ordered by
+(creationTimestamp, name), the same total order everywhere, so two requests never wait for
+each other. A request that has started is never overtaken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rollback_operator.model import Phase, RollbackSpec, Targets
+
+STARTED = (Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.MONITORING)
+
+ClaimKey = tuple[str, str, str]  # (namespace, kind, name)
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    order: tuple[str, str]
+    started: bool
+
+
+def claims(
+    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], created: str
+) -> dict[ClaimKey, Claim]:
+    """What a request holds. Dry runs and finished requests hold nothing."""
+    phase = Phase(status.get("phase", Phase.PENDING))
+    if phase.terminal or spec.get("dryRun"):
+        return {}
+    claim = Claim(name=name, order=(created, name), started=phase in STARTED)
+    targets = Targets.of(RollbackSpec.parse(dict(spec)))
+    return {(namespace, kind, target): claim for kind, target in targets.claim_keys()}
+
+
+def blocker(
+    me: Claim, keys: Iterable[ClaimKey], holders: Mapping[ClaimKey, Iterable[Claim]]
+) -> str | None:
+    """The name of a request holding one of `keys` that `me` must wait for, if any."""
+    for key in keys:
+        for other in holders.get(key, ()):
+            if other.name != me.name and (other.started or other.order < me.order):
+                return other.name
+    return None

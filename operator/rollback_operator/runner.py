@@ -1,0 +1,176 @@
+"""Drives one RollbackRequest to a terminal phase: ask the engine, act, record, repeat.
+
+This is the only place where the engine's decisions meet the cluster. Steps run in worker
+threads (the Kubernetes client is synchronous); the status is written back after every
+transition, so the object always tells where the run is and a restarted operator resumes
+from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from rollback_operator import clock, engine
+from rollback_operator.kube import ApiError, Kube
+from rollback_operator.model import ABORT_ANNOTATION, RollbackSpec, StepName, StepState
+from rollback_operator.status import Status
+from rollback_operator.steps import STEPS
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+
+QUEUE_POLL_SECONDS = 1.0
+API_RETRY_SECONDS = 2.0
+
+
+class Stopped(Protocol):
+    """Kopf's DaemonStopped, as far as the runner uses it."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
+
+
+class Runner:
+    def __init__(
+        self,
+        kube: Kube,
+        body: Any,
+        find_blocker: Callable[[], str | None],
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        self.kube = kube
+        self.body = body  # Kopf's live view: annotations (abort, approve) update as they change
+        self.namespace: str = body["metadata"]["namespace"]
+        self.name: str = body["metadata"]["name"]
+        self.spec = RollbackSpec.parse(dict(body["spec"]))
+        self.status = Status.from_dict(_plain(body.get("status")))
+        self.find_blocker = find_blocker
+        self.logger = logger
+        self._resumed: set[StepName] = set()
+
+    async def drive(self, stopped: Stopped) -> None:
+        if self.status.observed_generation is None:
+            self.status.observed_generation = self.body["metadata"].get("generation", 1)
+            await self._write()
+        while not stopped:
+            decision = engine.decide(self.spec, self.status, self._signals())
+            now = clock.now()
+            match decision:
+                case engine.Idle():
+                    return
+                case engine.Queue(blocker=blocker):
+                    if self.status.queued_behind != blocker:
+                        self.status = engine.queued(self.status, blocker, self.spec, now)
+                        await self._write()
+                        await self._event("Normal", "Queued", self.status.message)
+                    await stopped.wait(QUEUE_POLL_SECONDS)
+                case engine.Skip(step=step, reason=reason):
+                    self.status = engine.skipped(self.status, step, reason, self.spec, now)
+                    await self._write()
+                case engine.Abort():
+                    self.status = engine.aborted(self.status, self.spec, now)
+                    await self._write()
+                    await self._event("Warning", "Aborted", self.status.message)
+                    return
+                case engine.Complete():
+                    self.status = engine.completed(self.status, self.spec, now)
+                    await self._write()
+                    await self._event("Normal", "Succeeded", self.status.message)
+                    return
+                case engine.Run(step=step):
+                    outcome = await self._run(step)
+                    if isinstance(outcome, Wait):
+                        await stopped.wait(outcome.retry_after)
+
+    async def _run(self, step: StepName) -> Outcome:
+        record = self.status.record(step)
+        if record.state != StepState.RUNNING or step not in self._resumed:
+            fresh = record.state != StepState.RUNNING
+            self.status = engine.started(self.status, step, self.spec, clock.now())
+            self._resumed.add(step)
+            await self._write()
+            if fresh:
+                await self._event("Normal", "StepStarted", f"{step} started")
+        before = self.status.record(step).message
+        outcome = await asyncio.to_thread(self._execute, step)
+        self.status = engine.stepped(self.status, step, outcome, self.spec, clock.now())
+        if isinstance(outcome, Wait) and self.status.record(step).message == before:
+            return outcome  # nothing new to report: spare the API server a write
+        await self._write()
+        if isinstance(outcome, Done):
+            await self._event("Normal", "StepSucceeded", f"{step}: {outcome.message}")
+            for warning in outcome.warnings:
+                await self._event("Warning", "Drift", warning)
+        elif isinstance(outcome, Fail):
+            await self._event("Warning", "StepFailed", self.status.message)
+        return outcome
+
+    def _execute(self, step: StepName) -> Outcome:
+        """Runs (or, for a dry run, plans) a step in a worker thread, mapping API trouble."""
+        implementation = STEPS[step]
+        ctx = self._context(step)
+        try:
+            if self.spec.dry_run and step != StepName.PREFLIGHT:
+                return Done(f"dry run: {implementation.plan(ctx)}")
+            return implementation.run(ctx)
+        except ApiError as error:
+            if error.transient:
+                return Wait(f"retrying after an API error: {error}", API_RETRY_SECONDS)
+            return Fail(
+                f"the API server refused a call ({error}); check the operator's permissions "
+                "and the objects named in the spec"
+            )
+        except Exception as error:
+            self.logger.exception("step %s crashed", step)
+            return Fail(f"internal error in {step}: {type(error).__name__}: {error}")
+
+    def _context(self, step: StepName) -> StepContext:
+        started = self.status.record(step).started_at
+        return StepContext(
+            kube=self.kube,
+            namespace=self.namespace,
+            request=self.name,
+            spec=self.spec,
+            saved=self.status.saved,
+            targets=self.status.targets or {"ingresses": [], "deployments": [], "hpas": []},
+            step_started_at=clock.parse(started) if started else clock.now(),
+            now=clock.now,
+            persist_saved=self._persist_saved,
+            persist_targets=self._persist_targets,
+        )
+
+    def _persist_saved(self) -> None:
+        self.kube.patch_request_status(self.namespace, self.name, {"saved": self.status.saved})
+
+    def _persist_targets(self, targets: dict[str, list[str]]) -> None:
+        self.status.targets = targets
+        self.kube.patch_request_status(self.namespace, self.name, {"targets": targets})
+
+    def _signals(self) -> engine.Signals:
+        annotations = self.body["metadata"].get("annotations") or {}
+        return engine.Signals(
+            abort=annotations.get(ABORT_ANNOTATION) == "true",
+            blocker=self.find_blocker(),
+        )
+
+    async def _write(self) -> None:
+        await asyncio.to_thread(
+            self.kube.patch_request_status, self.namespace, self.name, self.status.to_dict()
+        )
+
+    async def _event(self, kind: str, reason: str, message: str) -> None:
+        try:
+            await asyncio.to_thread(self.kube.post_event, _plain(self.body), kind, reason, message)
+        except ApiError as error:  # an Event is a courtesy: never fail the rollback for one
+            self.logger.warning("could not post the %s Event: %s", reason, error)
+
+
+def _plain(value: Any) -> Any:
+    """A deep, plain copy of a Kopf body view (dicts and lists only)."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

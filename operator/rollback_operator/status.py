@@ -1,0 +1,107 @@
+"""The request's status as the operator keeps it: the ledger of steps, what was saved, the phase.
+
+A plain, typed mirror of `.status` (see docs/api-reference.md). It is loaded from the object
+when the operator (re)starts and written back whole after every transition, so the object is
+always the single source of truth: an operator killed at any point resumes from it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollback_operator.model import STEP_ORDER, Phase, StepName, StepState
+
+
+@dataclass
+class StepRecord:
+    name: StepName
+    state: StepState = StepState.PENDING
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str = ""
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": str(self.name),
+            "state": str(self.state),
+            "attempts": self.attempts,
+        }
+        if self.started_at:
+            out["startedAt"] = self.started_at
+        if self.finished_at:
+            out["finishedAt"] = self.finished_at
+        if self.message:
+            out["message"] = self.message
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StepRecord:
+        return cls(
+            name=StepName(raw["name"]),
+            state=StepState(raw.get("state", StepState.PENDING)),
+            started_at=raw.get("startedAt"),
+            finished_at=raw.get("finishedAt"),
+            message=raw.get("message", ""),
+            attempts=int(raw.get("attempts", 0)),
+        )
+
+
+@dataclass
+class Status:
+    phase: Phase = Phase.PENDING
+    step: StepName | None = None
+    steps: list[StepRecord] = field(default_factory=lambda: [StepRecord(n) for n in STEP_ORDER])
+    saved: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: dict[str, list[str]] | None = None
+    queued_behind: str | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    observed_generation: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str = ""
+
+    def record(self, name: StepName) -> StepRecord:
+        return next(r for r in self.steps if r.name == name)
+
+    def copy(self) -> Status:
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "phase": str(self.phase),
+            "steps": [r.to_dict() for r in self.steps],
+            "saved": copy.deepcopy(self.saved),
+            "conditions": copy.deepcopy(self.conditions),
+            "message": self.message,
+            # Explicit nulls, so that a merge patch clears what no longer applies.
+            "step": str(self.step) if self.step else None,
+            "targets": copy.deepcopy(self.targets),
+            "queuedBehind": self.queued_behind,
+            "observedGeneration": self.observed_generation,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+        }
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Status:
+        """The stored status, or a fresh one (every step Pending) for a new request."""
+        if not raw or "steps" not in raw:
+            return cls()
+        by_name = {r["name"]: StepRecord.from_dict(r) for r in raw.get("steps", [])}
+        return cls(
+            phase=Phase(raw.get("phase", Phase.PENDING)),
+            step=StepName(raw["step"]) if raw.get("step") else None,
+            steps=[by_name.get(str(n), StepRecord(n)) for n in STEP_ORDER],
+            saved=copy.deepcopy(raw.get("saved") or {}),
+            targets=copy.deepcopy(raw.get("targets")),
+            queued_behind=raw.get("queuedBehind"),
+            conditions=copy.deepcopy(raw.get("conditions") or []),
+            observed_generation=raw.get("observedGeneration"),
+            started_at=raw.get("startedAt"),
+            finished_at=raw.get("finishedAt"),
+            message=raw.get("message", ""),
+        )

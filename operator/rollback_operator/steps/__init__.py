@@ -1,0 +1,26 @@
+"""The runbook's steps, one module each. A step missing here is Skipped as "not configured"."""
+
+from __future__ import annotations
+
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import Step
+from rollback_operator.steps.disable_maintenance import DisableMaintenance
+from rollback_operator.steps.enable_maintenance import EnableMaintenance
+from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
+from rollback_operator.steps.preflight import Preflight
+from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
+from rollback_operator.steps.revert_workloads import RevertWorkloads
+from rollback_operator.steps.verify import Verify
+
+STEPS: dict[StepName, Step] = {
+    step.name: step
+    for step in (
+        Preflight(),
+        EnableMaintenance(),
+        PauseAutoscaling(),
+        RevertWorkloads(),
+        Verify(),
+        ResumeAutoscaling(),
+        DisableMaintenance(),
+    )
+}

@@ -1,0 +1,79 @@
+"""What every step is: an idempotent `run` (and a side-effect-free `plan` for dry runs).
+
+A step may be run many times: after a `Wait`, and from the top after the operator restarts.
+So `run` converges on the desired state instead of replaying actions, and saves the prior
+state of whatever it changes (through `StepContext.save`) before it changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from rollback_operator.kube import Kube
+from rollback_operator.model import RollbackSpec, StepName
+
+
+@dataclass(frozen=True)
+class Done:
+    message: str
+    warnings: tuple[str, ...] = ()  # e.g. drift found while restoring; each becomes a Warning Event
+
+
+@dataclass(frozen=True)
+class Wait:
+    message: str
+    retry_after: float = 1.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    message: str
+
+
+Outcome = Done | Wait | Fail
+
+
+@dataclass
+class StepContext:
+    """What a step may see and do. `save` persists before returning: save, then change."""
+
+    kube: Kube
+    namespace: str
+    request: str
+    spec: RollbackSpec
+    saved: dict[str, dict[str, Any]]
+    targets: dict[str, list[str]]
+    step_started_at: datetime
+    now: Callable[[], datetime]
+    persist_saved: Callable[[], None] = field(repr=False)
+    persist_targets: Callable[[dict[str, list[str]]], None] = field(repr=False)
+
+    def saved_for(self, section: str, key: str) -> Any:
+        return self.saved.get(section, {}).get(key)
+
+    def save(self, section: str, key: str, value: Any) -> None:
+        """Records the prior state of `key` in status.saved, durably, unless already recorded.
+
+        The first record wins: a step re-run after a crash must never overwrite the true
+        original with a fresh read of an object it had already changed.
+        """
+        if self.saved_for(section, key) is not None:
+            return
+        self.saved.setdefault(section, {})[key] = value
+        self.persist_saved()
+
+
+class Step(Protocol):
+    name: StepName
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        """Why the step does not apply to this request, or None when it does."""
+
+    def run(self, ctx: StepContext) -> Outcome:
+        """Moves the site one step further; safe to call again with the same context."""
+
+    def plan(self, ctx: StepContext) -> str:
+        """What `run` would change, read-only, for dry runs."""

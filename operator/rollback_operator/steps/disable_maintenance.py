@@ -1,0 +1,71 @@
+"""DisableMaintenance (runbook §2.5): put every Ingress backend back exactly as it was saved.
+
+Only a backend still pointing at the maintenance page is restored. One that someone changed
+meanwhile is left alone and reported as drift: their change is newer than our record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollback_operator.kube import ingress_path
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.traffic import Location, backend_at, describe, with_backends
+
+
+class DisableMaintenance:
+    name = StepName.DISABLE_MAINTENANCE
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        return None
+
+    def plan(self, ctx: StepContext) -> str:
+        return f"would restore the original backends of Ingress {', '.join(ctx.spec.ingresses)}"
+
+    def run(self, ctx: StepContext) -> Outcome:
+        maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
+        drift: list[str] = []
+        restored = 0
+        for name in ctx.targets["ingresses"]:
+            saved = ctx.saved_for("ingresses", name)
+            if saved is None:
+                continue  # never switched: nothing to restore
+            ingress = ctx.kube.ingress(ctx.namespace, name)
+            if ingress is None:
+                return Fail(
+                    f"Ingress {name!r} disappeared before traffic could return; recreate it with "
+                    f"the backends in status.saved.ingresses.{name}"
+                )
+            changes: list[tuple[Location, dict[str, Any]]] = []
+            for entry in saved["backends"]:
+                current = backend_at(ingress, entry["location"])
+                if current == entry["backend"]:
+                    continue
+                if current == maintenance:
+                    changes.append((entry["location"], entry["backend"]))
+                else:
+                    drift.append(
+                        f"Ingress {name} {_where(entry['location'])} now points to "
+                        f"{describe(current)}, left as is (was {describe(entry['backend'])})"
+                    )
+            if changes:
+                ctx.kube.patch(
+                    ingress_path(ctx.namespace, name),
+                    {
+                        "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
+                        "spec": with_backends(ingress, changes),
+                    },
+                )
+                restored += len(changes)
+        message = f"restored {restored} backend(s) of Ingress {', '.join(ctx.targets['ingresses'])}"
+        if drift:
+            message += "; drift: " + "; ".join(drift)
+        return Done(message, warnings=tuple(drift))
+
+
+def _where(location: Location) -> str:
+    if location.get("default"):
+        return "defaultBackend"
+    host = location["host"] or "*"
+    return f"{host}{location['pathValue'] or '/'}"

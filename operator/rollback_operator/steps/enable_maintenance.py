@@ -1,0 +1,72 @@
+"""EnableMaintenance (runbook §2.1): point every backend of each Ingress at the maintenance page.
+
+The original backends are saved, exactly as written (Service name, port number or name), before
+the first change; the patch carries the resourceVersion read, so a concurrent edit is retried
+rather than overwritten.
+"""
+
+from __future__ import annotations
+
+from rollback_operator.kube import ingress_path
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.traffic import backend_at, backend_locations, describe, with_backends
+
+
+class EnableMaintenance:
+    name = StepName.ENABLE_MAINTENANCE
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        return None
+
+    def plan(self, ctx: StepContext) -> str:
+        maintenance = describe(ctx.spec.maintenance_backend.as_ingress_backend())
+        parts = []
+        for name in ctx.spec.ingresses:
+            ingress = ctx.kube.ingress(ctx.namespace, name) or {}
+            parts.append(
+                f"Ingress {name}: {len(backend_locations(ingress))} backend(s) to {maintenance}"
+            )
+        return "would point " + "; ".join(parts)
+
+    def run(self, ctx: StepContext) -> Outcome:
+        maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
+        switched: list[str] = []
+        for name in ctx.targets["ingresses"]:
+            ingress = ctx.kube.ingress(ctx.namespace, name)
+            if ingress is None:
+                return Fail(
+                    f"Ingress {name!r} disappeared during the rollback; check who deleted it"
+                )
+            ctx.save(
+                "ingresses",
+                name,
+                {
+                    "backends": [
+                        {"location": loc, "backend": b} for loc, b in backend_locations(ingress)
+                    ]
+                },
+            )
+            changes = []
+            for entry in ctx.saved_for("ingresses", name)["backends"]:
+                current = backend_at(ingress, entry["location"])
+                if current is None:
+                    return Fail(
+                        f"Ingress {name!r} changed while it was being switched to maintenance "
+                        f"(a rule or path moved); check it by hand, the original backends are in "
+                        f"status.saved.ingresses"
+                    )
+                if current != maintenance:
+                    changes.append((entry["location"], maintenance))
+            if changes:
+                ctx.kube.patch(
+                    ingress_path(ctx.namespace, name),
+                    {
+                        "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
+                        "spec": with_backends(ingress, changes),
+                    },
+                )
+            switched.append(
+                f"{name} ({len(ctx.saved_for('ingresses', name)['backends'])} backend(s))"
+            )
+        return Done(f"Ingress {', '.join(switched)} now served by {describe(maintenance)}")

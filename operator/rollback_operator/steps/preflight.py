@@ -1,0 +1,88 @@
+"""Preflight: check every referenced object before anything changes (safety rule 1).
+
+A request that cannot finish must fail here, with the site untouched, and with one message
+that names every problem at once so the SRE fixes them in one go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.traffic import backend_locations
+
+
+class Preflight:
+    name = StepName.PREFLIGHT
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        return None
+
+    def plan(self, ctx: StepContext) -> str:
+        return "checks every referenced object"
+
+    def run(self, ctx: StepContext) -> Outcome:
+        problems: list[str] = []
+        ns, spec = ctx.namespace, ctx.spec
+        for name in spec.ingresses:
+            ingress = ctx.kube.ingress(ns, name)
+            if ingress is None:
+                problems.append(f"Ingress {name!r} not found")
+            elif not backend_locations(ingress):
+                problems.append(f"Ingress {name!r} has no backend to switch to maintenance")
+        problems += _check_service(ctx.kube.service(ns, spec.maintenance_backend.service), spec)
+        for workload in spec.workloads:
+            deployment = ctx.kube.deployment(ns, workload.deployment)
+            if deployment is None:
+                problems.append(f"Deployment {workload.deployment!r} not found")
+                continue
+            present = {c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+            problems += [
+                f"Deployment {workload.deployment!r} has no container {c!r}"
+                for c in workload.containers or ()
+                if c not in present
+            ]
+        hpas = _resolve_hpas(ctx, problems)
+        if problems:
+            return Fail(
+                f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "
+                "Nothing was changed. Fix the references (or the objects) and create a new "
+                "RollbackRequest."
+            )
+        targets = {
+            "ingresses": list(spec.ingresses),
+            "deployments": list(spec.deployments),
+            "hpas": hpas,
+        }
+        ctx.persist_targets(targets)
+        return Done(
+            f"found {len(spec.ingresses)} Ingress(es), the maintenance Service, "
+            f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
+        )
+
+
+def _check_service(service: dict[str, Any] | None, spec: RollbackSpec) -> list[str]:
+    backend = spec.maintenance_backend
+    if service is None:
+        return [f"maintenance Service {backend.service!r} not found"]
+    ports = service.get("spec", {}).get("ports", [])
+    key = "port" if isinstance(backend.port, int) else "name"
+    if not any(p.get(key) == backend.port for p in ports):
+        return [f"maintenance Service {backend.service!r} has no port {backend.port!r}"]
+    return []
+
+
+def _resolve_hpas(ctx: StepContext, problems: list[str]) -> list[str]:
+    """The listed HPAs (each must exist), or those whose scaleTargetRef is a listed Deployment."""
+    if ctx.spec.hpas is not None:
+        missing = [h for h in ctx.spec.hpas if ctx.kube.hpa(ctx.namespace, h) is None]
+        problems += [f"HorizontalPodAutoscaler {h!r} not found" for h in missing]
+        return list(ctx.spec.hpas)
+    deployments = set(ctx.spec.deployments)
+    return sorted(
+        h["metadata"]["name"]
+        for h in ctx.kube.hpas(ctx.namespace)
+        if h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
+        and h["spec"]["scaleTargetRef"].get("name") in deployments
+    )

@@ -1,0 +1,59 @@
+"""ResumeAutoscaling (runbook §2.5): give each HPA back the behavior it had before the freeze.
+
+A field someone changed during the rollback (a new maxReplicas, a behavior that is no longer
+our freeze) is theirs: it is kept, and reported as drift instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+from rollback_operator.autoscaling import is_frozen
+from rollback_operator.kube import hpa_path
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+
+
+class ResumeAutoscaling:
+    name = StepName.RESUME_AUTOSCALING
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        if targets is not None and not targets["hpas"]:
+            return "no HorizontalPodAutoscaler was paused"
+        return None
+
+    def plan(self, ctx: StepContext) -> str:
+        return f"would restore the behavior of HPA {', '.join(ctx.targets['hpas'])}"
+
+    def run(self, ctx: StepContext) -> Outcome:
+        drift: list[str] = []
+        for name in ctx.targets["hpas"]:
+            saved = ctx.saved_for("hpas", name)
+            if saved is None:
+                continue  # never frozen
+            hpa = ctx.kube.hpa(ctx.namespace, name)
+            if hpa is None:
+                return Fail(
+                    f"HorizontalPodAutoscaler {name!r} disappeared; recreate it from "
+                    f"status.saved.hpas.{name}"
+                )
+            spec = hpa["spec"]
+            for field in ("minReplicas", "maxReplicas"):
+                if spec.get(field, 1) != saved[field]:
+                    now = spec.get(field, 1)
+                    drift.append(
+                        f"HPA {name} {field} is now {now} (was {saved[field]}), left as is"
+                    )
+            if is_frozen(hpa):
+                ctx.kube.patch(
+                    hpa_path(ctx.namespace, name),
+                    {
+                        "metadata": {"resourceVersion": hpa["metadata"]["resourceVersion"]},
+                        # No saved behavior (status drops nulls): None removes the freeze.
+                        "spec": {"behavior": saved.get("behavior")},
+                    },
+                )
+            elif spec.get("behavior") != saved.get("behavior"):
+                drift.append(f"HPA {name} behavior was changed during the rollback, left as is")
+        message = f"resumed HPA {', '.join(ctx.targets['hpas'])}"
+        if drift:
+            message += "; drift: " + "; ".join(drift)
+        return Done(message, warnings=tuple(drift))

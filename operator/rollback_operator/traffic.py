@@ -1,0 +1,80 @@
+"""Where an Ingress sends traffic: every backend location (rules' paths and defaultBackend).
+
+Shared by EnableMaintenance (switch each location to the maintenance Service, saving what was
+there) and DisableMaintenance (put back exactly what was saved).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+Location = dict[
+    str, Any
+]  # {"rule": i, "path": j, "host": ..., "pathValue": ...} or {"default": True}
+
+
+def backend_locations(ingress: dict[str, Any]) -> list[tuple[Location, dict[str, Any]]]:
+    """Each backend of the Ingress with a location that identifies it on a later read."""
+    spec = ingress.get("spec", {})
+    found: list[tuple[Location, dict[str, Any]]] = []
+    if spec.get("defaultBackend"):
+        found.append(({"default": True}, spec["defaultBackend"]))
+    for i, rule in enumerate(spec.get("rules") or []):
+        for j, path in enumerate((rule.get("http") or {}).get("paths") or []):
+            location = {
+                "rule": i,
+                "path": j,
+                "host": rule.get("host", ""),
+                "pathValue": path.get("path", ""),
+            }
+            found.append((location, path["backend"]))
+    return found
+
+
+def backend_at(ingress: dict[str, Any], location: Location) -> dict[str, Any] | None:
+    """The backend now at `location`, or None if the rule or path there is not the same one."""
+    spec = ingress.get("spec", {})
+    if location.get("default"):
+        backend: dict[str, Any] | None = spec.get("defaultBackend")
+        return backend
+    rules = spec.get("rules") or []
+    if (
+        location["rule"] >= len(rules)
+        or rules[location["rule"]].get("host", "") != location["host"]
+    ):
+        return None
+    paths = (rules[location["rule"]].get("http") or {}).get("paths") or []
+    if (
+        location["path"] >= len(paths)
+        or paths[location["path"]].get("path", "") != location["pathValue"]
+    ):
+        return None
+    backend = paths[location["path"]]["backend"]
+    return backend
+
+
+def with_backends(
+    ingress: dict[str, Any], replacements: list[tuple[Location, dict[str, Any]]]
+) -> dict[str, Any]:
+    """The Ingress spec fields to write so that each location gets its new backend."""
+    spec = copy.deepcopy(ingress.get("spec", {}))
+    for location, backend in replacements:
+        if location.get("default"):
+            spec["defaultBackend"] = copy.deepcopy(backend)
+        else:
+            spec["rules"][location["rule"]]["http"]["paths"][location["path"]]["backend"] = (
+                copy.deepcopy(backend)
+            )
+    return {key: spec[key] for key in ("defaultBackend", "rules") if key in spec}
+
+
+def describe(backend: dict[str, Any] | None) -> str:
+    if not backend:
+        return "nothing"
+    service = backend.get("service")
+    if service:
+        port = service.get("port", {})
+        return f"{service['name']}:{port.get('number', port.get('name'))}"
+    resource = backend.get("resource", {})
+    return f"{resource.get('kind', '?')}/{resource.get('name', '?')}"
