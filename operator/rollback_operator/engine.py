@@ -138,9 +138,12 @@ def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
     if current is not None and current.state == StepState.RUNNING:
         current.state, current.finished_at = StepState.ABORTED, stamp(now)
         current.message = "aborted at the request of the abort annotation"
-    new.phase, new.finished_at = Phase.ABORTED, stamp(now)
-    where = f" during {current.name}" if current is not None else ""
-    new.message = f"Aborted{where}. " + _left_as(new)
+    new.phase, new.finished_at, new.queued_behind = Phase.ABORTED, stamp(now), None
+    where = ""
+    if current is not None:
+        started = current.state == StepState.ABORTED
+        where = f" during {current.name}" if started else f" before {current.name}"
+    new.message = f"Aborted{where}. " + _left_as(new, spec)
     return _with_conditions(new, spec, now)
 
 
@@ -168,14 +171,18 @@ def _running(status: Status, now: datetime) -> Status:
     return new
 
 
-def _left_as(status: Status) -> str:
+def _left_as(status: Status, spec: RollbackSpec) -> str:
     """How to finish by hand, given how far the run went."""
-    done = {r.name for r in status.steps if r.state == StepState.SUCCEEDED}
-    if StepName.ENABLE_MAINTENANCE not in done or StepName.DISABLE_MAINTENANCE in done:
+    if spec.dry_run:
+        return "Dry run: nothing was changed."
+    maintenance, frozen = _site_changes(status, spec)
+    if not maintenance and not frozen:
         return "Traffic was not switched: nothing to restore."
-    parts = ["The maintenance page is still on."]
-    if StepName.PAUSE_AUTOSCALING in done and StepName.RESUME_AUTOSCALING not in done:
-        parts.append("The HPAs are still frozen.")
+    parts = []
+    if maintenance:
+        parts.append(f"The maintenance page is still on (Ingress {', '.join(maintenance)}).")
+    if frozen:
+        parts.append(f"The HPAs {', '.join(frozen)} are still frozen.")
     parts.append(
         "To finish by hand: check the workloads, then restore the HPAs' behavior and the "
         "Ingress backends recorded in status.saved (or create a new RollbackRequest)."
@@ -186,13 +193,25 @@ def _left_as(status: Status) -> str:
 # --- conditions, derived from the ledger after every transition
 
 
-def _with_conditions(status: Status, spec: RollbackSpec, now: datetime) -> Status:
+def _site_changes(status: Status, spec: RollbackSpec) -> tuple[list[str], list[str]]:
+    """The Ingresses on maintenance and the HPAs frozen now, as far as the ledger knows.
+
+    `status.saved` is written before each change, so it also covers a step that failed or was
+    aborted half-way (one Ingress switched, the next not).
+    """
+    if spec.dry_run:
+        return [], []
     done = {r.name for r in status.steps if r.state == StepState.SUCCEEDED}
-    live = not spec.dry_run
-    maintenance = (
-        live and StepName.ENABLE_MAINTENANCE in done and StepName.DISABLE_MAINTENANCE not in done
-    )
-    paused = live and StepName.PAUSE_AUTOSCALING in done and StepName.RESUME_AUTOSCALING not in done
+    ingresses = status.saved.get("ingresses", {})
+    hpas = status.saved.get("hpas", {})
+    maintenance = [] if StepName.DISABLE_MAINTENANCE in done else sorted(ingresses)
+    frozen = [] if StepName.RESUME_AUTOSCALING in done else sorted(hpas)
+    return maintenance, frozen
+
+
+def _with_conditions(status: Status, spec: RollbackSpec, now: datetime) -> Status:
+    on_maintenance, frozen = _site_changes(status, spec)
+    maintenance, paused = bool(on_maintenance), bool(frozen)
     terminal = status.phase.terminal
     wanted = [
         ("Ready", status.phase == Phase.SUCCEEDED, str(status.phase), status.message),

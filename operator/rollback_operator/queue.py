@@ -34,8 +34,11 @@ def claims(
     if phase.terminal or spec.get("dryRun"):
         return {}
     claim = Claim(name=name, order=(created, name), started=phase in STARTED)
-    targets = Targets.of(RollbackSpec.parse(dict(spec)))
-    return {(namespace, kind, target): claim for kind, target in targets.claim_keys()}
+    keys = Targets.of(RollbackSpec.parse(dict(spec))).claim_keys()
+    # HPAs found by discovery are known once Preflight has run: claim them too.
+    discovered = (status.get("targets") or {}).get("hpas") or []
+    keys += [("HorizontalPodAutoscaler", hpa) for hpa in discovered]
+    return {(namespace, kind, target): claim for kind, target in keys}
 
 
 def blocker(

@@ -17,6 +17,10 @@ def rollout_state(deployment: dict[str, Any]) -> RolloutState:
     name = deployment["metadata"]["name"]
     status = deployment.get("status", {})
     wanted = deployment["spec"].get("replicas", 1)
+    # A deadline exceeded by the previous (bad) rollout means nothing until the controller has
+    # seen our spec: judged in this order, as `kubectl rollout status` does.
+    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
+        return RolloutState(False, f"{name}: waiting for the controller to see the new spec")
     for condition in status.get("conditions", []):
         if (
             condition.get("type") == "Progressing"
@@ -25,8 +29,6 @@ def rollout_state(deployment: dict[str, Any]) -> RolloutState:
             return RolloutState(
                 False, f"{name}: progress deadline exceeded", condition.get("message")
             )
-    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
-        return RolloutState(False, f"{name}: waiting for the controller to see the new spec")
     updated = status.get("updatedReplicas", 0)
     total = status.get("replicas", 0)
     available = status.get("availableReplicas", 0)

@@ -57,16 +57,30 @@ def backend_at(ingress: dict[str, Any], location: Location) -> dict[str, Any] | 
 def with_backends(
     ingress: dict[str, Any], replacements: list[tuple[Location, dict[str, Any]]]
 ) -> dict[str, Any]:
-    """The Ingress spec fields to write so that each location gets its new backend."""
+    """The merge patch of the Ingress spec that gives each location its new backend.
+
+    `rules` is a list, which a merge patch replaces whole. `defaultBackend` is an object, which
+    a merge patch would merge into the old one (a port name beside a port number): every key
+    of the old backend that the new one lacks is written as null, so it is replaced instead.
+    """
     spec = copy.deepcopy(ingress.get("spec", {}))
+    patch: dict[str, Any] = {}
     for location, backend in replacements:
         if location.get("default"):
-            spec["defaultBackend"] = copy.deepcopy(backend)
+            patch["defaultBackend"] = _replacing(spec.get("defaultBackend"), backend)
         else:
-            spec["rules"][location["rule"]]["http"]["paths"][location["path"]]["backend"] = (
-                copy.deepcopy(backend)
-            )
-    return {key: spec[key] for key in ("defaultBackend", "rules") if key in spec}
+            paths = spec["rules"][location["rule"]]["http"]["paths"]
+            paths[location["path"]]["backend"] = copy.deepcopy(backend)
+            patch["rules"] = spec["rules"]
+    return patch
+
+
+def _replacing(old: Any, new: Any) -> Any:
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return copy.deepcopy(new)
+    merged: dict[str, Any] = {key: None for key in old if key not in new}
+    merged.update({key: _replacing(old.get(key), value) for key, value in new.items()})
+    return merged
 
 
 def describe(backend: dict[str, Any] | None) -> str:

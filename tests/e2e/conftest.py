@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests.e2e.lawyershub import Operator, deploy_app, running_operator
 from tests.e2e.support import REPO_ROOT, apply_crds, wait_until
 
 
@@ -59,3 +60,18 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def app(api: client.ApiClient, namespace: str, crds_installed: None) -> str:
+    """The sample application, rolled out, in the test's namespace."""
+    deploy_app(api, namespace)
+    return namespace
+
+
+@pytest.fixture
+def operator(namespace: str, kubeconfig: str, tmp_path: Path) -> Iterator[Operator]:
+    """The operator process, watching the test's namespace; its log is printed on failure."""
+    with running_operator(namespace, kubeconfig, tmp_path) as running:
+        yield running
+        print(running.logs()[-20000:])

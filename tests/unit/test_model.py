@@ -43,7 +43,7 @@ def test_parse_fills_the_defaults_the_api_server_would() -> None:
     assert spec.deployments == ("backend", "frontend")
     assert spec.workloads[0].containers == ("api",)
     assert spec.workloads[1].containers is None
-    assert Targets.of(spec).keys() == [
+    assert Targets.of(spec).claim_keys() == [
         ("Ingress", "site"),
         ("Deployment", "backend"),
         ("Deployment", "frontend"),

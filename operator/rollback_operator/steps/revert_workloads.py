@@ -104,9 +104,10 @@ def _selected_images(deployment: dict[str, Any], workload: Workload) -> dict[str
 
 
 def _timeout_message(ctx: StepContext, detail: str) -> str:
+    frozen = " and autoscaling is still frozen" if ctx.targets["hpas"] else ""
     return (
         f"rollout did not complete within {ctx.spec.rollout_timeout_seconds:g}s: {detail}. "
-        "The maintenance page is still on and autoscaling is still frozen. Look at the pods "
+        f"The maintenance page is still on{frozen}. Look at the pods "
         f"(kubectl -n {ctx.namespace} describe deployment), fix the image or the cluster, then "
         "create a new RollbackRequest, or restore traffic by hand from status.saved."
     )

@@ -1,0 +1,217 @@
+"""The sample application of examples/, deployed into a test's namespace, and helpers to drive
+RollbackRequests and the operator process against it."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from tests.e2e.support import REPO_ROOT, wait_until
+
+GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
+MAINTENANCE = {"service": {"name": "maintenance-page", "port": {"number": 80}}}
+REGISTRY = "registry.lawyershub.example:5000/lawyershub"
+
+
+def sample_objects() -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all((REPO_ROOT / "examples" / "lawyershub.yaml").read_text())
+    return [d for d in docs if d and d["kind"] != "Namespace"]
+
+
+def deploy_app(
+    api: client.ApiClient, namespace: str, *, min_ready_seconds: dict[str, int] | None = None
+) -> None:
+    """Creates the sample in `namespace` and waits until every Deployment is rolled out.
+
+    `min_ready_seconds` slows a Deployment's rollouts down (pods count as available only after
+    that long), so a test can act while the operator waits on it.
+    """
+    for original in sample_objects():
+        obj = copy.deepcopy(original)
+        obj["metadata"]["namespace"] = namespace
+        _create(api, namespace, obj)
+    apps = client.AppsV1Api(api)
+    for name in ("frontend", "backend", "maintenance-page"):
+        wait_until(
+            lambda n=name: rolled_out(apps.read_namespaced_deployment(n, namespace)),
+            timeout=90,
+            what=f"{name} rolled out",
+        )
+    # Slowed down only once rolled out: this affects the next rollout, not the first.
+    for name, seconds in (min_ready_seconds or {}).items():
+        apps.patch_namespaced_deployment(
+            name,
+            namespace,
+            {"spec": {"minReadySeconds": seconds, "progressDeadlineSeconds": seconds + 600}},
+            _content_type="application/merge-patch+json",
+        )
+
+
+def _create(api: client.ApiClient, namespace: str, obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    if kind == "Deployment":
+        client.AppsV1Api(api).create_namespaced_deployment(namespace, obj)
+    elif kind == "Service":
+        client.CoreV1Api(api).create_namespaced_service(namespace, obj)
+    elif kind == "Ingress":
+        client.NetworkingV1Api(api).create_namespaced_ingress(namespace, obj)
+    elif kind == "HorizontalPodAutoscaler":
+        client.AutoscalingV2Api(api).create_namespaced_horizontal_pod_autoscaler(namespace, obj)
+    else:
+        raise ValueError(kind)
+
+
+def rolled_out(d: Any) -> bool:
+    s = d.status
+    wanted = d.spec.replicas
+    return bool(
+        (s.observed_generation or 0) >= d.metadata.generation
+        and (s.updated_replicas or 0) == wanted
+        and (s.replicas or 0) == wanted
+        and (s.available_replicas or 0) == wanted
+    )
+
+
+def request_body(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "reason": "Error rate 7.2 % for 15 min after go-live",
+        "trigger": "ErrorRate",
+        "traffic": {
+            "ingresses": ["lawyershub"],
+            "maintenanceBackend": {"service": "maintenance-page", "port": 80},
+        },
+        "autoscaling": {"hpas": ["backend", "frontend"]},
+        "workloads": [{"deployment": "backend", "containers": ["api"]}, {"deployment": "frontend"}],
+        "rolloutTimeout": "2m",
+    }
+    body.update(spec)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RollbackRequest",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def create_request(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, request_body(name, **spec)
+    )
+
+
+def get_request(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return result
+
+
+def wait_phase(
+    api: client.ApiClient, namespace: str, name: str, *phases: str, timeout: float = 90
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        obj = get_request(api, namespace, name)
+        return obj if obj.get("status", {}).get("phase") in phases else None
+
+    return wait_until(reached, timeout=timeout, what=f"{name} to reach {'/'.join(phases)}")
+
+
+def ledger(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in obj["status"]["steps"]}
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    events = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    return [e for e in events if e.involved_object.kind == "RollbackRequest"]
+
+
+def snapshot(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """What the operator may change, as the API server has it: specs, generations, annotations."""
+    apps, net, hpa, core = (
+        client.AppsV1Api(api),
+        client.NetworkingV1Api(api),
+        client.AutoscalingV2Api(api),
+        client.CoreV1Api(api),
+    )
+
+    def strip(items: list[Any]) -> dict[str, Any]:
+        out = {}
+        for item in items:
+            raw = api.sanitize_for_serialization(item)
+            out[raw["metadata"]["name"]] = {
+                "spec": raw.get("spec"),
+                "generation": raw["metadata"].get("generation"),
+                "annotations": raw["metadata"].get("annotations"),
+                "labels": raw["metadata"].get("labels"),
+            }
+        return out
+
+    return {
+        "ingresses": strip(net.list_namespaced_ingress(namespace).items),
+        "deployments": strip(apps.list_namespaced_deployment(namespace).items),
+        "hpas": strip(hpa.list_namespaced_horizontal_pod_autoscaler(namespace).items),
+        "services": strip(core.list_namespaced_service(namespace).items),
+    }
+
+
+class Operator:
+    """The operator as a real process, watching one namespace; it can be SIGKILLed and restarted."""
+
+    def __init__(self, namespace: str, kubeconfig: str, log_dir: Path) -> None:
+        self.namespace, self.kubeconfig, self.log_dir = namespace, kubeconfig, log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rollback_operator", "-n", self.namespace, "--liveness="],
+            env={**os.environ, "KUBECONFIG": self.kubeconfig},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no last status write, as a node failure would do."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
+        )
+
+
+@contextmanager
+def running_operator(namespace: str, kubeconfig: str, log_dir: Path) -> Iterator[Operator]:
+    operator = Operator(namespace, kubeconfig, log_dir)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
