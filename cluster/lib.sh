@@ -48,6 +48,10 @@ cluster_is_up() {
   kubectl_admin get --raw /readyz >/dev/null 2>&1
 }
 
+node_reports_ready() {
+  [[ "$(kubectl_admin get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
 # Ready, and schedulable: the not-ready taint set at registration has been lifted.
 node_is_ready() {
   local state

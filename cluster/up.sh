@@ -77,7 +77,7 @@ start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
   --kubeconfig "$CLUSTER_DIR/kubeconfig" --leader-elect=false \
   --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-  --controllers '*,-nodeipam,-cloud-node-lifecycle,-persistentvolume-binder,-attachdetach,-ttl' \
+  --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-persistentvolume-binder,-attachdetach,-ttl' \
   --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 --concurrent-job-syncs 20 \
   --kube-api-qps 400 --kube-api-burst 800 --profiling=false
 start kube-scheduler "$KUBE_BIN/kube-scheduler" \
@@ -105,6 +105,11 @@ start kwok "$KWOK_DIR/kwok" \
   --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.0/16 --node-ip 127.0.0.1 \
   "${stage_args[@]}"
 
-wait_for "node $NODE_NAME Ready" 120 node_is_ready
+# The node-lifecycle controller is off: under load the fake node's heartbeats can lag, and
+# that controller would then mark every pod NotReady for good (kwok only readies Pending
+# pods). Without it, the not-ready taint set at registration is lifted here, once Ready.
+wait_for "node $NODE_NAME Ready" 120 node_reports_ready
+kubectl_admin taint nodes "$NODE_NAME" node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
+wait_for "node $NODE_NAME schedulable" 30 node_is_ready
 wait_for "the default ServiceAccount" 120 kubectl_admin -n default get serviceaccount default
 echo "cluster up: export KUBECONFIG=$CLUSTER_DIR/kubeconfig"
