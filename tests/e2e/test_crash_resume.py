@@ -53,7 +53,7 @@ def _kill_when(
         ("ResumeAutoscaling", False),
         ("DisableMaintenance", False),
     ],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_sigkill_and_restart_ends_the_same(
     api: client.ApiClient,
