@@ -30,8 +30,8 @@ cluster-down:
 	cluster/down.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests bench scripts
+	$(BIN)/ruff format --check operator tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
