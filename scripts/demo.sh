@@ -18,20 +18,24 @@ step "RollbackRequest CRD"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/rollbackrequests.rollback.lawyershub.io --timeout=60s >/dev/null
 
-step "the sample application (namespace lawyershub), at the bad release"
-# A previous demo left its rolled-back sample behind: start again from go-live.
-kubectl delete namespace lawyershub --ignore-not-found --wait=true --timeout=120s >/dev/null
-kubectl apply --server-side -f examples/lawyershub.yaml >/dev/null
-for d in frontend backend maintenance-page; do kubectl -n lawyershub rollout status "deployment/$d" --timeout=120s >/dev/null; done
-kubectl -n lawyershub get deployments -o wide
-kubectl -n lawyershub get ingress lawyershub
-
 step "the operator"
 log="$CLUSTER_DIR/logs/operator-demo.log"
 .venv/bin/python -m rollback_operator --namespace lawyershub --liveness= >"$log" 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
 echo "running (pid $operator), log in $log"
+# Started first: a request left unfinished by an interrupted demo holds a finalizer that only
+# the operator releases.
+
+step "the sample application (namespace lawyershub), at the bad release"
+# A previous demo left its rolled-back sample behind: start again from go-live. The request
+# goes first, while the operator runs, so that it releases its finalizer.
+kubectl -n lawyershub delete rollbackrequest golive-2026-01-10 --ignore-not-found --timeout=60s >/dev/null 2>&1 || true
+kubectl delete namespace lawyershub --ignore-not-found --wait=true --timeout=120s >/dev/null
+kubectl apply --server-side -f examples/lawyershub.yaml >/dev/null
+for d in frontend backend maintenance-page; do kubectl -n lawyershub rollout status "deployment/$d" --timeout=120s >/dev/null; done
+kubectl -n lawyershub get deployments -o wide
+kubectl -n lawyershub get ingress lawyershub
 
 step "kubectl apply -f examples/rollback.yaml"
 kubectl apply -f examples/rollback.yaml

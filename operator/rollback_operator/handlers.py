@@ -1,9 +1,9 @@
 """Kopf handlers: registration only. The work is in `runner` (I/O) and `engine` (decisions).
 
-One daemon per RollbackRequest drives it to a terminal phase and returns (at once, for a
-request that is already finished). Kopf starts the daemons again when the operator starts,
-which is how a run survives a crash. The daemon is not filtered on the phase: a filter would
-cancel it the moment it writes the terminal phase, before its last Event is posted.
+One daemon per unfinished RollbackRequest drives it to a terminal phase. Kopf starts the
+daemons again when the operator starts, which is how a run survives a crash. Kopf holds a
+finalizer on a request only while its daemon runs: the phase filter releases it as soon as
+the request is finished, so a finished request is deleted at once, operator or not.
 An index of what each live request touches gives the queue its view without API calls.
 """
 
@@ -18,7 +18,7 @@ import kopf
 
 from rollback_operator import GROUP, PLURAL, VERSION, queue
 from rollback_operator.kube import Kube
-from rollback_operator.model import RollbackSpec, Targets
+from rollback_operator.model import Phase, RollbackSpec, Targets
 from rollback_operator.runner import Runner
 
 WORKER_THREADS = 32
@@ -53,9 +53,13 @@ def rollback_claims(
     return queue.claims(namespace or "", name, spec, status, meta["creationTimestamp"])
 
 
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return not Phase(status.get("phase", Phase.PENDING)).terminal
+
+
 # Kopf passes indices as extra keyword arguments, which its DaemonFn protocol does not declare.
 @kopf.daemon(  # type: ignore[arg-type]
-    GROUP, VERSION, PLURAL, id="rollback", backoff=2, cancellation_timeout=10
+    GROUP, VERSION, PLURAL, id="rollback", when=_unfinished, backoff=2, cancellation_timeout=10
 )
 async def rollback(
     body: kopf.Body,

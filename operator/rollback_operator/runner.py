@@ -49,38 +49,42 @@ class Runner:
         self.find_blocker = find_blocker
         self.logger = logger
         self._resumed: set[StepName] = set()
+        self._dirty = False
 
     async def drive(self, stopped: Stopped) -> None:
         if self.status.observed_generation is None:
             self.status.observed_generation = self.body["metadata"].get("generation", 1)
-            await self._write()
+            self._dirty = True
         while not stopped:
             decision = engine.decide(self.spec, self.status, self._signals())
             now = clock.now()
             match decision:
                 case engine.Idle():
+                    await self._flush()
                     return
                 case engine.Queue(blocker=blocker):
                     if self.status.queued_behind != blocker:
                         self.status = engine.queued(self.status, blocker, self.spec, now)
-                        await self._write()
+                        self._dirty = True
+                        await self._flush()
                         await self._event("Normal", "Queued", self.status.message)
                     await stopped.wait(QUEUE_POLL_SECONDS)
                 case engine.Skip(step=step, reason=reason):
+                    # Written with the next transition: a run of skips costs one write.
                     self.status = engine.skipped(self.status, step, reason, self.spec, now)
-                    await self._write()
+                    self._dirty = True
                 case engine.Abort():
                     self.status = engine.aborted(self.status, self.spec, now)
-                    await self._write()
-                    await self._event("Warning", "Aborted", self.status.message)
+                    await self._finish("Warning", "Aborted")
                     return
                 case engine.Complete():
                     self.status = engine.completed(self.status, self.spec, now)
-                    await self._write()
-                    await self._event("Normal", "Succeeded", self.status.message)
+                    await self._finish("Normal", "Succeeded")
                     return
                 case engine.Run(step=step):
                     outcome = await self._run(step)
+                    if isinstance(outcome, Fail):
+                        return
                     if isinstance(outcome, Wait):
                         await stopped.wait(outcome.retry_after)
 
@@ -90,22 +94,37 @@ class Runner:
             fresh = record.state != StepState.RUNNING
             self.status = engine.started(self.status, step, self.spec, clock.now())
             self._resumed.add(step)
-            await self._write()
+            # Durable before any side effect: the step's start time seeds what it writes.
+            self._dirty = True
+            await self._flush()
             if fresh:
                 await self._event("Normal", "StepStarted", f"{step} started")
         before = self.status.record(step).message
         outcome = await asyncio.to_thread(self._execute, step)
         self.status = engine.stepped(self.status, step, outcome, self.spec, clock.now())
-        if isinstance(outcome, Wait) and self.status.record(step).message == before:
-            return outcome  # nothing new to report: spare the API server a write
-        await self._write()
-        if isinstance(outcome, Done):
+        if isinstance(outcome, Wait):
+            if self.status.record(step).message != before:  # else spare the API server a write
+                self._dirty = True
+                await self._flush()
+        elif isinstance(outcome, Done):
+            self._dirty = True
+            await self._flush()
             await self._event("Normal", "StepSucceeded", f"{step}: {outcome.message}")
             for warning in outcome.warnings:
                 await self._event("Warning", "Drift", warning)
-        elif isinstance(outcome, Fail):
-            await self._event("Warning", "StepFailed", self.status.message)
+        else:
+            await self._finish("Warning", "StepFailed")
         return outcome
+
+    async def _finish(self, kind: str, reason: str) -> None:
+        """Posts the outcome's Event, then writes the terminal status.
+
+        In this order because the terminal phase ends the daemon (its filter stops matching),
+        and with it anything still to be done.
+        """
+        await self._event(kind, reason, self.status.message)
+        self._dirty = True
+        await self._flush()
 
     def _execute(self, step: StepName) -> Outcome:
         """Runs (or, for a dry run, plans) a step in a worker thread, mapping API trouble."""
@@ -155,10 +174,13 @@ class Runner:
             blocker=self.find_blocker(),
         )
 
-    async def _write(self) -> None:
-        await asyncio.to_thread(
-            self.kube.patch_request_status, self.namespace, self.name, self.status.to_dict()
-        )
+    async def _flush(self) -> None:
+        """Writes the status if a transition changed it since the last write."""
+        if self._dirty:
+            await asyncio.to_thread(
+                self.kube.patch_request_status, self.namespace, self.name, self.status.to_dict()
+            )
+            self._dirty = False
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
         try:

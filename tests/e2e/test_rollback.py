@@ -131,6 +131,13 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
         assert any(r == "StepSucceeded" and m.startswith(f"{step}:") for r, m in reasons), step
     assert any(r == "Succeeded" for r, _ in reasons)
 
+    # A finished request holds no finalizer: it can be deleted even with the operator down.
+    wait_until(
+        lambda: not get_request(api, namespace, "golive")["metadata"].get("finalizers"),
+        timeout=30,
+        what="the finalizer released",
+    )
+
     # Order, from the watch: the Ingress was on the maintenance page before any image changed.
     def on_maintenance(obj: dict[str, Any]) -> bool:
         paths = obj["spec"]["rules"][0]["http"]["paths"]

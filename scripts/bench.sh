@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make bench`: the three benchmarks against the local control plane, then BENCHMARKS.md.
+#
+# Starts the cluster if it is not up (and, in that case, stops it again at the end, as
+# `make test` does; BENCH_KEEP_CLUSTER=1 leaves it running). The benchmarks run one after the
+# other, never together, each with its own operator process and namespaces, so that one's
+# load is not in another's figures. Raw results (JSON) and operator logs are kept in a
+# temporary directory whose path is printed. Run sizes: BENCH_TTM_RUNS (20), BENCH_FULL_RUNS
+# (5), BENCH_SCALE (100).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source cluster/versions.env
+source cluster/lib.sh
+
+started_here=0
+if ! cluster_is_up; then
+  started_here=1
+  if [[ "${BENCH_KEEP_CLUSTER:-0}" != 1 ]]; then
+    trap 'cluster/down.sh >/dev/null' EXIT
+  fi
+fi
+cluster/up.sh
+export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
+export PATH="$KUBE_BIN:$PATH"
+kubectl apply -f crds/ >/dev/null
+kubectl wait --for condition=Established --timeout=60s -f crds/ >/dev/null
+
+results="$(mktemp -d "${TMPDIR:-/tmp}/rollback-bench.XXXXXX")"
+echo "results and operator logs: $results"
+python=.venv/bin/python
+
+# Leftovers of an interrupted earlier run (found by their label) would load the cluster.
+"$python" -c 'from bench.common import Api, remove_leftovers
+left = remove_leftovers(Api.from_kubeconfig())
+if left:
+    print(f"removed {len(left)} namespace(s) left by an earlier run")'
+
+"$python" -m bench.time_to_maintenance --runs "${BENCH_TTM_RUNS:-20}" \
+  --out "$results/time_to_maintenance.json" --logs "$results"
+"$python" -m bench.full_run --runs "${BENCH_FULL_RUNS:-5}" \
+  --out "$results/full_run.json" --logs "$results"
+"$python" -m bench.scale --requests "${BENCH_SCALE:-100}" \
+  --out "$results/scale.json" --logs "$results"
+
+versions="local control plane: kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION (pods Ready at once)"
+if ((started_here)); then
+  versions+=", started by this run"
+fi
+"$python" -m bench.report --results "$results" --out BENCHMARKS.md \
+  --command "make bench" --versions "$versions"
