@@ -138,6 +138,10 @@ class Kube:
         listed = self.get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
         return list((listed or {}).get("items", []))
 
+    def rollback_requests(self, namespace: str) -> list[dict[str, Any]]:
+        listed = self.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+        return list((listed or {}).get("items", []))
+
     def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patch(f"{request_path(namespace, name)}/status", {"status": status})
 

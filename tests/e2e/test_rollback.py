@@ -378,3 +378,54 @@ def test_drift_in_an_hpa_is_kept_and_reported(
         e.type == "Warning" and e.reason == "Drift" and "maxReplicas" in e.message
         for e in events_for(api, namespace, "drift")
     )
+
+
+def test_a_new_request_takes_over_what_a_failed_one_left(
+    api: client.ApiClient, namespace: str, crds_installed: None, operator: Operator
+) -> None:
+    """After a failed run the site stays on maintenance with the HPAs frozen; the next request
+    must restore the true originals, not the maintenance state it finds."""
+    deploy_app(api, namespace, min_ready_seconds={"backend": 600})
+    before = snapshot(api, namespace)
+    create_request(api, namespace, "first", rolloutTimeout="3s")
+    assert wait_phase(api, namespace, "first", "Failed", "Succeeded")["status"]["phase"] == "Failed"
+    assert _ingress_on_maintenance(api, namespace) and _hpa_frozen(api, namespace, "backend")
+
+    # The SRE fixes the cause (here: pods that take ten minutes to count as available).
+    client.AppsV1Api(api).patch_namespaced_deployment(
+        "backend",
+        namespace,
+        {"spec": {"minReadySeconds": 0}},
+        _content_type="application/merge-patch+json",
+    )
+    create_request(api, namespace, "second")
+    done = wait_phase(api, namespace, "second", "Succeeded", "Failed")
+    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    assert (
+        "takes over the original state recorded for Ingress lawyershub (from first)"
+        in ledger(done)["Preflight"]["message"]
+    )
+    after = snapshot(api, namespace)
+    assert after["ingresses"]["lawyershub"]["spec"] == before["ingresses"]["lawyershub"]["spec"]
+    for hpa in ("backend", "frontend"):
+        assert after["hpas"][hpa]["spec"] == before["hpas"][hpa]["spec"]
+
+
+def test_a_site_already_on_maintenance_without_a_record_is_refused(
+    api: client.ApiClient, app: str, operator: Operator
+) -> None:
+    before_patch = snapshot(api, app)
+    rules = before_patch["ingresses"]["lawyershub"]["spec"]["rules"]
+    rules[0]["http"]["paths"][1]["backend"] = MAINTENANCE
+    client.NetworkingV1Api(api).patch_namespaced_ingress(
+        "lawyershub", app, {"spec": {"rules": rules}}
+    )
+    before = snapshot(api, app)
+    create_request(api, app, "unknown-originals")
+    done = wait_phase(api, app, "unknown-originals", "Failed", "Succeeded")
+    assert done["status"]["phase"] == "Failed"
+    assert (
+        "Ingress 'lawyershub' already sends traffic to the maintenance page"
+        in done["status"]["message"]
+    )
+    assert snapshot(api, app) == before

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollback_operator.autoscaling import is_frozen
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
 
 
@@ -25,12 +27,15 @@ class Preflight:
     def run(self, ctx: StepContext) -> Outcome:
         problems: list[str] = []
         ns, spec = ctx.namespace, ctx.spec
+        ingresses: dict[str, dict[str, Any]] = {}
         for name in spec.ingresses:
             ingress = ctx.kube.ingress(ns, name)
             if ingress is None:
                 problems.append(f"Ingress {name!r} not found")
             elif not backend_locations(ingress):
                 problems.append(f"Ingress {name!r} has no backend to switch to maintenance")
+            else:
+                ingresses[name] = ingress
         problems += _check_service(ctx.kube.service(ns, spec.maintenance_backend.service), spec)
         for workload in spec.workloads:
             deployment = ctx.kube.deployment(ns, workload.deployment)
@@ -44,6 +49,7 @@ class Preflight:
                 if c not in present
             ]
         hpas = _resolve_hpas(ctx, problems)
+        takeovers = _take_over(ctx, ingresses, hpas, problems)
         if problems:
             return Fail(
                 f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "
@@ -56,10 +62,54 @@ class Preflight:
             "hpas": hpas,
         }
         ctx.persist_targets(targets)
-        return Done(
+        for section, name, leftover in takeovers:
+            ctx.save(section, name, leftover.saved)
+        message = (
             f"found {len(spec.ingresses)} Ingress(es), the maintenance Service, "
             f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
         )
+        if takeovers:
+            taken = ", ".join(f"{_KIND[s]} {n} (from {lo.request})" for s, n, lo in takeovers)
+            message += f"; takes over the original state recorded for {taken}"
+        return Done(message)
+
+
+_KIND = {"ingresses": "Ingress", "hpas": "HPA"}
+
+
+def _take_over(
+    ctx: StepContext,
+    ingresses: dict[str, dict[str, Any]],
+    hpas: list[str],
+    problems: list[str],
+) -> list[tuple[str, str, Leftover]]:
+    """The records to adopt for objects still as an earlier request left them (see takeover).
+
+    An object already on the maintenance page, or frozen, with no such record is a problem:
+    its original state is unknown, and restoring "what was there" would keep the site down.
+    """
+    maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
+    switched = [
+        n for n, i in ingresses.items() if any(b == maintenance for _, b in backend_locations(i))
+    ]
+    frozen = [h for h in hpas if (hpa := ctx.kube.hpa(ctx.namespace, h)) and is_frozen(hpa)]
+    if not switched and not frozen:
+        return []
+    found = leftovers(ctx.kube.rollback_requests(ctx.namespace), ctx.request)
+    adopted: list[tuple[str, str, Leftover]] = []
+    for section, names in (("ingresses", switched), ("hpas", frozen)):
+        for name in names:
+            if name in found[section]:
+                adopted.append((section, name, found[section][name]))
+                continue
+            state = (
+                "sends traffic to the maintenance page" if section == "ingresses" else "is frozen"
+            )
+            problems.append(
+                f"{_KIND[section]} {name!r} already {state} and no earlier RollbackRequest "
+                "recorded its original state: restore it by hand first"
+            )
+    return adopted
 
 
 def _check_service(service: dict[str, Any] | None, spec: RollbackSpec) -> list[str]:
