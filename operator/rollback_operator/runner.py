@@ -98,6 +98,7 @@ class Runner:
             self._dirty = True
             await self._flush()
             if fresh:
+                self.logger.info("%s started", step)
                 await self._event("Normal", "StepStarted", f"{step} started")
         before = self.status.record(step).message
         outcome = await asyncio.to_thread(self._execute, step)
@@ -109,6 +110,7 @@ class Runner:
         elif isinstance(outcome, Done):
             self._dirty = True
             await self._flush()
+            self.logger.info("%s succeeded: %s", step, outcome.message)
             await self._event("Normal", "StepSucceeded", f"{step}: {outcome.message}")
             for warning in outcome.warnings:
                 await self._event("Warning", "Drift", warning)
@@ -122,6 +124,8 @@ class Runner:
         In this order because the terminal phase ends the daemon (its filter stops matching),
         and with it anything still to be done.
         """
+        log = self.logger.info if kind == "Normal" else self.logger.warning
+        log("%s: %s", self.status.phase, self.status.message)
         await self._event(kind, reason, self.status.message)
         self._dirty = True
         await self._flush()
