@@ -50,6 +50,7 @@ class Runner:
         self.logger = logger
         self._resumed: set[StepName] = set()
         self._dirty = False
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def drive(self, stopped: Stopped) -> None:
         if self.status.observed_generation is None:
@@ -67,7 +68,7 @@ class Runner:
                         self.status = engine.queued(self.status, blocker, self.spec, now)
                         self._dirty = True
                         await self._flush()
-                        await self._event("Normal", "Queued", self.status.message)
+                        self._event_soon("Normal", "Queued", self.status.message)
                     await stopped.wait(QUEUE_POLL_SECONDS)
                 case engine.Skip(step=step, reason=reason):
                     # Written with the next transition: a run of skips costs one write.
@@ -99,7 +100,7 @@ class Runner:
             await self._flush()
             if fresh:
                 self.logger.info("%s started", step)
-                await self._event("Normal", "StepStarted", f"{step} started")
+                self._event_soon("Normal", "StepStarted", f"{step} started")
         before = self.status.record(step).message
         outcome = await asyncio.to_thread(self._execute, step)
         self.status = engine.stepped(self.status, step, outcome, self.spec, clock.now())
@@ -108,12 +109,13 @@ class Runner:
                 self._dirty = True
                 await self._flush()
         elif isinstance(outcome, Done):
+            # Written with the next transition (the next step's start, or the outcome): were
+            # the operator killed in between, the step would run again, and steps converge.
             self._dirty = True
-            await self._flush()
             self.logger.info("%s succeeded: %s", step, outcome.message)
-            await self._event("Normal", "StepSucceeded", f"{step}: {outcome.message}")
+            self._event_soon("Normal", "StepSucceeded", f"{step}: {outcome.message}")
             for warning in outcome.warnings:
-                await self._event("Warning", "Drift", warning)
+                self._event_soon("Warning", "Drift", warning)
         else:
             await self._finish("Warning", "StepFailed")
         return outcome
@@ -168,8 +170,10 @@ class Runner:
         self.kube.patch_request_status(self.namespace, self.name, {"saved": self.status.saved})
 
     def _persist_targets(self, targets: dict[str, list[str]]) -> None:
+        # Written with the next transition: Preflight changes nothing, so were the operator
+        # killed before that write, Preflight would simply run again.
         self.status.targets = targets
-        self.kube.patch_request_status(self.namespace, self.name, {"targets": targets})
+        self._dirty = True
 
     def _signals(self) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
@@ -185,6 +189,14 @@ class Runner:
                 self.kube.patch_request_status, self.namespace, self.name, self.status.to_dict()
             )
             self._dirty = False
+
+    def _event_soon(self, kind: str, reason: str, message: str) -> None:
+        """Posts an Event without holding the run up: Events are for people, the run's
+        state is in the status. The outcome's Event, which must not be lost when the daemon
+        ends, is awaited instead (see `_finish`)."""
+        task = asyncio.create_task(self._event(kind, reason, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
         try:

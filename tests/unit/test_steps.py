@@ -29,7 +29,7 @@ from rollback_operator.kube import (
 )
 from rollback_operator.model import RollbackSpec
 from rollback_operator.steps import STEPS
-from rollback_operator.steps.base import Done, Fail, StepContext, Wait
+from rollback_operator.steps.base import Done, Fail, StepContext, Wait, poll_interval
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
@@ -1004,7 +1004,7 @@ def test_revert_waits_for_the_rollouts_then_succeeds() -> None:
     assert outcome == Wait(
         "rolling out: backend: waiting for the controller to see the new spec; "
         "frontend: waiting for the controller to see the new spec",
-        retry_after=0.5,
+        retry_after=0.25,  # just started: poll soon
     )
     world.kube.finish_rollouts()
     patches = len(world.kube.patches)
@@ -1149,10 +1149,22 @@ def test_verify_waits_then_fails_with_the_maintenance_page_on() -> None:
         f"backend/api runs api:v2, not {REGISTRY}/backend:stable-last-known; "
         "frontend: not Available"
     )
-    assert outcome == Wait(f"waiting for: {problems}", retry_after=1.0)
+    assert outcome == Wait(f"waiting for: {problems}", retry_after=0.25)
     world.clock = T0 + timedelta(seconds=60)
     outcome = Verify().run(world.ctx(spec))
     assert isinstance(outcome, Fail)
     assert outcome.message.startswith(f"verification failed: {problems}. ")
     assert "The maintenance page stays on" in outcome.message
     assert world.kube.patches[-1].path != ingress_path(NS, "lawyershub")
+
+
+@pytest.mark.parametrize(("waited", "interval"), [(0, 0.25), (1, 0.25), (8, 2.0), (60, 5.0)])
+def test_rollouts_are_polled_less_often_the_longer_they_take(
+    waited: float, interval: float
+) -> None:
+    """A quarter of the time waited, between 0.25 s and 5 s: quick rollouts are seen quickly,
+    and a hundred slow ones do not poll a busy control plane into the ground."""
+    world = lawyershub()
+    ctx = world.ctx(make_spec())
+    world.clock = ctx.step_started_at + timedelta(seconds=waited)
+    assert poll_interval(ctx) == interval

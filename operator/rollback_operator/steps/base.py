@@ -66,6 +66,14 @@ class StepContext:
         self.persist_saved()
 
 
+def poll_interval(ctx: StepContext) -> float:
+    """How long to wait before checking a rollout again: a quarter of the time waited so far,
+    between 0.25 s and 5 s. Quick rollouts are seen quickly; slow ones (or a busy control
+    plane) are not polled into the ground by every request in flight."""
+    waited = (ctx.now() - ctx.step_started_at).total_seconds()
+    return min(5.0, max(0.25, waited / 4))
+
+
 class Step(Protocol):
     name: StepName
 

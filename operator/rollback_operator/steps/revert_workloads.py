@@ -15,7 +15,7 @@ from rollback_operator.images import with_tag
 from rollback_operator.kube import STRATEGIC_MERGE_PATCH, deployment_path
 from rollback_operator.model import RollbackSpec, StepName, Workload
 from rollback_operator.rollout import rollout_state
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
 
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 
@@ -42,10 +42,7 @@ class RevertWorkloads:
             deployment = ctx.kube.deployment(ctx.namespace, workload.deployment)
             if deployment is None:
                 return Fail(f"Deployment {workload.deployment!r} disappeared during the rollback")
-            self._revert(ctx, workload, deployment)
-            state = rollout_state(
-                ctx.kube.deployment(ctx.namespace, workload.deployment) or deployment
-            )
+            state = rollout_state(self._revert(ctx, workload, deployment))
             if state.stuck:
                 return Fail(_timeout_message(ctx, f"{state.detail} ({state.stuck})"))
             if not state.complete:
@@ -54,7 +51,7 @@ class RevertWorkloads:
             limit = ctx.step_started_at + timedelta(seconds=ctx.spec.rollout_timeout_seconds)
             if ctx.now() >= limit:
                 return Fail(_timeout_message(ctx, "; ".join(progress)))
-            return Wait("rolling out: " + "; ".join(progress), retry_after=0.5)
+            return Wait("rolling out: " + "; ".join(progress), retry_after=poll_interval(ctx))
         images = [
             f"{name}/{c}: {with_tag(i, ctx.spec.target_tag)}"
             for name, saved in sorted(ctx.saved.get("deployments", {}).items())
@@ -62,8 +59,13 @@ class RevertWorkloads:
         ]
         return Done("rolled out " + ", ".join(images))
 
-    def _revert(self, ctx: StepContext, workload: Workload, deployment: dict[str, Any]) -> None:
-        """Patches the Deployment towards the target images, unless it is already there."""
+    def _revert(
+        self, ctx: StepContext, workload: Workload, deployment: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Patches the Deployment towards the target images, unless it is already there.
+
+        Returns the Deployment as it now stands (the patch's answer, or the read).
+        """
         ctx.save(
             "deployments",
             workload.deployment,
@@ -84,12 +86,13 @@ class RevertWorkloads:
             )
             if annotations.get(RESTART_ANNOTATION) != saved["restartedAt"]:
                 template["metadata"] = {"annotations": {RESTART_ANNOTATION: saved["restartedAt"]}}
-        if template:
-            ctx.kube.patch(
-                deployment_path(ctx.namespace, workload.deployment),
-                {"spec": {"template": template}},
-                STRATEGIC_MERGE_PATCH,
-            )
+        if not template:
+            return deployment
+        return ctx.kube.patch(
+            deployment_path(ctx.namespace, workload.deployment),
+            {"spec": {"template": template}},
+            STRATEGIC_MERGE_PATCH,
+        )
 
 
 def _selected_images(deployment: dict[str, Any], workload: Workload) -> dict[str, str]:

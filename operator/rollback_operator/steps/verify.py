@@ -9,7 +9,7 @@ from datetime import timedelta
 from rollback_operator.images import with_tag
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.rollout import is_available, rollout_state
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
 
 
 class Verify:
@@ -53,4 +53,4 @@ class Verify:
                 "fix the application, then restore traffic by hand from status.saved or create a "
                 "new RollbackRequest."
             )
-        return Wait("waiting for: " + "; ".join(problems), retry_after=1.0)
+        return Wait("waiting for: " + "; ".join(problems), retry_after=poll_interval(ctx))
