@@ -4,9 +4,9 @@
 # Starts the cluster if it is not up (and, in that case, stops it again at the end, as
 # `make test` does; BENCH_KEEP_CLUSTER=1 leaves it running). The benchmarks run one after the
 # other, never together, each with its own operator process and namespaces, so that one's
-# load is not in another's figures. Raw results (JSON) and operator logs are kept in a
-# temporary directory whose path is printed. Run sizes: BENCH_TTM_RUNS (20), BENCH_FULL_RUNS
-# (5), BENCH_SCALE (100).
+# load is not in another's figures. Raw results (JSON) and operator logs go to bench/results/
+# (ignored by git), replaced by each run. Run sizes: BENCH_TTM_RUNS (20), BENCH_FULL_RUNS (5),
+# BENCH_SCALE (100).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source cluster/versions.env
@@ -22,11 +22,14 @@ fi
 cluster/up.sh
 export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
 export PATH="$KUBE_BIN:$PATH"
-kubectl apply -f crds/ >/dev/null
+# Quiet unless it fails (a CRD created without kubectl makes apply print a harmless warning).
+kubectl apply -f crds/ >/dev/null 2>&1 || kubectl apply -f crds/
 kubectl wait --for condition=Established --timeout=60s -f crds/ >/dev/null
 
-results="$(mktemp -d "${TMPDIR:-/tmp}/rollback-bench.XXXXXX")"
-echo "results and operator logs: $results"
+results=bench/results
+rm -rf "$results"
+mkdir -p "$results"
+echo "results and operator logs: $results/"
 python=.venv/bin/python
 
 # Leftovers of an interrupted earlier run (found by their label) would load the cluster.

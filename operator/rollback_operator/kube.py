@@ -56,7 +56,8 @@ class Kube:
     """A thin JSON client: paths in, dicts out. `None` for an object that does not exist."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
-        self._api = api_client
+        self.api_client = api_client
+        self.configuration: client.Configuration = api_client.configuration
         self._lock = threading.Lock()
         self.requests = 0  # calls made, for the operator's own metrics
 
@@ -71,20 +72,30 @@ class Kube:
         configuration.connection_pool_maxsize = pool_size
         return cls(client.ApiClient(configuration))
 
+    @classmethod
+    def from_kubeconfig(cls, path: str, pool_size: int = 32) -> Kube:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+        configuration.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(configuration))
+
     # --- transport
 
-    def request(
+    def send(
         self,
         method: str,
         path: str,
         body: Any = None,
         content_type: str | None = None,
         query: dict[str, str] | None = None,
+        *,
+        timeout: float | tuple[float, float | None] = 30,
     ) -> Any:
+        """The raw response, not yet read (a watch is read as it streams)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
-        params = self._api.param_serialize(
+        params = self.api_client.param_serialize(
             method,
             path,
             query_params=list((query or {}).items()),
@@ -95,11 +106,24 @@ class Kube:
         with self._lock:
             self.requests += 1
         try:
-            response = self._api.call_api(*params, _request_timeout=30)
-            response.read()
+            return self.api_client.call_api(*params, _request_timeout=timeout)
         except ApiException as error:
             raise _api_error(error) from None
         except OSError as error:  # connection refused, reset, DNS, TLS
+            raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: dict[str, str] | None = None,
+    ) -> Any:
+        response = self.send(method, path, body, content_type, query)
+        try:
+            response.read()
+        except OSError as error:
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
         if response.status >= 400:
             raise _api_error(ApiException(http_resp=response))
