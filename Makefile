@@ -34,6 +34,7 @@ lint: venv
 	$(BIN)/ruff format --check operator tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	promtool check rules manifests/monitoring/alerts.yaml
 
 test: venv
 	scripts/test.sh

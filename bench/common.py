@@ -856,7 +856,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.code = operator_code()
-        args = [str(PYTHON), "-m", "rollback_operator", "--liveness="]
+        args = [str(PYTHON), "-m", "rollback_operator", "--liveness=", "--metrics="]
         for ns in self.namespaces:
             args += ["-n", ns]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}

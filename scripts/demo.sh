@@ -20,7 +20,7 @@ kubectl wait --for=condition=Established crd/rollbackrequests.rollback.lawyershu
 
 step "the operator"
 log="$CLUSTER_DIR/logs/operator-demo.log"
-.venv/bin/python -m rollback_operator --namespace lawyershub --liveness= >"$log" 2>&1 &
+.venv/bin/python -m rollback_operator --namespace lawyershub --liveness= --metrics= >"$log" 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
 echo "running (pid $operator), log in $log"

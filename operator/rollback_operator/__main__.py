@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import kopf
+import prometheus_client
 
 import rollback_operator.handlers  # noqa: F401  (registers the handlers with Kopf)
 
@@ -31,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="http://0.0.0.0:8080/healthz",
         help="liveness endpoint URL (default: %(default)s); empty to disable",
     )
+    parser.add_argument(
+        "--metrics",
+        default="0.0.0.0:9090",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: %(default)s); "
+        "empty to disable",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -40,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per probe otherwise
+    if args.metrics:
+        host, _, port = args.metrics.rpartition(":")
+        prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
     asyncio.run(
         kopf.operator(
             standalone=True,

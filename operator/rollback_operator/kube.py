@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_operator import GROUP, KIND, PLURAL, VERSION
+from rollback_operator.metrics import API_ERRORS
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -43,6 +44,7 @@ class ApiError(Exception):
 
 
 def _api_error(error: ApiException) -> ApiError:
+    API_ERRORS.labels(status=str(error.status or 0)).inc()
     message = error.reason or ""
     try:
         body = json.loads(error.body or "{}")
@@ -110,6 +112,7 @@ class Kube:
         except ApiException as error:
             raise _api_error(error) from None
         except OSError as error:  # connection refused, reset, DNS, TLS
+            API_ERRORS.labels(status="0").inc()
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
 
     def request(
@@ -124,6 +127,7 @@ class Kube:
         try:
             response.read()
         except OSError as error:
+            API_ERRORS.labels(status="0").inc()
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
         if response.status >= 400:
             raise _api_error(ApiException(http_resp=response))

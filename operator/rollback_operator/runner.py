@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from rollback_operator import clock, engine
+from rollback_operator import clock, engine, metrics
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.model import ABORT_ANNOTATION, RollbackSpec, StepName, StepState
 from rollback_operator.status import Status
@@ -53,6 +53,13 @@ class Runner:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def drive(self, stopped: Stopped) -> None:
+        metrics.IN_PROGRESS.inc()
+        try:
+            await self._drive(stopped)
+        finally:
+            metrics.IN_PROGRESS.dec()
+
+    async def _drive(self, stopped: Stopped) -> None:
         if self.status.observed_generation is None:
             self.status.observed_generation = self.body["metadata"].get("generation", 1)
             self._dirty = True
@@ -104,6 +111,8 @@ class Runner:
         before = self.status.record(step).message
         outcome = await asyncio.to_thread(self._execute, step)
         self.status = engine.stepped(self.status, step, outcome, self.spec, clock.now())
+        if not isinstance(outcome, Wait):
+            self._observe(step, outcome)
         if isinstance(outcome, Wait):
             if self.status.record(step).message != before:  # else spare the API server a write
                 self._dirty = True
@@ -126,11 +135,28 @@ class Runner:
         In this order because the terminal phase ends the daemon (its filter stops matching),
         and with it anything still to be done.
         """
+        metrics.REQUESTS.labels(result=str(self.status.phase)).inc()
         log = self.logger.info if kind == "Normal" else self.logger.warning
         log("%s: %s", self.status.phase, self.status.message)
         await self._event(kind, reason, self.status.message)
         self._dirty = True
         await self._flush()
+
+    def _observe(self, step: StepName, outcome: Done | Fail) -> None:
+        record = self.status.record(step)
+        if record.started_at and record.finished_at:
+            took = clock.parse(record.finished_at) - clock.parse(record.started_at)
+            result = "Succeeded" if isinstance(outcome, Done) else "Failed"
+            metrics.STEP_DURATION.labels(step=str(step), result=result).observe(
+                took.total_seconds()
+            )
+        if (
+            step == StepName.ENABLE_MAINTENANCE
+            and isinstance(outcome, Done)
+            and not self.spec.dry_run
+        ):
+            created = clock.parse(self.body["metadata"]["creationTimestamp"])
+            metrics.TIME_TO_MAINTENANCE.observe((clock.now() - created).total_seconds())
 
     def _execute(self, step: StepName) -> Outcome:
         """Runs (or, for a dry run, plans) a step in a worker thread, mapping API trouble."""

@@ -171,8 +171,11 @@ def snapshot(api: client.ApiClient, namespace: str) -> dict[str, Any]:
 class Operator:
     """The operator as a real process, watching one namespace; it can be SIGKILLed and restarted."""
 
-    def __init__(self, namespace: str, kubeconfig: str, log_dir: Path) -> None:
+    def __init__(
+        self, namespace: str, kubeconfig: str, log_dir: Path, metrics_port: int | None = None
+    ) -> None:
         self.namespace, self.kubeconfig, self.log_dir = namespace, kubeconfig, log_dir
+        self.metrics = f"127.0.0.1:{metrics_port}" if metrics_port else ""
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -180,7 +183,15 @@ class Operator:
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rollback_operator", "-n", self.namespace, "--liveness="],
+            [
+                sys.executable,
+                "-m",
+                "rollback_operator",
+                "-n",
+                self.namespace,
+                "--liveness=",
+                f"--metrics={self.metrics}",
+            ],
             env={**os.environ, "KUBECONFIG": self.kubeconfig},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -208,8 +219,10 @@ class Operator:
 
 
 @contextmanager
-def running_operator(namespace: str, kubeconfig: str, log_dir: Path) -> Iterator[Operator]:
-    operator = Operator(namespace, kubeconfig, log_dir)
+def running_operator(
+    namespace: str, kubeconfig: str, log_dir: Path, metrics_port: int | None = None
+) -> Iterator[Operator]:
+    operator = Operator(namespace, kubeconfig, log_dir, metrics_port)
     operator.start()
     try:
         yield operator

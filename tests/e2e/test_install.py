@@ -274,6 +274,7 @@ def test_apply_k_creates_every_object(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
     }
     lines = installed.stdout.splitlines()
     assert len(lines) == len(rendered), installed.stdout
