@@ -170,6 +170,24 @@ class Kube:
         listed = self.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
         return list((listed or {}).get("items", []))
 
+    def apply_configmap(
+        self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+    ) -> None:
+        """Creates or updates a ConfigMap with server-side apply: one idempotent call."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "data": data,
+        }
+        self.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+            body,
+            "application/apply-patch+yaml",
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
     def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patch(f"{request_path(namespace, name)}/status", {"status": status})
 

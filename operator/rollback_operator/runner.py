@@ -190,6 +190,8 @@ class Runner:
             now=clock.now,
             persist_saved=self._persist_saved,
             persist_targets=self._persist_targets,
+            request_body={**_plain(self.body), "status": self.status.to_dict()},
+            persist_report=self._persist_report,
         )
 
     def _persist_saved(self) -> None:
@@ -199,6 +201,10 @@ class Runner:
         # Written with the next transition: Preflight changes nothing, so were the operator
         # killed before that write, Preflight would simply run again.
         self.status.targets = targets
+        self._dirty = True
+
+    def _persist_report(self, reference: dict[str, str]) -> None:
+        self.status.report = reference  # written with the step's outcome
         self._dirty = True
 
     def _signals(self) -> engine.Signals:

@@ -56,6 +56,7 @@ class Status:
     steps: list[StepRecord] = field(default_factory=lambda: [StepRecord(n) for n in STEP_ORDER])
     saved: dict[str, dict[str, Any]] = field(default_factory=dict)
     targets: dict[str, list[str]] | None = None
+    report: dict[str, str] | None = None
     queued_behind: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
     observed_generation: int | None = None
@@ -79,6 +80,7 @@ class Status:
             # Explicit nulls, so that a merge patch clears what no longer applies.
             "step": str(self.step) if self.step else None,
             "targets": copy.deepcopy(self.targets),
+            "report": copy.deepcopy(self.report),
             "queuedBehind": self.queued_behind,
             "observedGeneration": self.observed_generation,
             "startedAt": self.started_at,
@@ -98,6 +100,7 @@ class Status:
             steps=[by_name.get(str(n), StepRecord(n)) for n in STEP_ORDER],
             saved=copy.deepcopy(raw.get("saved") or {}),
             targets=copy.deepcopy(raw.get("targets")),
+            report=copy.deepcopy(raw.get("report")),
             queued_behind=raw.get("queuedBehind"),
             conditions=copy.deepcopy(raw.get("conditions") or []),
             observed_generation=raw.get("observedGeneration"),

@@ -55,6 +55,7 @@ IN_NAMESPACE: frozenset[Grant] = frozenset(
     _grants(GROUP, PLURAL, "list", "watch", "patch")
     | _grants(GROUP, f"{PLURAL}/status", "patch")
     | _grants("", "events", "create")
+    | _grants("", "configmaps", "create", "patch")
     | _grants("networking.k8s.io", "ingresses", "get", "patch")
     | _grants("", "services", "get")
     | _grants("apps", "deployments", "get", "patch")

@@ -33,7 +33,7 @@ STEPS = [
     "MigrateDatabaseDown", "RestoreDatabase", "Verify", "ResumeAutoscaling",
     "DisableMaintenance", "Monitor", "Report",
 ]  # fmt: skip
-NOT_CONFIGURED = {"PurgeCDN", "MigrateDatabaseDown", "RestoreDatabase", "Monitor", "Report"}
+NOT_CONFIGURED = {"PurgeCDN", "MigrateDatabaseDown", "RestoreDatabase", "Monitor"}
 
 
 class Recorder:
@@ -130,6 +130,21 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
         assert ("StepStarted", f"{step} started") in reasons
         assert any(r == "StepSucceeded" and m.startswith(f"{step}:") for r, m in reasons), step
     assert any(r == "Succeeded" for r, _ in reasons)
+
+    # The post-mortem: every step with its timing, what was changed and restored.
+    assert status["report"] == {"configMap": "golive-postmortem", "key": "postmortem.md"}
+    report = client.CoreV1Api(api).read_namespaced_config_map("golive-postmortem", namespace)
+    document = report.data["postmortem.md"]
+    for step in STEPS:
+        assert f"| [{step}](#{step.lower()}) |" in document
+    before_after = (
+        f"`{REGISTRY}/backend:2026.01.10-golive` | `{REGISTRY}/backend:stable-last-known`"
+    )
+    assert f"| backend/api | {before_after} |" in document
+    assert "| lawyershub | lawyershub.example/api | backend:8080 |" in document
+    assert "| backend | 3 | 12 | custom |" in document
+    for section in ("## Root cause", "## Findings", "## Follow-ups"):
+        assert section in document
 
     # A finished request holds no finalizer: it can be deleted even with the operator down.
     wait_until(

@@ -52,13 +52,13 @@ IMPLEMENTED = [
     StepName.VERIFY,
     StepName.RESUME_AUTOSCALING,
     StepName.DISABLE_MAINTENANCE,
+    StepName.REPORT,
 ]
 NOT_IMPLEMENTED = [
     StepName.PURGE_CDN,
     StepName.MIGRATE_DATABASE_DOWN,
     StepName.RESTORE_DATABASE,
     StepName.MONITOR,
-    StepName.REPORT,
 ]
 NON_TERMINAL = [p for p in Phase if not p.terminal]
 TERMINAL = [p for p in Phase if p.terminal]
@@ -716,7 +716,7 @@ EXPECTED_HAPPY_LEDGER = [
     ("ResumeAutoscaling", "Succeeded"),
     ("DisableMaintenance", "Succeeded"),
     ("Monitor", "Skipped"),
-    ("Report", "Skipped"),
+    ("Report", "Succeeded"),
 ]
 
 
@@ -738,7 +738,7 @@ def test_a_happy_run_succeeds_with_every_step_in_order() -> None:
         Run(StepName.RESUME_AUTOSCALING),
         Run(StepName.DISABLE_MAINTENANCE),
         Skip(StepName.MONITOR, NOT_CONFIGURED),
-        Skip(StepName.REPORT, NOT_CONFIGURED),
+        Run(StepName.REPORT),
         Complete(),
         Idle(),
     ]

@@ -8,6 +8,7 @@ from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
 from rollback_operator.steps.preflight import Preflight
+from rollback_operator.steps.report import Report
 from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
 from rollback_operator.steps.revert_workloads import RevertWorkloads
 from rollback_operator.steps.verify import Verify
@@ -22,5 +23,6 @@ STEPS: dict[StepName, Step] = {
         Verify(),
         ResumeAutoscaling(),
         DisableMaintenance(),
+        Report(),
     )
 }

@@ -50,6 +50,9 @@ class StepContext:
     now: Callable[[], datetime]
     persist_saved: Callable[[], None] = field(repr=False)
     persist_targets: Callable[[dict[str, list[str]]], None] = field(repr=False)
+    # For the Report step: the request as it stands, and where the report went.
+    request_body: dict[str, Any] = field(default_factory=dict, repr=False)
+    persist_report: Callable[[dict[str, str]], None] = field(default=lambda _: None, repr=False)
 
     def saved_for(self, section: str, key: str) -> Any:
         return self.saved.get(section, {}).get(key)

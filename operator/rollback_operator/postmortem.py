@@ -1,0 +1,153 @@
+"""The post-mortem document (runbook §4): what happened, step by step, and what was changed and
+restored, with the sections the team fills in before go-live is scheduled again. Pure: from the
+request as it stands (spec, metadata, status) to Markdown, readable in a terminal or a browser.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rollback_operator.clock import parse
+from rollback_operator.images import with_tag
+from rollback_operator.traffic import describe
+
+KEY = "postmortem.md"
+
+
+def configmap_name(request: str) -> str:
+    return f"{request}-postmortem"
+
+
+def render(request: dict[str, Any], now: datetime) -> str:
+    meta, spec, status = request["metadata"], request["spec"], request.get("status") or {}
+    saved = status.get("saved") or {}
+    lines = [
+        f"# Post-mortem: rollback {meta['name']}",
+        "",
+        f"- **Namespace:** {meta['namespace']}",
+        f"- **Trigger:** {spec['trigger']}",
+        f"- **Reason:** {spec['reason']}",
+        f"- **Requested:** {meta.get('creationTimestamp', '')}",
+        f"- **Started:** {status.get('startedAt') or '-'}",
+        f"- **Report written:** {now.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+        f"- **Target tag:** {spec.get('targetTag', 'stable-last-known')}",
+        f"- **Dry run:** {'yes' if spec.get('dryRun') else 'no'}",
+        "",
+        "## Approvals",
+        "",
+        _approvals(meta),
+        "",
+        "## Timeline",
+        "",
+        "| # | step | state | started | finished | took | message |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for number, step in enumerate(status.get("steps", []), start=1):
+        lines.append(
+            f"| {number} | [{step['name']}](#{step['name'].lower()}) | {step['state']} | "
+            f"{step.get('startedAt', '')} | {step.get('finishedAt', '')} | "
+            f"{_took(step.get('startedAt'), step.get('finishedAt'))} | "
+            f"{_cell(step.get('message', ''))} |"
+        )
+    lines += ["", "## What was changed and restored", ""]
+    lines += _images(saved.get("deployments") or {}, spec)
+    lines += _ingresses(saved.get("ingresses") or {}, spec)
+    lines += _hpas(saved.get("hpas") or {})
+    steps = {s["name"]: s for s in status.get("steps", [])}
+    lines += ["## Verification", "", _step_line(steps.get("Verify")), ""]
+    lines += ["## Monitoring", "", _step_line(steps.get("Monitor")), ""]
+    lines += ["## Step details", ""]
+    for step in status.get("steps", []):
+        lines += [f"### {step['name']}", "", f"{step['state']}: {step.get('message') or '-'}", ""]
+    lines += [
+        "## Root cause",
+        "",
+        "_To fill in: what failed, and why._",
+        "",
+        "## Findings",
+        "",
+        "_To fill in: what was learned from the incident and from this rollback._",
+        "",
+        "## Follow-ups",
+        "",
+        "_To fill in: the fixes to make, with owners, before go-live is scheduled again._",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _approvals(meta: dict[str, Any]) -> str:
+    annotations = meta.get("annotations") or {}
+    step = annotations.get("rollback.lawyershub.io/approve")
+    if not step:
+        return "No approval gate was passed in this run."
+    return f"- {step}: approved by {annotations.get('rollback.lawyershub.io/approved-by', '?')}"
+
+
+def _images(deployments: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    if not deployments:
+        return []
+    tag = spec.get("targetTag", "stable-last-known")
+    lines = ["### Images", "", "| Deployment/container | before | after |", "|---|---|---|"]
+    for name, record in sorted(deployments.items()):
+        for container, image in sorted(record["images"].items()):
+            lines.append(f"| {name}/{container} | `{image}` | `{with_tag(image, tag)}` |")
+    return [*lines, ""]
+
+
+def _ingresses(ingresses: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    if not ingresses:
+        return []
+    backend = spec["traffic"]["maintenanceBackend"]
+    maintenance = f"{backend['service']}:{backend['port']}"
+    lines = [
+        "### Traffic",
+        "",
+        f"Every backend below pointed to the maintenance page ({maintenance}) during the "
+        "rollback, then back to its original:",
+        "",
+        "| Ingress | where | original backend |",
+        "|---|---|---|",
+    ]
+    for name, record in sorted(ingresses.items()):
+        for entry in record["backends"]:
+            where = entry["location"].get("pathValue") or "defaultBackend"
+            host = entry["location"].get("host") or ""
+            lines.append(f"| {name} | {host}{where} | {describe(entry['backend'])} |")
+    return [*lines, ""]
+
+
+def _hpas(hpas: dict[str, Any]) -> list[str]:
+    if not hpas:
+        return []
+    lines = [
+        "### Autoscaling",
+        "",
+        "Frozen (scale up and down disabled) during the rollback, then given back:",
+        "",
+        "| HPA | minReplicas | maxReplicas | behavior before |",
+        "|---|---|---|---|",
+    ]
+    for name, record in sorted(hpas.items()):
+        behavior = "custom" if record.get("behavior") else "default"
+        lines.append(f"| {name} | {record['minReplicas']} | {record['maxReplicas']} | {behavior} |")
+    return [*lines, ""]
+
+
+def _step_line(step: dict[str, Any] | None) -> str:
+    if step is None:
+        return "-"
+    return (
+        f"[{step['name']}](#{step['name'].lower()}): {step['state']}: {step.get('message') or '-'}"
+    )
+
+
+def _took(start: str | None, end: str | None) -> str:
+    if not start or not end:
+        return ""
+    return f"{(parse(end) - parse(start)).total_seconds():.2f}s"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,29 @@
+"""Report (runbook §4): the post-mortem, written to a ConfigMap named after the request and
+referenced from status.report, for `kubectl rollback report` and the team's review."""
+
+from __future__ import annotations
+
+from rollback_operator import postmortem
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Done, Outcome, StepContext
+
+
+class Report:
+    name = StepName.REPORT
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        return None
+
+    def plan(self, ctx: StepContext) -> str:
+        return f"would write the post-mortem to ConfigMap {postmortem.configmap_name(ctx.request)}"
+
+    def run(self, ctx: StepContext) -> Outcome:
+        name = postmortem.configmap_name(ctx.request)
+        ctx.kube.apply_configmap(
+            ctx.namespace,
+            name,
+            {postmortem.KEY: postmortem.render(ctx.request_body, ctx.now())},
+            {"rollback.lawyershub.io/request": ctx.request},
+        )
+        ctx.persist_report({"configMap": name, "key": postmortem.KEY})
+        return Done(f"post-mortem in ConfigMap {name} (key {postmortem.KEY})")

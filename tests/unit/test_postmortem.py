@@ -1,0 +1,71 @@
+"""The post-mortem renders every step, the changes and the sections to fill in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rollback_operator.postmortem import configmap_name, render
+
+REQUEST = {
+    "metadata": {
+        "name": "golive",
+        "namespace": "lawyershub",
+        "creationTimestamp": "2026-01-10T03:00:00Z",
+        "annotations": {
+            "rollback.lawyershub.io/approve": "RestoreDatabase",
+            "rollback.lawyershub.io/approved-by": "dba-alice",
+        },
+    },
+    "spec": {
+        "reason": "Error rate | 7.2 %",
+        "trigger": "ErrorRate",
+        "traffic": {"maintenanceBackend": {"service": "maintenance-page", "port": 80}},
+    },
+    "status": {
+        "startedAt": "2026-01-10T03:00:01.000Z",
+        "steps": [
+            {
+                "name": "Preflight",
+                "state": "Succeeded",
+                "startedAt": "2026-01-10T03:00:01.000Z",
+                "finishedAt": "2026-01-10T03:00:01.250Z",
+                "message": "found | everything",
+            },
+            {"name": "Monitor", "state": "Skipped", "message": "not configured"},
+        ],
+        "saved": {
+            "deployments": {"backend": {"images": {"api": "reg:5000/app/backend:bad@sha256:ab"}}},
+            "ingresses": {
+                "site": {
+                    "backends": [
+                        {
+                            "location": {"rule": 0, "path": 0, "host": "h", "pathValue": "/api"},
+                            "backend": {"service": {"name": "backend", "port": {"name": "http"}}},
+                        }
+                    ]
+                }
+            },
+            "hpas": {"backend": {"minReplicas": 3, "maxReplicas": 12}},
+        },
+    },
+}
+
+
+def test_the_report_has_the_timeline_the_changes_and_the_sections_to_fill() -> None:
+    document = render(REQUEST, datetime(2026, 1, 10, 4, 0, tzinfo=UTC))
+    assert document.startswith("# Post-mortem: rollback golive")
+    assert "- **Trigger:** ErrorRate" in document
+    assert "- RestoreDatabase: approved by dba-alice" in document
+    assert "| 1 | [Preflight](#preflight) | Succeeded |" in document
+    assert "| 0.25s | found \\| everything |" in document  # a pipe cannot break the table
+    before_after = "`reg:5000/app/backend:bad@sha256:ab` | `reg:5000/app/backend:stable-last-known`"
+    assert f"| backend/api | {before_after} |" in document
+    assert "| site | h/api | backend:http |" in document
+    assert "| backend | 3 | 12 | default |" in document
+    assert "[Monitor](#monitor): Skipped: not configured" in document
+    for section in ("## Root cause", "## Findings", "## Follow-ups", "### Preflight"):
+        assert section in document
+
+
+def test_the_configmap_is_named_after_the_request() -> None:
+    assert configmap_name("golive-2026-01-10") == "golive-2026-01-10-postmortem"
