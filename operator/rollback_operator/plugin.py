@@ -26,29 +26,19 @@ from kubernetes import client, config
 
 from rollback_operator import GROUP, PLURAL, VERSION
 from rollback_operator.kube import MERGE_PATCH, ApiError, Kube
-
-STEPS: tuple[str, ...] = (
-    "Preflight",
-    "EnableMaintenance",
-    "PauseAutoscaling",
-    "RevertWorkloads",
-    "PurgeCDN",
-    "MigrateDatabaseDown",
-    "RestoreDatabase",
-    "Verify",
-    "ResumeAutoscaling",
-    "DisableMaintenance",
-    "Monitor",
-    "Report",
+from rollback_operator.model import (
+    ABORT_ANNOTATION,
+    APPROVE_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    STEP_ORDER,
 )
+
+STEPS: tuple[str, ...] = tuple(str(step) for step in STEP_ORDER)
 TERMINAL = ("Succeeded", "Failed", "Aborted")
 DONE_STATES = ("Succeeded", "Skipped")
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_RUNNING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-ABORT_ANNOTATION = f"{GROUP}/abort"
-APPROVE_ANNOTATION = f"{GROUP}/approve"
-APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 FIELD_MANAGER = "kubectl-rollback"
 DEFAULT_TARGET_TAG = "stable-last-known"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from rollback_operator.clock import parse
 from rollback_operator.images import with_tag
+from rollback_operator.model import APPROVE_ANNOTATION, APPROVED_BY_ANNOTATION
 from rollback_operator.traffic import describe
 
 KEY = "postmortem.md"
@@ -79,10 +80,10 @@ def render(request: dict[str, Any], now: datetime) -> str:
 
 def _approvals(meta: dict[str, Any]) -> str:
     annotations = meta.get("annotations") or {}
-    step = annotations.get("rollback.lawyershub.io/approve")
+    step = annotations.get(APPROVE_ANNOTATION)
     if not step:
         return "No approval gate was passed in this run."
-    return f"- {step}: approved by {annotations.get('rollback.lawyershub.io/approved-by', '?')}"
+    return f"- {step}: approved by {annotations.get(APPROVED_BY_ANNOTATION, '?')}"
 
 
 def _images(deployments: dict[str, Any], spec: dict[str, Any]) -> list[str]:
