@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from rollback_operator import clock, engine, metrics
 from rollback_operator.kube import ApiError, Kube
-from rollback_operator.model import ABORT_ANNOTATION, RollbackSpec, StepName, StepState
+from rollback_operator.model import ABORT_ANNOTATION, Phase, RollbackSpec, StepName, StepState
 from rollback_operator.status import Status
 from rollback_operator.steps import STEPS
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
@@ -138,9 +138,19 @@ class Runner:
         metrics.REQUESTS.labels(result=str(self.status.phase)).inc()
         log = self.logger.info if kind == "Normal" else self.logger.warning
         log("%s: %s", self.status.phase, self.status.message)
+        if self.status.phase != Phase.SUCCEEDED and not self.spec.dry_run:
+            await self._report_anyway()
         await self._event(kind, reason, self.status.message)
         self._dirty = True
         await self._flush()
+
+    async def _report_anyway(self) -> None:
+        """A run that failed or was aborted never reaches the Report step, yet it is the one
+        the team most needs a post-mortem for: write it now, with the ledger as it stands."""
+        try:
+            await asyncio.to_thread(STEPS[StepName.REPORT].run, self._context(StepName.REPORT))
+        except ApiError as error:  # the run's outcome matters more than its report
+            self.logger.warning("could not write the post-mortem: %s", error)
 
     def _observe(self, step: StepName, outcome: Done | Fail) -> None:
         record = self.status.record(step)

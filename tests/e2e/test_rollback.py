@@ -282,6 +282,10 @@ def test_rollout_timeout_fails_with_maintenance_on(
     assert _hpa_frozen(api, namespace, "backend") and _hpa_frozen(api, namespace, "frontend")
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["MaintenanceActive"] == "True" and conditions["Ready"] == "False"
+    # A failed run still leaves its post-mortem, with the ledger as it stopped.
+    assert status["report"] == {"configMap": "slow-postmortem", "key": "postmortem.md"}
+    report = client.CoreV1Api(api).read_namespaced_config_map("slow-postmortem", namespace)
+    assert "| [RevertWorkloads](#revertworkloads) | Failed |" in report.data["postmortem.md"]
 
 
 def test_dry_run_changes_nothing(api: client.ApiClient, app: str, operator: Operator) -> None:
