@@ -191,11 +191,9 @@ class Kube:
     def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patch(f"{request_path(namespace, name)}/status", {"status": status})
 
-    def post_event(
-        self, request: dict[str, Any], event_type: str, reason: str, message: str
-    ) -> None:
-        """A core/v1 Event on the RollbackRequest, the way `kubectl describe` shows them."""
-        meta = request["metadata"]
+    def post_event(self, meta: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the RollbackRequest (given its metadata), as `kubectl describe`
+        shows them."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",

@@ -200,7 +200,7 @@ class Runner:
             now=clock.now,
             persist_saved=self._persist_saved,
             persist_targets=self._persist_targets,
-            request_body={**_plain(self.body), "status": self.status.to_dict()},
+            request_body=lambda: {**_plain(self.body), "status": self.status.to_dict()},
             persist_report=self._persist_report,
         )
 
@@ -242,7 +242,8 @@ class Runner:
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
         try:
-            await asyncio.to_thread(self.kube.post_event, _plain(self.body), kind, reason, message)
+            meta = _plain(self.body["metadata"])
+            await asyncio.to_thread(self.kube.post_event, meta, kind, reason, message)
         except ApiError as error:  # an Event is a courtesy: never fail the rollback for one
             self.logger.warning("could not post the %s Event: %s", reason, error)
 

@@ -6,19 +6,7 @@ import copy
 from typing import Any
 
 from rollback_operator.autoscaling import FREEZE_PATCH, is_frozen, saved_fields
-
-BEHAVIOR = {
-    "scaleUp": {
-        "stabilizationWindowSeconds": 0,
-        "selectPolicy": "Max",
-        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
-    },
-    "scaleDown": {
-        "stabilizationWindowSeconds": 600,
-        "selectPolicy": "Max",
-        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
-    },
-}
+from tests.unit.test_steps import BEHAVIOR  # the API server's defaults, as the steps see them
 
 
 def hpa(**spec: Any) -> dict[str, Any]:

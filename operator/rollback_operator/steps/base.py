@@ -50,8 +50,9 @@ class StepContext:
     now: Callable[[], datetime]
     persist_saved: Callable[[], None] = field(repr=False)
     persist_targets: Callable[[dict[str, list[str]]], None] = field(repr=False)
-    # For the Report step: the request as it stands, and where the report went.
-    request_body: dict[str, Any] = field(default_factory=dict, repr=False)
+    # For the Report step: the request as it stands (built only when asked: a copy of the
+    # whole object is no work for every rollout poll), and where the report went.
+    request_body: Callable[[], dict[str, Any]] = field(default=dict, repr=False)
     persist_report: Callable[[dict[str, str]], None] = field(default=lambda _: None, repr=False)
 
     def saved_for(self, section: str, key: str) -> Any:

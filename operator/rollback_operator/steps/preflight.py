@@ -59,7 +59,7 @@ class Preflight:
         targets = {
             "ingresses": list(spec.ingresses),
             "deployments": list(spec.deployments),
-            "hpas": hpas,
+            "hpas": list(hpas),
         }
         ctx.persist_targets(targets)
         for section, name, leftover in takeovers:
@@ -80,7 +80,7 @@ _KIND = {"ingresses": "Ingress", "hpas": "HPA"}
 def _take_over(
     ctx: StepContext,
     ingresses: dict[str, dict[str, Any]],
-    hpas: list[str],
+    hpas: dict[str, dict[str, Any]],
     problems: list[str],
 ) -> list[tuple[str, str, Leftover]]:
     """The records to adopt for objects still as an earlier request left them (see takeover).
@@ -92,7 +92,7 @@ def _take_over(
     switched = [
         n for n, i in ingresses.items() if any(b == maintenance for _, b in backend_locations(i))
     ]
-    frozen = [h for h in hpas if (hpa := ctx.kube.hpa(ctx.namespace, h)) and is_frozen(hpa)]
+    frozen = [name for name, hpa in hpas.items() if is_frozen(hpa)]
     if not switched and not frozen:
         return []
     found = leftovers(ctx.kube.rollback_requests(ctx.namespace), ctx.request)
@@ -123,16 +123,19 @@ def _check_service(service: dict[str, Any] | None, spec: RollbackSpec) -> list[s
     return []
 
 
-def _resolve_hpas(ctx: StepContext, problems: list[str]) -> list[str]:
-    """The listed HPAs (each must exist), or those whose scaleTargetRef is a listed Deployment."""
+def _resolve_hpas(ctx: StepContext, problems: list[str]) -> dict[str, dict[str, Any]]:
+    """The listed HPAs (each must exist), or those whose scaleTargetRef is a listed Deployment,
+    by name, as read (the takeover check looks at them again without another call)."""
     if ctx.spec.hpas is not None:
-        missing = [h for h in ctx.spec.hpas if ctx.kube.hpa(ctx.namespace, h) is None]
-        problems += [f"HorizontalPodAutoscaler {h!r} not found" for h in missing]
-        return list(ctx.spec.hpas)
+        found = {h: ctx.kube.hpa(ctx.namespace, h) for h in ctx.spec.hpas}
+        problems += [
+            f"HorizontalPodAutoscaler {h!r} not found" for h, o in found.items() if o is None
+        ]
+        return {h: o for h, o in found.items() if o is not None}
     deployments = set(ctx.spec.deployments)
-    return sorted(
-        h["metadata"]["name"]
-        for h in ctx.kube.hpas(ctx.namespace)
+    return {
+        h["metadata"]["name"]: h
+        for h in sorted(ctx.kube.hpas(ctx.namespace), key=lambda h: h["metadata"]["name"])
         if h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
         and h["spec"]["scaleTargetRef"].get("name") in deployments
-    )
+    }

@@ -22,7 +22,7 @@ class Report:
         ctx.kube.apply_configmap(
             ctx.namespace,
             name,
-            {postmortem.KEY: postmortem.render(ctx.request_body, ctx.now())},
+            {postmortem.KEY: postmortem.render(ctx.request_body(), ctx.now())},
             {"rollback.lawyershub.io/request": ctx.request},
         )
         ctx.persist_report({"configMap": name, "key": postmortem.KEY})
