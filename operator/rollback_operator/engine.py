@@ -15,7 +15,7 @@ from rollback_operator.clock import parse, stamp
 from rollback_operator.model import Phase, RollbackSpec, StepName, StepState
 from rollback_operator.status import Status
 from rollback_operator.steps import STEPS
-from rollback_operator.steps.base import Done, Fail, Outcome, Wait
+from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, Wait
 
 NOT_CONFIGURED = "not configured"
 
@@ -26,6 +26,7 @@ class Signals:
 
     abort: bool = False
     blocker: str | None = None  # an earlier request that touches the same objects, still running
+    approval: tuple[str, str] | None = None  # (step, user) from the approve annotations
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Approve:
+    """Record an approval of the running step, given by the annotations."""
+
+    step: StepName
+    by: str
+
+
+@dataclass(frozen=True)
 class Complete:
     pass
 
@@ -59,7 +68,7 @@ class Abort:
     pass
 
 
-Decision = Idle | Queue | Skip | Run | Complete | Abort
+Decision = Idle | Queue | Skip | Run | Approve | Complete | Abort
 
 
 def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
@@ -76,6 +85,13 @@ def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
     reason = NOT_CONFIGURED if step is None else step.skip_reason(spec, status.targets)
     if reason is not None and record.state == StepState.PENDING:
         return Skip(record.name, reason)
+    if (
+        signals.approval is not None
+        and signals.approval[0] == record.name
+        and record.approved_by is None
+        and record.state == StepState.RUNNING
+    ):
+        return Approve(record.name, signals.approval[1])
     return Run(record.name)
 
 
@@ -109,8 +125,19 @@ def started(status: Status, step: StepName, spec: RollbackSpec, now: datetime) -
     if record.state != StepState.RUNNING:
         record.state, record.started_at = StepState.RUNNING, stamp(now)
     record.attempts += 1
+    new.phase = _active_phase(step)
     new.step = step
     new.message = f"{step}: running"
+    return _with_conditions(new, spec, now)
+
+
+def approved(status: Status, step: StepName, by: str, spec: RollbackSpec, now: datetime) -> Status:
+    """The approval is in the ledger; the step runs on."""
+    new = status.copy()
+    record = new.record(step)
+    record.approved_by, record.approved_at = by, stamp(now)
+    new.phase = _active_phase(step)
+    new.message = f"{step}: approved by {by}"
     return _with_conditions(new, spec, now)
 
 
@@ -125,6 +152,9 @@ def stepped(
         new.message = f"{step}: {outcome.message}"
     elif isinstance(outcome, Wait):
         new.message = f"{step}: {outcome.message}"
+    elif isinstance(outcome, NeedsApproval):
+        new.phase = Phase.AWAITING_APPROVAL
+        new.message = f"{step} awaits approval: {outcome.message}"
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
         new.phase, new.finished_at = Phase.FAILED, stamp(now)
@@ -167,8 +197,15 @@ def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
 def _running(status: Status, now: datetime) -> Status:
     new = status.copy()
     if new.phase in (Phase.PENDING, Phase.QUEUED):
-        new.phase, new.started_at, new.queued_behind = Phase.RUNNING, stamp(now), None
+        new.started_at, new.queued_behind = stamp(now), None
+    if not new.phase.terminal:
+        new.phase = Phase.RUNNING
     return new
+
+
+def _active_phase(step: StepName) -> Phase:
+    """The phase while `step` runs: the watch after traffic is back has its own."""
+    return Phase.MONITORING if step == StepName.MONITOR else Phase.RUNNING
 
 
 def _left_as(status: Status, spec: RollbackSpec) -> str:
@@ -204,7 +241,9 @@ def _site_changes(status: Status, spec: RollbackSpec) -> tuple[list[str], list[s
     done = {r.name for r in status.steps if r.state == StepState.SUCCEEDED}
     ingresses = status.saved.get("ingresses", {})
     hpas = status.saved.get("hpas", {})
-    maintenance = [] if StepName.DISABLE_MAINTENANCE in done else sorted(ingresses)
+    switched_back = bool((status.sections.get("monitoring") or {}).get("maintenanceOn"))
+    restored = StepName.DISABLE_MAINTENANCE in done and not switched_back
+    maintenance = [] if restored else sorted(ingresses)
     frozen = [] if StepName.RESUME_AUTOSCALING in done else sorted(hpas)
     return maintenance, frozen
 

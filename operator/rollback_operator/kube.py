@@ -8,6 +8,8 @@ them from worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import threading
 import uuid
@@ -166,6 +168,65 @@ class Kube:
         listed = self.get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
         return list((listed or {}).get("items", []))
 
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
+    def pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}")
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret, decoded; None when the Secret or the key is missing.
+
+        The value is a credential: callers pass it on to where it is used and never log,
+        record or echo it.
+        """
+        secret = self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        encoded = ((secret or {}).get("data") or {}).get(key)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(job_path(namespace, name))
+
+    def create_job(self, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
+        """Creates a Job; a Job of that name already there is an ApiError 409."""
+        created: dict[str, Any] = self.request(
+            "POST",
+            f"/apis/batch/v1/namespaces/{namespace}/jobs",
+            job,
+            query={"fieldManager": FIELD_MANAGER},
+        )
+        return created
+
+    def pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        listed = self.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": label_selector}
+        )
+        return list((listed or {}).get("items", []))
+
+    def ensure_service_account(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Creates the ServiceAccount unless it exists (then it is left as it is)."""
+        account = {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "automountServiceAccountToken": False,
+        }
+        try:
+            self.request(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                account,
+                query={"fieldManager": FIELD_MANAGER},
+            )
+        except ApiError as error:
+            if error.status != 409:
+                raise
+
     def rollback_requests(self, namespace: str) -> list[dict[str, Any]]:
         listed = self.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
         return list((listed or {}).get("items", []))
@@ -232,6 +293,10 @@ def deployment_path(namespace: str, name: str) -> str:
 
 def hpa_path(namespace: str, name: str) -> str:
     return f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
+
+
+def job_path(namespace: str, name: str) -> str:
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
 
 
 def request_path(namespace: str, name: str) -> str:

@@ -18,6 +18,10 @@ APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 
 
+# The spec's optional parts, one per capability: a request without one skips its steps.
+OPTIONAL_SECTIONS = ("cdn", "database", "verification", "monitoring", "notify")
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     QUEUED = "Queued"
@@ -95,6 +99,9 @@ class RollbackSpec:
     hpas: tuple[str, ...] | None  # None: discover the HPAs scaling the listed Deployments
     workloads: tuple[Workload, ...]
     rollout_timeout_seconds: float
+    # The optional sections (cdn, database, verification, monitoring, notify) as written, with
+    # the CRD's defaults applied; each is given its types by the module of its steps.
+    sections: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> RollbackSpec:
@@ -117,6 +124,7 @@ class RollbackSpec:
                 for w in spec["workloads"]
             ),
             rollout_timeout_seconds=parse_duration(spec.get("rolloutTimeout", "10m")),
+            sections={k: spec[k] for k in OPTIONAL_SECTIONS if spec.get(k) is not None},
         )
 
     @property

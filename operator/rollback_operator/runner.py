@@ -15,10 +15,26 @@ from typing import Any, Protocol
 
 from rollback_operator import clock, engine, metrics
 from rollback_operator.kube import ApiError, Kube
-from rollback_operator.model import ABORT_ANNOTATION, Phase, RollbackSpec, StepName, StepState
+from rollback_operator.model import (
+    ABORT_ANNOTATION,
+    APPROVE_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    Phase,
+    RollbackSpec,
+    StepName,
+    StepState,
+)
 from rollback_operator.status import Status
 from rollback_operator.steps import STEPS
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.steps.base import (
+    Approval,
+    Done,
+    Fail,
+    NeedsApproval,
+    Outcome,
+    StepContext,
+    Wait,
+)
 
 QUEUE_POLL_SECONDS = 1.0
 API_RETRY_SECONDS = 2.0
@@ -89,11 +105,17 @@ class Runner:
                     self.status = engine.completed(self.status, self.spec, now)
                     await self._finish("Normal", "Succeeded")
                     return
+                case engine.Approve(step=step, by=by):
+                    self.status = engine.approved(self.status, step, by, self.spec, now)
+                    self._dirty = True
+                    await self._flush()
+                    self.logger.info("%s approved by %s", step, by)
+                    self._event_soon("Normal", "Approved", f"{step} approved by {by}")
                 case engine.Run(step=step):
                     outcome = await self._run(step)
                     if isinstance(outcome, Fail):
                         return
-                    if isinstance(outcome, Wait):
+                    if isinstance(outcome, Wait | NeedsApproval):
                         await stopped.wait(outcome.retry_after)
 
     async def _run(self, step: StepName) -> Outcome:
@@ -108,15 +130,19 @@ class Runner:
             if fresh:
                 self.logger.info("%s started", step)
                 self._event_soon("Normal", "StepStarted", f"{step} started")
-        before = self.status.record(step).message
+        before = self.status.record(step).message, self.status.phase
         outcome = await asyncio.to_thread(self._execute, step)
         self.status = engine.stepped(self.status, step, outcome, self.spec, clock.now())
-        if not isinstance(outcome, Wait):
+        if isinstance(outcome, Done | Fail):
             self._observe(step, outcome)
-        if isinstance(outcome, Wait):
-            if self.status.record(step).message != before:  # else spare the API server a write
+        if isinstance(outcome, Wait | NeedsApproval):
+            after = self.status.record(step).message, self.status.phase
+            if after != before:  # else spare the API server a write
                 self._dirty = True
-                await self._flush()
+            await self._flush()
+            if isinstance(outcome, NeedsApproval) and before[1] != Phase.AWAITING_APPROVAL:
+                self.logger.info("%s awaits approval: %s", step, outcome.message)
+                self._event_soon("Normal", "AwaitingApproval", f"{step}: {outcome.message}")
         elif isinstance(outcome, Done):
             # Written with the next transition (the next step's start, or the outcome): were
             # the operator killed in between, the step would run again, and steps converge.
@@ -188,7 +214,11 @@ class Runner:
             return Fail(f"internal error in {step}: {type(error).__name__}: {error}")
 
     def _context(self, step: StepName) -> StepContext:
-        started = self.status.record(step).started_at
+        record = self.status.record(step)
+        started = record.started_at
+        approval = None
+        if record.approved_by and record.approved_at:
+            approval = Approval(by=record.approved_by, at=record.approved_at)
         return StepContext(
             kube=self.kube,
             namespace=self.namespace,
@@ -202,6 +232,9 @@ class Runner:
             persist_targets=self._persist_targets,
             request_body=lambda: {**_plain(self.body), "status": self.status.to_dict()},
             persist_report=self._persist_report,
+            approval=approval,
+            sections=self.status.sections,
+            persist_sections=self._persist_sections,
         )
 
     def _persist_saved(self) -> None:
@@ -213,15 +246,23 @@ class Runner:
         self.status.targets = targets
         self._dirty = True
 
+    def _persist_sections(self, durable: bool) -> None:
+        if durable:
+            self.kube.patch_request_status(self.namespace, self.name, dict(self.status.sections))
+        else:
+            self._dirty = True
+
     def _persist_report(self, reference: dict[str, str]) -> None:
         self.status.report = reference  # written with the step's outcome
         self._dirty = True
 
     def _signals(self) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
+        step, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
         return engine.Signals(
             abort=annotations.get(ABORT_ANNOTATION) == "true",
             blocker=self.find_blocker(),
+            approval=(step, by) if step and by else None,
         )
 
     async def _flush(self) -> None:

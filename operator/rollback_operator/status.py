@@ -13,6 +13,10 @@ from typing import Any
 
 from rollback_operator.model import STEP_ORDER, Phase, StepName, StepState
 
+# Status sections that belong to one capability each (see the CRD): the backup Preflight
+# resolved, the Jobs started, the verification checks, the monitoring watch, the notifications.
+SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications")
+
 
 @dataclass
 class StepRecord:
@@ -22,6 +26,8 @@ class StepRecord:
     finished_at: str | None = None
     message: str = ""
     attempts: int = 0
+    approved_by: str | None = None
+    approved_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -35,6 +41,9 @@ class StepRecord:
             out["finishedAt"] = self.finished_at
         if self.message:
             out["message"] = self.message
+        if self.approved_by:
+            out["approvedBy"] = self.approved_by
+            out["approvedAt"] = self.approved_at
         return out
 
     @classmethod
@@ -46,6 +55,8 @@ class StepRecord:
             finished_at=raw.get("finishedAt"),
             message=raw.get("message", ""),
             attempts=int(raw.get("attempts", 0)),
+            approved_by=raw.get("approvedBy"),
+            approved_at=raw.get("approvedAt"),
         )
 
 
@@ -63,6 +74,7 @@ class Status:
     started_at: str | None = None
     finished_at: str | None = None
     message: str = ""
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
@@ -86,6 +98,7 @@ class Status:
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
         }
+        out.update(copy.deepcopy(self.sections))
         return out
 
     @classmethod
@@ -107,4 +120,5 @@ class Status:
             started_at=raw.get("startedAt"),
             finished_at=raw.get("finishedAt"),
             message=raw.get("message", ""),
+            sections={k: copy.deepcopy(raw[k]) for k in SECTIONS if raw.get(k) is not None},
         )

@@ -33,7 +33,26 @@ class Fail:
     message: str
 
 
-Outcome = Done | Wait | Fail
+@dataclass(frozen=True)
+class NeedsApproval:
+    """The step may not go on until a person approves it (runbook §3: the DBA owns the
+    restore, QA signs the verification off). The run waits in phase AwaitingApproval; the
+    message says who must approve and how."""
+
+    message: str
+    retry_after: float = 1.0
+
+
+Outcome = Done | Wait | Fail | NeedsApproval
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An approval recorded in the ledger: who (from the approved-by annotation, which the
+    admission policy holds to the approver's own username) and when."""
+
+    by: str
+    at: str
 
 
 @dataclass
@@ -54,6 +73,11 @@ class StepContext:
     # whole object is no work for every rollout poll), and where the report went.
     request_body: Callable[[], dict[str, Any]] = field(default=dict, repr=False)
     persist_report: Callable[[dict[str, str]], None] = field(default=lambda _: None, repr=False)
+    approval: Approval | None = None  # the recorded approval of this step, if any
+    # status.<name> for the sections of status.SECTIONS: read, and set (durable=True writes it
+    # at once, before a side effect that depends on it; else it goes with the next outcome).
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)
+    persist_sections: Callable[[bool], None] = field(default=lambda _: None, repr=False)
 
     def saved_for(self, section: str, key: str) -> Any:
         return self.saved.get(section, {}).get(key)
@@ -68,6 +92,13 @@ class StepContext:
             return
         self.saved.setdefault(section, {})[key] = value
         self.persist_saved()
+
+    def section(self, name: str) -> Any:
+        return self.sections.get(name)
+
+    def put_section(self, name: str, value: Any, durable: bool = False) -> None:
+        self.sections[name] = value
+        self.persist_sections(durable)
 
 
 def poll_interval(ctx: StepContext) -> float:

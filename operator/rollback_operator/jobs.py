@@ -1,0 +1,236 @@
+"""Jobs that must run exactly once: the database restore and migrate-down, smoke-test checks.
+
+What a Job does to a database cannot be undone, and cannot be repeated safely either (safety
+rule 3). So a Job here:
+- has a name derived from the request (its name and uid) and its purpose, so that every
+  attempt of the step, in any operator process, refers to the same Job;
+- is recorded in `status.jobs` as soon as it exists, and a Job found under that name but not
+  yet recorded (the operator died between creating and recording it) is adopted, provided it
+  carries this request's uid;
+- is never created twice: a recorded Job that has disappeared stops the run for a human,
+  because nobody knows how far it got;
+- runs one pod (`backoffLimit: 0`) under a deadline, as Pod Security "restricted" asks, with
+  a ServiceAccount that has no token and credentials only through `secretKeyRef`;
+- has no owner reference: deleting the RollbackRequest never deletes a running restore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rollback_operator import GROUP
+from rollback_operator.clock import stamp
+from rollback_operator.kube import ApiError
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import StepContext
+
+SERVICE_ACCOUNT = "rollback-operator-jobs"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "rollback-operator"}
+REQUEST_LABEL = f"{GROUP}/request"
+REQUEST_UID_LABEL = f"{GROUP}/request-uid"
+STEP_LABEL = f"{GROUP}/step"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+NONROOT_UID = 65532  # a conventional non-root uid; images with a user of their own override it
+MAX_NAME = 63  # a Job's name becomes a label value on its pods
+
+
+class JobState(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    name: str
+    state: JobState
+    message: str
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """What a step wants run: the parts of a Job that differ between steps."""
+
+    purpose: str  # short, DNS-safe: restore, migrate-down, check-smoke, ...
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: tuple[dict[str, Any], ...] = ()  # core/v1 EnvVar; secrets only via valueFrom
+    volumes: tuple[dict[str, Any], ...] = ()
+    volume_mounts: tuple[dict[str, Any], ...] = ()
+    init_containers: tuple[dict[str, Any], ...] = ()  # name, image, command, volumeMounts...
+    deadline_seconds: int = 1800
+    run_as_user: int = NONROOT_UID
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def job_name(request: str, request_uid: str, purpose: str) -> str:
+    """`<request>-<purpose>-<5 hex of the uid>`, cut to fit: the same for every attempt of this
+    request, and different for a later request of the same name (whose Job must not be
+    mistaken for the old one's)."""
+    suffix = f"-{purpose}-{hashlib.sha256(request_uid.encode()).hexdigest()[:5]}"
+    return f"{request[: MAX_NAME - len(suffix)].rstrip('-.')}{suffix}"
+
+
+def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> JobResult:
+    """Starts the Job unless this run already did, and tells where it stands."""
+    uid = ctx.request_body()["metadata"]["uid"]
+    name = job_name(ctx.request, uid, template.purpose)
+    records: list[dict[str, Any]] = list(ctx.section("jobs") or [])
+    record = next((r for r in records if r.get("name") == name), None)
+    job = ctx.kube.job(ctx.namespace, name)
+    if record is not None:
+        if job is None:
+            return JobResult(name, JobState.FAILED, _lost(name, step))
+        if job["metadata"]["uid"] != record.get("uid"):
+            return JobResult(name, JobState.FAILED, _replaced(name, step))
+        return read_result(ctx, job)
+    if job is None:
+        ctx.kube.ensure_service_account(ctx.namespace, SERVICE_ACCOUNT, MANAGED_BY)
+        manifest = job_manifest(ctx.namespace, ctx.request, uid, step, template)
+        try:
+            job = ctx.kube.create_job(ctx.namespace, manifest)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            job = ctx.kube.job(ctx.namespace, name)
+            if job is None:  # created and deleted in between: try again on the next poll
+                raise
+    if (job["metadata"].get("labels") or {}).get(REQUEST_UID_LABEL) != uid:
+        return JobResult(
+            name,
+            JobState.FAILED,
+            f"a Job named {name} already exists and was not started by this request; nothing "
+            "was run. Find out what it is before deleting it, then create a new RollbackRequest",
+        )
+    records.append(
+        {
+            "name": name,
+            "step": str(step),
+            "uid": job["metadata"]["uid"],
+            "createdAt": job["metadata"].get("creationTimestamp") or stamp(ctx.now()),
+        }
+    )
+    ctx.put_section("jobs", records, durable=True)
+    return read_result(ctx, job)
+
+
+def read_result(ctx: StepContext, job: dict[str, Any]) -> JobResult:
+    """Running until the Job controller says Complete or Failed; the message is what the
+    pod's container said (its termination message, or its log tail on error)."""
+    name = job["metadata"]["name"]
+    conditions = {
+        c["type"]: c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c["status"] == "True"
+    }
+    if "Complete" in conditions:
+        said = _termination_message(ctx, name)
+        return JobResult(name, JobState.SUCCEEDED, said or f"Job {name} completed")
+    if "Failed" in conditions:
+        said = _termination_message(ctx, name)
+        condition = conditions["Failed"]
+        why = condition.get("message") or condition.get("reason") or "failed"
+        return JobResult(name, JobState.FAILED, said or f"Job {name} failed: {why}")
+    return JobResult(name, JobState.RUNNING, f"Job {name} is running")
+
+
+def _termination_message(ctx: StepContext, name: str) -> str:
+    pods = ctx.kube.pods(ctx.namespace, f"{JOB_NAME_LABEL}={name}")
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            if terminated.get("message"):
+                return str(terminated["message"]).strip()
+    return ""
+
+
+def job_manifest(
+    namespace: str, request: str, request_uid: str, step: StepName, template: JobTemplate
+) -> dict[str, Any]:
+    labels = {
+        **MANAGED_BY,
+        **template.labels,
+        REQUEST_LABEL: request,
+        REQUEST_UID_LABEL: request_uid,
+        STEP_LABEL: str(step),
+    }
+    main = {
+        "name": template.purpose,
+        "image": template.image,
+        "command": list(template.command),
+        "env": [dict(e) for e in template.env],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+        + [dict(m) for m in template.volume_mounts],
+    }
+    if template.args:
+        main["args"] = list(template.args)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(request, request_uid, template.purpose),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {f"{GROUP}/purpose": template.purpose},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": template.deadline_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": template.run_as_user,
+                        "runAsGroup": template.run_as_user,
+                        "fsGroup": template.run_as_user,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "initContainers": [_restricted(c) for c in template.init_containers],
+                    "containers": [_restricted(main)],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}]
+                    + [dict(v) for v in template.volumes],
+                },
+            },
+        },
+    }
+
+
+def _restricted(container: dict[str, Any]) -> dict[str, Any]:
+    """A container as Pod Security "restricted" wants it, its log tail kept as the message."""
+    return {
+        **container,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _lost(name: str, step: StepName) -> str:
+    return (
+        f"Job {name}, started by {step}, is gone (deleted by someone or something else). It is "
+        "not started again, because nobody knows how far it got: check the database by hand "
+        "(the Job's work may be partly or wholly done), then finish the rollback by hand or "
+        "create a new RollbackRequest"
+    )
+
+
+def _replaced(name: str, step: StepName) -> str:
+    return (
+        f"Job {name}, started by {step}, was replaced by another Job of the same name. That Job "
+        "is not followed: check the database by hand, then finish the rollback by hand or "
+        "create a new RollbackRequest"
+    )

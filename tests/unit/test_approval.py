@@ -1,0 +1,96 @@
+"""Approval gates in the engine: a step that needs a person waits in AwaitingApproval, and the
+approve annotations are recorded in the ledger once, for the step that is waiting only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rollback_operator.engine import Approve, Run, Signals, approved, decide, started, stepped
+from rollback_operator.model import Phase, RollbackSpec, StepName, StepState
+from rollback_operator.status import Status
+from rollback_operator.steps.base import Done, NeedsApproval
+
+T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
+SPEC = RollbackSpec.parse(
+    {
+        "reason": "data corrupt",
+        "trigger": "Manual",
+        "traffic": {"ingresses": ["site"], "maintenanceBackend": {"service": "m", "port": 80}},
+        "workloads": [{"deployment": "backend"}],
+    }
+)
+
+
+def _at(step: StepName) -> Status:
+    """A run whose earlier steps are done and whose `step` has started."""
+    status = Status()
+    for record in status.steps:
+        if record.name == step:
+            break
+        record.state = StepState.SUCCEEDED
+    return started(status, step, SPEC, T0)
+
+
+def test_needs_approval_moves_the_run_to_awaiting_approval_with_the_step_running() -> None:
+    status = stepped(
+        _at(StepName.VERIFY), StepName.VERIFY, NeedsApproval("waiting for qa"), SPEC, T0
+    )
+    assert status.phase == Phase.AWAITING_APPROVAL
+    assert status.record(StepName.VERIFY).state == StepState.RUNNING
+    assert "waiting for qa" in status.message
+    ready = {c["type"]: c for c in status.conditions}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "AwaitingApproval"
+
+
+def test_an_approval_of_the_waiting_step_is_recorded_once_then_the_step_runs_again() -> None:
+    waiting = stepped(
+        _at(StepName.RESTORE_DATABASE),
+        StepName.RESTORE_DATABASE,
+        NeedsApproval("dba"),
+        SPEC,
+        T0,
+    )
+    signals = Signals(approval=("RestoreDatabase", "dba-alice"))
+    assert decide(SPEC, waiting, signals) == Approve(StepName.RESTORE_DATABASE, "dba-alice")
+    after = approved(waiting, StepName.RESTORE_DATABASE, "dba-alice", SPEC, T0)
+    record = after.record(StepName.RESTORE_DATABASE)
+    assert (record.approved_by, record.approved_at) == ("dba-alice", "2026-01-10T03:00:00.000Z")
+    assert after.phase == Phase.RUNNING
+    assert decide(SPEC, after, signals) == Run(StepName.RESTORE_DATABASE)
+    # Written to the ledger, and read back by a restarted operator.
+    again = Status.from_dict(after.to_dict()).record(StepName.RESTORE_DATABASE)
+    assert again.approved_by == "dba-alice"
+
+
+def test_an_approval_naming_another_step_is_not_taken() -> None:
+    waiting = stepped(
+        _at(StepName.RESTORE_DATABASE),
+        StepName.RESTORE_DATABASE,
+        NeedsApproval("dba"),
+        SPEC,
+        T0,
+    )
+    signals = Signals(approval=("Verify", "qa-quinn"))
+    assert decide(SPEC, waiting, signals) == Run(StepName.RESTORE_DATABASE)
+
+
+def test_the_monitor_step_runs_in_phase_monitoring_and_the_next_step_in_running() -> None:
+    status = _at(StepName.MONITOR)
+    assert status.phase == Phase.MONITORING
+    status = stepped(status, StepName.MONITOR, Done("healthy"), SPEC, T0)
+    assert started(status, StepName.REPORT, SPEC, T0).phase == Phase.RUNNING
+
+
+def test_maintenance_switched_back_on_by_the_watch_shows_in_the_conditions() -> None:
+    status = _at(StepName.MONITOR)
+    status.saved = {"ingresses": {"site": {"backends": []}}}
+    status.record(StepName.DISABLE_MAINTENANCE).state = StepState.SUCCEEDED
+    before = {
+        c["type"]: c for c in stepped(status, StepName.MONITOR, Done("x"), SPEC, T0).conditions
+    }
+    assert before["MaintenanceActive"]["status"] == "False"
+    status.sections["monitoring"] = {"maintenanceOn": True}
+    after = {
+        c["type"]: c for c in stepped(status, StepName.MONITOR, Done("x"), SPEC, T0).conditions
+    }
+    assert after["MaintenanceActive"]["status"] == "True"
