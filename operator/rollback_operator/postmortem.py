@@ -10,7 +10,6 @@ from typing import Any
 
 from rollback_operator.clock import parse
 from rollback_operator.images import with_tag
-from rollback_operator.model import APPROVE_ANNOTATION, APPROVED_BY_ANNOTATION
 from rollback_operator.traffic import describe
 
 KEY = "postmortem.md"
@@ -37,7 +36,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
         "",
         "## Approvals",
         "",
-        _approvals(meta),
+        _approvals(status.get("steps", [])),
         "",
         "## Timeline",
         "",
@@ -55,9 +54,13 @@ def render(request: dict[str, Any], now: datetime) -> str:
     lines += _images(saved.get("deployments") or {}, spec)
     lines += _ingresses(saved.get("ingresses") or {}, spec)
     lines += _hpas(saved.get("hpas") or {})
+    lines += _database(status)
     steps = {s["name"]: s for s in status.get("steps", [])}
     lines += ["## Verification", "", _step_line(steps.get("Verify")), ""]
+    lines += _checks(status.get("checks") or [])
     lines += ["## Monitoring", "", _step_line(steps.get("Monitor")), ""]
+    lines += _monitoring(status.get("monitoring") or {})
+    lines += _notifications(status.get("notifications") or [])
     lines += ["## Step details", ""]
     for step in status.get("steps", []):
         lines += [f"### {step['name']}", "", f"{step['state']}: {step.get('message') or '-'}", ""]
@@ -78,12 +81,85 @@ def render(request: dict[str, Any], now: datetime) -> str:
     return "\n".join(lines)
 
 
-def _approvals(meta: dict[str, Any]) -> str:
-    annotations = meta.get("annotations") or {}
-    step = annotations.get(APPROVE_ANNOTATION)
-    if not step:
+def _approvals(steps: list[dict[str, Any]]) -> str:
+    approved = [s for s in steps if s.get("approvedBy")]
+    if not approved:
         return "No approval gate was passed in this run."
-    return f"- {step}: approved by {annotations.get(APPROVED_BY_ANNOTATION, '?')}"
+    return "\n".join(
+        f"- {s['name']}: approved by {s['approvedBy']} at {s.get('approvedAt', '?')}"
+        for s in approved
+    )
+
+
+def _database(status: dict[str, Any]) -> list[str]:
+    backup, jobs = status.get("backup"), status.get("jobs") or []
+    if not backup and not jobs:
+        return []
+    lines = ["## Database", ""]
+    if backup:
+        lines += [
+            f"- **Backup restored:** `{backup.get('directory', '')}/{backup.get('file', '')}` "
+            f"on claim {backup.get('claimName', '-')}, {backup.get('sizeBytes', '?')} bytes, "
+            f"sha256 `{backup.get('sha256', '?')}`",
+        ]
+    for job in jobs:
+        lines.append(
+            f"- **Job {job['name']}** ({job.get('step', '?')}), created {job.get('createdAt', '?')}"
+        )
+    return [*lines, ""]
+
+
+def _checks(checks: list[dict[str, Any]]) -> list[str]:
+    if not checks:
+        return []
+    lines = ["| check | type | result | attempts | last seen |", "|---|---|---|---|---|"]
+    for check in checks:
+        result = "passed" if check.get("passed") else "failed"
+        lines.append(
+            f"| {check['name']} | {check.get('type', '')} | {result} | "
+            f"{check.get('attempts', '')} | {_cell(check.get('message', ''))} |"
+        )
+    return [*lines, ""]
+
+
+def _monitoring(watch: dict[str, Any]) -> list[str]:
+    if not watch:
+        return []
+    lines = [
+        f"Watched for {watch.get('elapsedSeconds', 0)}s: {watch.get('evaluations', 0)} "
+        f"evaluation(s), {watch.get('noData', 0)} without data, {watch.get('errors', 0)} "
+        "failed queries.",
+        "",
+    ]
+    rules = watch.get("rules") or []
+    if rules:
+        lines += ["| rule | threshold | last value | peak |", "|---|---|---|---|"]
+        for rule in rules:
+            lines.append(
+                f"| {rule['name']} | {rule.get('threshold', '')} | {rule.get('value', '-')} | "
+                f"{rule.get('peak', '-')} |"
+            )
+        lines.append("")
+    if watch.get("maintenanceOn"):
+        lines += ["The breach switched the maintenance page back on.", ""]
+    return lines
+
+
+def _notifications(notifications: list[dict[str, Any]]) -> list[str]:
+    if not notifications:
+        return []
+    lines = [
+        "## Notifications",
+        "",
+        "| webhook | sent | failed | last error |",
+        "|---|---|---|---|",
+    ]
+    for entry in notifications:
+        lines.append(
+            f"| {entry['name']} | {entry.get('sent', 0)} | {entry.get('failed', 0)} | "
+            f"{_cell(entry.get('lastError', '') or '-')} |"
+        )
+    return [*lines, ""]
 
 
 def _images(deployments: dict[str, Any], spec: dict[str, Any]) -> list[str]:

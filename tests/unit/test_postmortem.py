@@ -11,10 +11,6 @@ REQUEST = {
         "name": "golive",
         "namespace": "lawyershub",
         "creationTimestamp": "2026-01-10T03:00:00Z",
-        "annotations": {
-            "rollback.lawyershub.io/approve": "RestoreDatabase",
-            "rollback.lawyershub.io/approved-by": "dba-alice",
-        },
     },
     "spec": {
         "reason": "Error rate | 7.2 %",
@@ -31,8 +27,33 @@ REQUEST = {
                 "finishedAt": "2026-01-10T03:00:01.250Z",
                 "message": "found | everything",
             },
+            {
+                "name": "RestoreDatabase",
+                "state": "Succeeded",
+                "approvedBy": "dba-alice",
+                "approvedAt": "2026-01-10T03:04:00.000Z",
+            },
             {"name": "Monitor", "state": "Skipped", "message": "not configured"},
         ],
+        "backup": {
+            "claimName": "db-backups",
+            "directory": "/backups",
+            "file": "pre-golive-snapshot-20260109.sql",
+            "sizeBytes": 1024,
+            "sha256": "9f86d08",
+        },
+        "jobs": [{"name": "golive-restore-1a2b3", "step": "RestoreDatabase"}],
+        "checks": [
+            {"name": "redis", "type": "tcp", "passed": True, "attempts": 2, "message": "+PONG"}
+        ],
+        "monitoring": {
+            "elapsedSeconds": 1800,
+            "evaluations": 60,
+            "noData": 1,
+            "errors": 0,
+            "rules": [{"name": "errorRate", "threshold": 0.05, "value": 0.01, "peak": 0.02}],
+        },
+        "notifications": [{"name": "slack", "sent": 3, "failed": 1, "lastError": "HTTP 500"}],
         "saved": {
             "deployments": {"backend": {"images": {"api": "reg:5000/app/backend:bad@sha256:ab"}}},
             "ingresses": {
@@ -55,7 +76,16 @@ def test_the_report_has_the_timeline_the_changes_and_the_sections_to_fill() -> N
     document = render(REQUEST, datetime(2026, 1, 10, 4, 0, tzinfo=UTC))
     assert document.startswith("# Post-mortem: rollback golive")
     assert "- **Trigger:** ErrorRate" in document
-    assert "- RestoreDatabase: approved by dba-alice" in document
+    assert "- RestoreDatabase: approved by dba-alice at 2026-01-10T03:04:00.000Z" in document
+    assert "`/backups/pre-golive-snapshot-20260109.sql` on claim db-backups, 1024 bytes" in document
+    assert (
+        "sha256 `9f86d08`" in document
+        and "**Job golive-restore-1a2b3** (RestoreDatabase)" in document
+    )
+    assert "| redis | tcp | passed | 2 | +PONG |" in document
+    assert "Watched for 1800s: 60 evaluation(s), 1 without data, 0 failed queries." in document
+    assert "| errorRate | 0.05 | 0.01 | 0.02 |" in document
+    assert "| slack | 3 | 1 | HTTP 500 |" in document
     assert "| 1 | [Preflight](#preflight) | Succeeded |" in document
     assert "| 0.25s | found \\| everything |" in document  # a pipe cannot break the table
     before_after = "`reg:5000/app/backend:bad@sha256:ab` | `reg:5000/app/backend:stable-last-known`"
