@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from rollback_operator import clock, engine, metrics
+from rollback_operator import clock, engine, metrics, notify
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.model import (
     ABORT_ANNOTATION,
@@ -67,6 +67,9 @@ class Runner:
         self._resumed: set[StepName] = set()
         self._dirty = False
         self._pending: set[asyncio.Task[None]] = set()
+        self.notify = notify.NotifySpec.parse(self.spec.sections.get("notify"))
+        self._notified: set[str] = set()  # notification keys handed to `_notifying`
+        self._notifying: asyncio.Task[None] | None = None  # the latest, chained after the others
 
     async def drive(self, stopped: Stopped) -> None:
         metrics.IN_PROGRESS.inc()
@@ -127,6 +130,7 @@ class Runner:
             # Durable before any side effect: the step's start time seeds what it writes.
             self._dirty = True
             await self._flush()
+            await self._notify(notify.Event.STARTED)  # once: on a resume, only if never sent
             if fresh:
                 self.logger.info("%s started", step)
                 self._event_soon("Normal", "StepStarted", f"{step} started")
@@ -142,6 +146,7 @@ class Runner:
             await self._flush()
             if isinstance(outcome, NeedsApproval) and before[1] != Phase.AWAITING_APPROVAL:
                 self.logger.info("%s awaits approval: %s", step, outcome.message)
+                await self._notify(notify.Event.AWAITING_APPROVAL)
                 self._event_soon("Normal", "AwaitingApproval", f"{step}: {outcome.message}")
         elif isinstance(outcome, Done):
             # Written with the next transition (the next step's start, or the outcome): were
@@ -167,8 +172,63 @@ class Runner:
         if self.status.phase != Phase.SUCCEEDED and not self.spec.dry_run:
             await self._report_anyway()
         await self._event(kind, reason, self.status.message)
+        await self._notify(notify.Event(str(self.status.phase)), wait=True)
         self._dirty = True
         await self._flush()
+
+    async def _notify(self, event: notify.Event, *, wait: bool = False) -> None:
+        """Tells spec.notify's webhooks of `event`, with the state as it is now.
+
+        Delivery runs in a task chained after the previous notification, so that they arrive
+        in order and a slow webhook holds up no step. The start and approval waits write their
+        result to status.notifications on their own; the end (`wait=True`) is awaited, its
+        result going with the terminal status write, as the daemon ends with that write.
+        Calling again for an event already handled sends nothing: `_notified` in this process,
+        status.notifications' lastEvent across restarts (see notify.py).
+        """
+        note = notify.Notification.of(
+            event,
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.body["metadata"].get("uid", ""),
+            spec=self.spec,
+            status=self.status,
+            now=clock.now(),
+        )
+        sent = self.status.sections.get(notify.SECTION)
+        if note.key not in self._notified and notify.due(self.notify, sent, note):
+            self._notified.add(note.key)
+            previous = self._notifying
+
+            def url(webhook: notify.Webhook) -> str | None:
+                ref = webhook.url_secret
+                if ref is None:
+                    return webhook.url
+                return self.kube.secret_value(self.namespace, ref.name, ref.key)
+
+            async def send() -> None:
+                if previous is not None:
+                    await previous
+                try:
+                    current = self.status.sections.get(notify.SECTION)
+                    done = await asyncio.to_thread(notify.deliver, note, self.notify, current, url)
+                    self.status.sections[notify.SECTION] = done.notifications
+                    for webhook in done.sent_to:
+                        self.logger.info("notified webhook %s of %s", webhook, note.key)
+                    for failure in done.failures:
+                        self.logger.warning("%s", failure)
+                        await self._event("Warning", "NotificationFailed", failure)
+                    if not wait:
+                        patch = {notify.SECTION: done.notifications}
+                        await asyncio.to_thread(
+                            self.kube.patch_request_status, self.namespace, self.name, patch
+                        )
+                except Exception as error:  # a notification never fails the rollback
+                    self.logger.warning("notifying of %s failed: %s", note.key, error)
+
+            self._notifying = asyncio.create_task(send())
+        if wait and self._notifying is not None:
+            await self._notifying
 
     async def _report_anyway(self) -> None:
         """A run that failed or was aborted never reaches the Report step, yet it is the one

@@ -1,0 +1,457 @@
+"""Notifications: tell the people on call where a rollback stands, in Slack or any JSON receiver.
+
+`spec.notify` lists webhooks. Each is told of the run's start, of each wait for an approval, and
+of its end (Failed, Aborted or Succeeded), with the state as it is at that moment: phase, step,
+message, trigger, reason and the kubectl commands to follow the run from a terminal.
+
+A notification is a courtesy, never a gate: a webhook that is down, slow or refusing costs the
+run a few seconds at most (short timeouts, two quick retries on throttling and server errors),
+and its failure is reported in `status.notifications` and a Warning Event, never in the run's
+outcome.
+
+`status.notifications[].lastEvent` also makes delivery once-only across operator restarts: an
+event is sent to a webhook only if it comes later in the run than the last event that webhook
+was sent (or attempted). Events only move forward (Started, then each approval wait in step
+order, then the end), so "later" is a plain comparison; see `rank`.
+
+The webhook URL may embed a credential (a Slack incoming-webhook URL does), so it never appears
+in the status, an Event, a log line or an error message: errors are built here, from the status
+code and the receiver's body, with any trace of the URL removed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from rollback_operator import clock
+from rollback_operator.model import STEP_ORDER, RollbackSpec
+from rollback_operator.status import Status
+
+# httpx logs every request with its full URL at INFO: that URL may be a credential.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+SECTION = "notifications"  # status.notifications
+
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection
+READ_TIMEOUT = 3.0  # seconds for the receiver to answer
+MAX_ATTEMPTS = 3  # one try and two quick retries
+BUDGET = 6.0  # seconds one webhook may take, retries and waits included
+BACKOFF = 0.5  # first wait between attempts without a Retry-After, doubled each time
+ERROR_BODY_CHARS = 200  # of a receiver's error body, quoted in lastError
+
+USER_AGENT = "rollback-operator"
+
+
+class Event(StrEnum):
+    STARTED = "Started"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    FAILED = "Failed"
+    ABORTED = "Aborted"
+    SUCCEEDED = "Succeeded"
+
+    @property
+    def final(self) -> bool:
+        return self in (Event.FAILED, Event.ABORTED, Event.SUCCEEDED)
+
+
+class Format(StrEnum):
+    SLACK = "slack"
+    JSON = "json"
+
+
+# --- the spec
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One entry of spec.notify: where to POST, in which format, for which events."""
+
+    name: str
+    url: str | None
+    url_secret: SecretKeyRef | None
+    format: Format
+    events: frozenset[Event]
+
+    def wants(self, event: Event) -> bool:
+        return event in self.events
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Webhook:
+        ref = raw.get("urlSecretRef")
+        events = raw.get("events")
+        return cls(
+            name=raw["name"],
+            url=raw.get("url"),
+            url_secret=SecretKeyRef(ref["name"], ref["key"]) if ref else None,
+            format=Format(raw.get("format", Format.JSON)),
+            events=frozenset(Event) if events is None else frozenset(Event(e) for e in events),
+        )
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    """spec.notify, typed. The API server has validated it (one of url and urlSecretRef,
+    known formats and events), so parsing only gives it names."""
+
+    webhooks: tuple[Webhook, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Sequence[dict[str, Any]] | None) -> NotifySpec:
+        return cls(tuple(Webhook.parse(dict(w)) for w in raw or ()))
+
+
+# --- what is sent
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One event of one run, with the state it is sent with."""
+
+    event: Event
+    namespace: str
+    name: str
+    uid: str
+    phase: str
+    step: str | None
+    message: str
+    trigger: str
+    reason: str
+    dry_run: bool
+    time: str
+
+    @classmethod
+    def of(
+        cls,
+        event: Event,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        spec: RollbackSpec,
+        status: Status,
+        now: datetime,
+    ) -> Notification:
+        return cls(
+            event=event,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            phase=str(status.phase),
+            step=str(status.step) if status.step else None,
+            message=status.message,
+            trigger=spec.trigger,
+            reason=spec.reason,
+            dry_run=spec.dry_run,
+            time=clock.stamp(now),
+        )
+
+    @property
+    def key(self) -> str:
+        """What `lastEvent` records: the event, and for an approval wait, whose step it is
+        (a run may wait for more than one approval, each notified once)."""
+        if self.event == Event.AWAITING_APPROVAL and self.step:
+            return f"{self.event}/{self.step}"
+        return str(self.event)
+
+    @property
+    def commands(self) -> list[str]:
+        """Commands to paste into a terminal: where the run stands, and what to do next."""
+        where = f"{self.name} -n {self.namespace}"
+        commands = [f"kubectl get rbr {where}", f"kubectl rollback status {where}"]
+        if self.event == Event.AWAITING_APPROVAL and self.step:
+            commands.append(f"kubectl rollback approve {self.name} {self.step} -n {self.namespace}")
+        if self.event.final and not self.dry_run:
+            commands.append(f"kubectl rollback report {where}")
+        return commands
+
+
+def rank(key: str | None) -> int:
+    """The place of an event (a `Notification.key`) in a run; -1 for none or unknown.
+
+    A run starts, may wait for approvals (in step order, since steps run in order), then ends:
+    an event is new to a webhook exactly when it ranks above the last one it was sent.
+    """
+    if not key:
+        return -1
+    event, _, step = key.partition("/")
+    if event == Event.STARTED:
+        return 0
+    if event == Event.AWAITING_APPROVAL:
+        names = [str(s) for s in STEP_ORDER]
+        return 1 + (names.index(step) if step in names else 0)
+    if event in (Event.FAILED, Event.ABORTED, Event.SUCCEEDED):
+        return 1 + len(STEP_ORDER)
+    return -1
+
+
+_TITLES = {
+    Event.STARTED: ("Rollback started", ":rotating_light:"),
+    Event.AWAITING_APPROVAL: ("Rollback awaits approval", ":raised_hand:"),
+    Event.FAILED: ("Rollback failed", ":x:"),
+    Event.ABORTED: ("Rollback aborted", ":octagonal_sign:"),
+    Event.SUCCEEDED: ("Rollback succeeded", ":white_check_mark:"),
+}
+
+
+def json_payload(note: Notification) -> dict[str, Any]:
+    """The generic format: the run's state as one flat object, for any JSON receiver."""
+    return {
+        "event": str(note.event),
+        "id": f"{note.uid or f'{note.namespace}/{note.name}'}/{note.key}",
+        "namespace": note.namespace,
+        "name": note.name,
+        "phase": note.phase,
+        "step": note.step,
+        "message": note.message,
+        "trigger": note.trigger,
+        "reason": note.reason,
+        "dryRun": note.dry_run,
+        "time": note.time,
+        "commands": note.commands,
+    }
+
+
+def slack_payload(note: Notification) -> dict[str, Any]:
+    """A Slack incoming-webhook message: `text` (the notification and the fallback where
+    blocks are not shown) and Block Kit `blocks`, within Slack's documented size limits."""
+    title, emoji = _TITLES[note.event]
+    dry = " (dry run)" if note.dry_run else ""
+    headline = f"{title}{dry}: {note.name} in {note.namespace}"
+    text = f"{emoji} {_escape(headline)}: {_escape(note.message)}"
+    commands = "\n".join(note.commands)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(headline, 150)}},
+        {
+            "type": "section",
+            "fields": [
+                _field("Phase", note.phase),
+                _field("Step", note.step or "-"),
+                _field("Trigger", note.trigger),
+                _field("Namespace", note.namespace),
+            ],
+        },
+        {"type": "section", "text": _mrkdwn(f"*Reason:* {_escape(note.reason)}")},
+        {"type": "section", "text": _mrkdwn(f"*Message:* {_escape(note.message)}")},
+        {"type": "section", "text": _mrkdwn(f"```{_escape(commands)}```")},
+        {"type": "context", "elements": [_mrkdwn(f"{note.event} at {note.time}")]},
+    ]
+    return {"text": _cut(text, 3000), "blocks": blocks}
+
+
+def payload(webhook: Webhook, note: Notification) -> dict[str, Any]:
+    return slack_payload(note) if webhook.format == Format.SLACK else json_payload(note)
+
+
+def _escape(text: str) -> str:
+    """Slack's mrkdwn treats &, < and > as control characters; they must be escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mrkdwn(text: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": _cut(text, 3000)}
+
+
+def _field(label: str, value: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": _cut(f"*{label}*\n{_escape(value)}", 2000)}
+
+
+# --- delivery
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """How one POST went, after its retries. `error` never holds the URL."""
+
+    ok: bool
+    attempts: int
+    error: str = ""
+
+
+def post(
+    url: str,
+    body: dict[str, Any],
+    *,
+    budget: float = BUDGET,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Attempted:
+    """POSTs `body` as JSON; retries throttling (429), server errors (5xx), timeouts and
+    connection failures twice at most, honouring Retry-After when it fits in `budget`.
+
+    Any other answer (Slack's 400 invalid_payload, 403 action_prohibited, 404 no_service,
+    410 channel_is_archived) is final: asking again would get the same answer.
+    """
+    deadline = monotonic() + budget
+    error = ""
+    attempt = 0
+    with httpx.Client(
+        transport=transport, headers={"User-Agent": USER_AGENT}, follow_redirects=False
+    ) as client:
+        while attempt < MAX_ATTEMPTS:
+            attempt += 1
+            left = deadline - monotonic()
+            timeout = httpx.Timeout(
+                max(0.1, min(READ_TIMEOUT, left)), connect=max(0.1, min(CONNECT_TIMEOUT, left))
+            )
+            wait = BACKOFF * 2 ** (attempt - 1)
+            try:
+                response = client.post(url, json=body, timeout=timeout)
+            except httpx.TimeoutException:
+                error = f"no answer within {timeout.read:.1f}s"
+            except httpx.TransportError as failure:
+                error = f"could not connect: {_scrub(str(failure) or type(failure).__name__, url)}"
+            else:
+                if response.is_success:
+                    return Attempted(ok=True, attempts=attempt)
+                error = f"HTTP {response.status_code}"
+                said = _scrub(" ".join(response.text.split()), url)[:ERROR_BODY_CHARS]
+                if said:
+                    error += f": {said}"
+                if response.status_code != 429 and response.status_code < 500:
+                    return Attempted(ok=False, attempts=attempt, error=error)
+                asked = retry_after(response.headers.get("Retry-After"), clock.now())
+                if asked is not None:
+                    if asked > deadline - monotonic():
+                        error += f" (asked to retry after {asked:g}s, more than the time left)"
+                        return Attempted(ok=False, attempts=attempt, error=error)
+                    wait = asked
+            if attempt < MAX_ATTEMPTS:
+                if wait > deadline - monotonic():
+                    break
+                sleep(wait)
+    return Attempted(ok=False, attempts=attempt, error=f"{error} (after {attempt} attempt(s))")
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After in seconds, given as seconds or as an HTTP date (RFC 9110); None if absent
+    or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` without the URL or its secret-bearing parts (path and query)."""
+    secrets = [url, url.split("://", 1)[-1]]
+    try:
+        tail = httpx.URL(url).raw_path.decode(errors="replace")
+    except (httpx.InvalidURL, ValueError):
+        tail = ""
+    if len(tail) > 1:
+        secrets.append(tail)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "<webhook url>")
+    return text
+
+
+# --- what the runner calls
+
+
+URLResolver = Callable[[Webhook], str | None]
+"""The webhook's URL: `url`, or the value of `urlSecretRef` (read at each delivery, so a
+rotated Secret is picked up); None when the Secret or key is missing. May raise."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The outcome of one event: the new status.notifications, and a line per failure."""
+
+    notifications: list[dict[str, Any]]
+    failures: list[str]
+    sent_to: list[str]
+
+
+def due(
+    spec: NotifySpec, current: list[dict[str, Any]] | None, note: Notification
+) -> list[Webhook]:
+    """The webhooks that want this event and were not yet sent (or attempted) it."""
+    last = {e.get("name"): e.get("lastEvent") for e in current or []}
+    return [
+        w for w in spec.webhooks if w.wants(note.event) and rank(last.get(w.name)) < rank(note.key)
+    ]
+
+
+def deliver(
+    note: Notification,
+    spec: NotifySpec,
+    current: list[dict[str, Any]] | None,
+    resolve: URLResolver,
+    *,
+    budget: float = BUDGET,
+    transport: httpx.BaseTransport | None = None,
+) -> Delivered:
+    """Sends `note` to every webhook it is due to, all at once (so that a dead webhook delays
+    the others by nothing), and returns status.notifications updated. Never raises for a
+    webhook's trouble: that is what the returned failures are for."""
+    targets = due(spec, current, note)
+    if not targets:
+        return Delivered(list(current or []), [], [])
+
+    def one(webhook: Webhook) -> Attempted:
+        try:
+            url = resolve(webhook)
+        except Exception as error:  # e.g. the Secret may not be read: reported, not raised
+            return Attempted(ok=False, attempts=0, error=f"could not read its URL: {error}")
+        if url is None:
+            ref = webhook.url_secret
+            where = f"Secret {ref.name} has no key {ref.key}" if ref else "no URL"
+            return Attempted(ok=False, attempts=0, error=f"{where} (or the Secret is missing)")
+        url = url.strip()
+        if not url.startswith(("https://", "http://")):
+            return Attempted(ok=False, attempts=0, error="its URL is not an http(s) URL")
+        try:
+            return post(url, payload(webhook, note), budget=budget, transport=transport)
+        except Exception as error:  # a malformed URL, say: named by its kind, never echoed
+            return Attempted(ok=False, attempts=1, error=f"could not send: {type(error).__name__}")
+
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        results = dict(zip(targets, pool.map(one, targets), strict=True))
+    entries = {e["name"]: dict(e) for e in current or [] if e.get("name")}
+    failures, sent_to = [], []
+    for webhook, result in results.items():
+        entry = entries.setdefault(webhook.name, {"name": webhook.name, "sent": 0, "failed": 0})
+        entry["lastEvent"] = note.key
+        entry["lastAttemptAt"] = clock.stamp(clock.now())
+        if result.ok:
+            entry["sent"] = int(entry.get("sent", 0)) + 1
+            sent_to.append(webhook.name)
+        else:
+            entry["failed"] = int(entry.get("failed", 0)) + 1
+            entry["lastError"] = f"{note.key}: {result.error}"[:1024]
+            failures.append(f"webhook {webhook.name}: {note.key} not delivered: {result.error}")
+    order = [w.name for w in spec.webhooks]
+    ordered = sorted(
+        entries.values(), key=lambda e: order.index(e["name"]) if e["name"] in order else len(order)
+    )
+    return Delivered(ordered, failures, sent_to)
