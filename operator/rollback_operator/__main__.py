@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per probe otherwise
+    # httpx logs every request with its full URL at INFO, and a URL may be a credential (a
+    # Slack webhook); the CDN, Prometheus, checks and notifications all go through httpx.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     if args.metrics:
         host, _, port = args.metrics.rpartition(":")
         prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")

@@ -22,7 +22,6 @@ code and the receiver's body, with any trace of the URL removed.
 from __future__ import annotations
 
 import email.utils
-import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,10 +35,6 @@ import httpx
 from rollback_operator import clock
 from rollback_operator.model import STEP_ORDER, RollbackSpec
 from rollback_operator.status import Status
-
-# httpx logs every request with its full URL at INFO: that URL may be a credential.
-logging.getLogger("httpx").setLevel(logging.WARNING)
-logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 SECTION = "notifications"  # status.notifications
 
