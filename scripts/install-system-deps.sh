@@ -8,7 +8,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v setsid >/dev/null || need+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-command -v promtool >/dev/null || need+=(prometheus)  # promtool checks the alert rules
+# promtool checks the alert rules; the monitoring e2e tests run the Prometheus server.
+{ command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

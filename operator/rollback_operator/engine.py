@@ -214,6 +214,8 @@ def _left_as(status: Status, spec: RollbackSpec) -> str:
         return "Dry run: nothing was changed."
     maintenance, frozen = _site_changes(status, spec)
     if not maintenance and not frozen:
+        if status.saved.get("ingresses"):
+            return "Traffic is back on the application: nothing to restore."
         return "Traffic was not switched: nothing to restore."
     parts = []
     if maintenance:

@@ -10,6 +10,7 @@ from typing import Any
 
 from rollback_operator.clock import parse
 from rollback_operator.images import with_tag
+from rollback_operator.monitoring import describe_rule, show_duration, show_value
 from rollback_operator.traffic import describe
 
 KEY = "postmortem.md"
@@ -125,23 +126,36 @@ def _checks(checks: list[dict[str, Any]]) -> list[str]:
 def _monitoring(watch: dict[str, Any]) -> list[str]:
     if not watch:
         return []
+    elapsed = show_duration(watch.get("elapsedSeconds", 0))
+    planned = show_duration(watch.get("durationSeconds", 0))
     lines = [
-        f"Watched for {watch.get('elapsedSeconds', 0)}s: {watch.get('evaluations', 0)} "
-        f"evaluation(s), {watch.get('noData', 0)} without data, {watch.get('errors', 0)} "
-        "failed queries.",
+        f"Watched for {elapsed} of {planned}: {watch.get('evaluations', 0)} evaluation(s), "
+        f"{watch.get('healthy', 0)} healthy, {watch.get('noData', 0)} without data, "
+        f"{watch.get('errors', 0)} failed queries.",
         "",
     ]
     rules = watch.get("rules") or []
     if rules:
-        lines += ["| rule | threshold | last value | peak |", "|---|---|---|---|"]
+        lines += [
+            "| rule | query | threshold | last value | peak | last result |",
+            "|---|---|---|---|---|---|",
+        ]
         for rule in rules:
+            name = rule["name"]
+            figures = " | ".join(
+                show_value(name, rule.get(k)) for k in ("threshold", "value", "peak")
+            )
             lines.append(
-                f"| {rule['name']} | {rule.get('threshold', '')} | {rule.get('value', '-')} | "
-                f"{rule.get('peak', '-')} |"
+                f"| {describe_rule(name)} | `{_cell(rule.get('query', ''))}` | {figures} | "
+                f"{rule.get('result', '-')} |"
             )
         lines.append("")
+    if watch.get("breach"):
+        lines += [f"**Breach:** {watch['breach']}", ""]
     if watch.get("maintenanceOn"):
         lines += ["The breach switched the maintenance page back on.", ""]
+    if watch.get("lastError"):
+        lines += [f"Last Prometheus problem: {watch['lastError']}", ""]
     return lines
 
 

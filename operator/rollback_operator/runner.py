@@ -155,7 +155,7 @@ class Runner:
             self.logger.info("%s succeeded: %s", step, outcome.message)
             self._event_soon("Normal", "StepSucceeded", f"{step}: {outcome.message}")
             for warning in outcome.warnings:
-                self._event_soon("Warning", "Drift", warning)
+                self._event_soon("Warning", outcome.warning_reason, warning)
         else:
             await self._finish("Warning", "StepFailed")
         return outcome

@@ -37,9 +37,14 @@ def leftovers(requests: list[dict[str, Any]], me: str) -> dict[str, dict[str, Le
     for request in finished:
         status = request["status"]
         states = {s["name"]: s.get("state") for s in status.get("steps", [])}
+        # A breach during the watch can switch the maintenance page back on after the restore.
+        switched_back = bool((status.get("monitoring") or {}).get("maintenanceOn"))
         for section, step in restoring.items():
             for name, record in (status.get("saved") or {}).get(section, {}).items():
-                if states.get(str(step)) == StepState.SUCCEEDED:
+                restored = states.get(str(step)) == StepState.SUCCEEDED
+                if section == "ingresses" and switched_back:
+                    restored = False
+                if restored:
                     found[section].pop(name, None)
                 else:
                     found[section][name] = Leftover(request["metadata"]["name"], record)

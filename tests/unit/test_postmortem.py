@@ -48,10 +48,21 @@ REQUEST = {
         ],
         "monitoring": {
             "elapsedSeconds": 1800,
+            "durationSeconds": 1800,
             "evaluations": 60,
+            "healthy": 59,
             "noData": 1,
             "errors": 0,
-            "rules": [{"name": "errorRate", "threshold": 0.05, "value": 0.01, "peak": 0.02}],
+            "rules": [
+                {
+                    "name": "errorRate",
+                    "query": "sum(rate(x[2m]))",
+                    "threshold": 0.05,
+                    "value": 0.01,
+                    "peak": 0.02,
+                    "result": "Healthy",
+                }
+            ],
         },
         "notifications": [{"name": "slack", "sent": 3, "failed": 1, "lastError": "HTTP 500"}],
         "saved": {
@@ -83,8 +94,8 @@ def test_the_report_has_the_timeline_the_changes_and_the_sections_to_fill() -> N
         and "**Job golive-restore-1a2b3** (RestoreDatabase)" in document
     )
     assert "| redis | tcp | passed | 2 | +PONG |" in document
-    assert "Watched for 1800s: 60 evaluation(s), 1 without data, 0 failed queries." in document
-    assert "| errorRate | 0.05 | 0.01 | 0.02 |" in document
+    assert "Watched for 30m of 30m: 60 evaluation(s), 59 healthy, 1 without data" in document
+    assert "| error rate | `sum(rate(x[2m]))` | 5.00 % | 1.00 % | 2.00 % | Healthy |" in document
     assert "| slack | 3 | 1 | HTTP 500 |" in document
     assert "| 1 | [Preflight](#preflight) | Succeeded |" in document
     assert "| 0.25s | found \\| everything |" in document  # a pipe cannot break the table

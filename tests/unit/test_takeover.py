@@ -78,3 +78,13 @@ def test_running_requests_dry_runs_and_the_request_itself_leave_nothing() -> Non
         me="me",
     )
     assert found == {"ingresses": {}, "hpas": {}}
+
+
+def test_a_watch_that_switched_the_maintenance_page_back_on_leaves_the_ingress_to_take_over() -> (
+    None
+):
+    breached = request("first", "Failed", "2026-01-10T03:40:00Z", restored=True)
+    breached["status"]["monitoring"] = {"maintenanceOn": True}
+    found = leftovers([breached], me="second")
+    assert found["ingresses"]["site"].saved == ORIGINAL
+    assert found["hpas"] == {}  # the HPAs were given back and stay so

@@ -6,6 +6,7 @@ from rollback_operator.model import StepName
 from rollback_operator.steps.base import Step
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
+from rollback_operator.steps.monitor import Monitor
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
 from rollback_operator.steps.preflight import Preflight
 from rollback_operator.steps.report import Report
@@ -23,6 +24,7 @@ STEPS: dict[StepName, Step] = {
         Verify(),
         ResumeAutoscaling(),
         DisableMaintenance(),
+        Monitor(),
         Report(),
     )
 }

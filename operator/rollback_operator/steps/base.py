@@ -20,6 +20,7 @@ from rollback_operator.model import RollbackSpec, StepName
 class Done:
     message: str
     warnings: tuple[str, ...] = ()  # e.g. drift found while restoring; each becomes a Warning Event
+    warning_reason: str = "Drift"  # the reason of those Events
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,205 @@
+"""Monitor (runbook §2.5): once traffic is back, watch the error rate and the latency in
+Prometheus for `duration`, against the §1 thresholds (more than 5 %, more than 5 s).
+
+The step never sleeps: each call evaluates the queries when an evaluation is due (one interval
+after the last, whose time is in status.monitoring) and returns a Wait until the next one. The
+watch's clock is the step's recorded start and its tally is status.monitoring, both in the
+request's status, so an operator killed mid-watch resumes with the elapsed time and the counts
+where they were.
+
+On a breach the step fails the run (the runner posts the Warning Event); with
+`onBreach: Maintenance` it first puts the site back on the maintenance page, from the
+original backends in status.saved.ingresses. The breach and `maintenanceOn` are written
+durably before the first Ingress is touched: a crash half-way is finished on restart, and the
+MaintenanceActive condition is never behind the site.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from rollback_operator import monitoring
+from rollback_operator.clock import parse
+from rollback_operator.kube import ingress_path
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.monitoring import MonitoringSpec, Prometheus, Watch
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.traffic import Location, backend_at, describe, with_backends
+
+SECTION = "monitoring"
+# Between evaluations the step still wakes this often, so that an abort is seen promptly;
+# a wake-up that evaluates nothing writes nothing.
+MAX_WAIT_SECONDS = 5.0
+PREFLIGHT_TIMEOUT_SECONDS = 5.0
+
+
+class Monitor:
+    name = StepName.MONITOR
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        return None if SECTION in spec.sections else "no spec.monitoring"
+
+    def plan(self, ctx: StepContext) -> str:
+        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        rules = "; ".join(
+            f"{monitoring.describe_rule(r.name)} above "
+            f"{monitoring.show_value(r.name, r.threshold)} ({r.query})"
+            for r in spec.rules(ctx.namespace)
+        )
+        then = (
+            "switch the maintenance page back on and fail"
+            if spec.switches_maintenance_on
+            else "fail, leaving traffic on the application"
+        )
+        return (
+            f"would watch Prometheus at {monitoring.redacted(spec.prometheus_url)} for "
+            f"{monitoring.show_duration(spec.duration_seconds)}, every "
+            f"{monitoring.show_duration(spec.interval_seconds)}: {rules}; on a breach "
+            f"({spec.for_count} consecutive evaluations over a threshold) {then}"
+        )
+
+    def run(self, ctx: StepContext) -> Outcome:
+        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        watch = Watch.load(ctx.section(SECTION), spec.rules(ctx.namespace), spec.duration_seconds)
+        if watch.breach is not None:  # decided before a restart: finish what it implies
+            return self._breached(ctx, spec, watch)
+
+        start = ctx.step_started_at
+        end = start + timedelta(seconds=spec.duration_seconds)
+        last = parse(watch.last_evaluated_at) if watch.last_evaluated_at else None
+        if last is not None and last >= end:  # the last evaluation was made; only Done was lost
+            return self._concluded(ctx, watch)
+        # The first evaluation one interval after traffic returned, each next one an interval
+        # after the last (after a restart too), and the last one at the end of the watch.
+        due = min((last or start) + timedelta(seconds=spec.interval_seconds), end)
+        now = ctx.now()
+        if now < due:
+            if watch.evaluations == 0 and ctx.section(SECTION) is None:
+                ctx.put_section(SECTION, watch.to_dict())  # the watch shows from its start
+            return Wait(
+                monitoring.progress_message(watch),
+                retry_after=min(MAX_WAIT_SECONDS, (due - now).total_seconds()),
+            )
+
+        prometheus = Prometheus(spec.prometheus_url)
+        results = {rule.name: prometheus.query(rule.query) for rule in spec.rules(ctx.namespace)}
+        now = ctx.now()
+        watch = monitoring.record(watch, results, now, (now - start).total_seconds())
+
+        found = monitoring.verdict(watch, spec.for_count)
+        if found is not None:
+            kind, rule = found
+            if kind == "breach" and rule is not None:
+                watch.breach = monitoring.breach_message(rule, watch)
+                watch.maintenance_on = spec.switches_maintenance_on
+                # Durable before any Ingress changes: see the module's docstring.
+                ctx.put_section(SECTION, watch.to_dict(), durable=watch.maintenance_on)
+                return self._breached(ctx, spec, watch)
+            ctx.put_section(SECTION, watch.to_dict())
+            return Fail(monitoring.blind_message(watch, spec.prometheus_url))
+
+        ctx.put_section(SECTION, watch.to_dict())
+        if now >= end:
+            return self._concluded(ctx, watch)
+        due = min(now + timedelta(seconds=spec.interval_seconds), end)
+        return Wait(
+            monitoring.progress_message(watch),
+            retry_after=min(MAX_WAIT_SECONDS, max(0.0, (due - ctx.now()).total_seconds())),
+        )
+
+    def _concluded(self, ctx: StepContext, watch: Watch) -> Outcome:
+        succeeded, message, warnings = monitoring.conclusion(watch)
+        if succeeded:
+            return Done(message, warnings=warnings, warning_reason="MonitoringWarning")
+        return Fail(message)
+
+    def _breached(self, ctx: StepContext, spec: MonitoringSpec, watch: Watch) -> Outcome:
+        assert watch.breach is not None
+        if not spec.switches_maintenance_on:
+            return Fail(
+                f"{watch.breach}. Traffic stays on the application (onBreach: Fail): decide "
+                "whether to take it off (maintenance page) and roll back further"
+            )
+        switched, notes = switch_to_maintenance(ctx)
+        message = (
+            f"{watch.breach}. The maintenance page is back on (Ingress {', '.join(switched)})"
+            if switched
+            else f"{watch.breach}. No Ingress had been switched by this request"
+        )
+        if notes:
+            message += "; left as is: " + "; ".join(notes)
+        return Fail(
+            f"{message}. Fix the application, then restore traffic from "
+            "status.saved.ingresses (or with a new RollbackRequest)"
+        )
+
+
+def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
+    """Points every backend this request had switched and restored back at the maintenance
+    page, from status.saved.ingresses (idempotent: a backend already there is left alone).
+
+    A backend that someone pointed elsewhere after traffic returned is left as is and
+    reported, as DisableMaintenance does: their change is newer than the record. Returns the
+    Ingresses on the maintenance page and those notes.
+    """
+    maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
+    switched: list[str] = []
+    notes: list[str] = []
+    for name in ctx.targets["ingresses"]:
+        saved = ctx.saved_for("ingresses", name)
+        if saved is None:
+            continue  # never switched by this request
+        ingress = ctx.kube.ingress(ctx.namespace, name)
+        if ingress is None:
+            notes.append(f"Ingress {name} no longer exists")
+            continue
+        changes: list[tuple[Location, dict[str, Any]]] = []
+        for entry in saved["backends"]:
+            current = backend_at(ingress, entry["location"])
+            if current == maintenance:
+                continue
+            if current is None:
+                notes.append(f"Ingress {name}: a rule or path moved, not switched")
+            elif current != entry["backend"]:
+                notes.append(
+                    f"Ingress {name} now points to {describe(current)} "
+                    f"(was {describe(entry['backend'])}), not switched"
+                )
+            else:
+                changes.append((entry["location"], maintenance))
+        if changes:
+            ctx.kube.patch(
+                ingress_path(ctx.namespace, name),
+                {
+                    "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
+                    "spec": with_backends(ingress, changes),
+                },
+            )
+        switched.append(name)
+    return switched, notes
+
+
+def preflight_problems(ctx: StepContext) -> list[str]:
+    """For Preflight (read-only): the watch's settings fit together, Prometheus answers, and
+    it accepts both queries. A request whose watch could not run is refused before the site is
+    touched; the message says how to go on without the watch."""
+    raw = ctx.spec.sections.get(SECTION)
+    if raw is None:
+        return []
+    spec = MonitoringSpec.parse(raw)
+    problems = monitoring.configuration_problems(spec)
+    prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
+    for rule in spec.rules(ctx.namespace):
+        result = prometheus.query(rule.query)
+        if not isinstance(result, monitoring.QueryFailed):
+            continue
+        if result.invalid_query:
+            problems.append(f"monitoring.{rule.name}.query is refused: {result.detail}")
+            continue
+        problems.append(
+            f"monitoring: {result.detail}; fix monitoring.prometheus.url, or leave "
+            "spec.monitoring out to roll back without the watch"
+        )
+        break  # the same trouble for the other query
+    return problems
