@@ -9,6 +9,7 @@ from rollback_operator.steps.enable_maintenance import EnableMaintenance
 from rollback_operator.steps.monitor import Monitor
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
 from rollback_operator.steps.preflight import Preflight
+from rollback_operator.steps.purge_cdn import PurgeCDN
 from rollback_operator.steps.report import Report
 from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
 from rollback_operator.steps.revert_workloads import RevertWorkloads
@@ -21,6 +22,7 @@ STEPS: dict[StepName, Step] = {
         EnableMaintenance(),
         PauseAutoscaling(),
         RevertWorkloads(),
+        PurgeCDN(),
         Verify(),
         ResumeAutoscaling(),
         DisableMaintenance(),

@@ -10,6 +10,7 @@ from typing import Any
 
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps import monitor, purge_cdn
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
@@ -50,6 +51,9 @@ class Preflight:
             ]
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
+        # The optional sections check what they depend on: the CDN token, Prometheus.
+        problems += purge_cdn.preflight_problems(ctx)
+        problems += monitor.preflight_problems(ctx)
         if problems:
             return Fail(
                 f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "
