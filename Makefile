@@ -23,15 +23,15 @@ $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed
 
-cluster:
+cluster: venv
 	cluster/up.sh
 
 cluster-down:
 	cluster/down.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests bench scripts
-	$(BIN)/ruff format --check operator tests bench scripts
+	$(BIN)/ruff check operator tests bench scripts cluster
+	$(BIN)/ruff format --check operator tests bench scripts cluster
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	promtool check rules manifests/monitoring/alerts.yaml

@@ -6,6 +6,9 @@ cache="${ROLLBACK_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback-opera
 KUBE_BIN="$cache/bin/kubernetes-$KUBERNETES_VERSION"
 ETCD_BIN="$cache/bin/etcd-$ETCD_VERSION/etcd"
 KWOK_DIR="$cache/bin/kwok-$KWOK_VERSION"
+VENV_PYTHON="$repo_root/.venv/bin/python"
+# The job runner's pod files and container logs (<namespace>_<pod>_<container>.log in logs/).
+JOB_RUNNER_DIR="$CLUSTER_DIR/job-runner"
 ETCD_PORT="${ETCD_PORT:-23790}"
 ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 APISERVER_PORT="${APISERVER_PORT:-16443}"
@@ -42,7 +45,7 @@ is_alive() { [[ -f "$CLUSTER_DIR/pids/$1" ]] && kill -0 "$(cat "$CLUSTER_DIR/pid
 
 cluster_is_up() {
   local component
-  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok job-runner; do
     is_alive "$component" || return 1
   done
   kubectl_admin get --raw /readyz >/dev/null 2>&1
@@ -59,6 +62,9 @@ node_is_ready() {
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.spec.taints[*].key}' 2>/dev/null)"
   [[ "$state" == "True " ]]
 }
+
+# Ready (its first list went through), or gone: up.sh then says which.
+job_runner_settled() { [[ -f "$JOB_RUNNER_DIR/ready" ]] || ! is_alive job-runner; }
 
 # wait_for WHAT SECONDS COMMAND...: retries COMMAND until it succeeds or the deadline passes.
 wait_for() {

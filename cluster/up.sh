@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler and kwok (one fake node). Builds whatever binary is missing first.
+# kube-scheduler, kwok (one fake node) and the job runner (Job pods run as real processes,
+# see cluster/README.md). Builds whatever binary is missing first.
 #
 # Idempotent: when every component recorded in $CLUSTER_DIR is alive and the API server is
 # ready, it does nothing and exits 0. Writes $CLUSTER_DIR/kubeconfig (admin) and logs to
@@ -13,6 +14,10 @@ source "$here/lib.sh"
 if cluster_is_up; then
   echo "cluster already up: $CLUSTER_DIR/kubeconfig"
   exit 0
+fi
+if [[ ! -x "$VENV_PYTHON" ]]; then
+  echo "no $VENV_PYTHON: the job runner needs the project's venv; run \`make venv\` (or \`make cluster\`)" >&2
+  exit 1
 fi
 # Whatever is left of an earlier cluster that died is stopped and cleared, not reused.
 "$here/down.sh" >/dev/null 2>&1 || true
@@ -85,7 +90,7 @@ start kube-scheduler "$KUBE_BIN/kube-scheduler" \
   --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" \
   --kube-api-qps 400 --kube-api-burst 800 --profiling=false
 
-# --- kwok: one fake node, pods become Ready, Job pods complete.
+# --- kwok: one fake node, pods become Ready. Job pods are left to the job runner below.
 kubectl_admin apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Node
@@ -97,13 +102,22 @@ status:
   allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
   capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
 YAML
+# The repository's stages (cluster/kwok-stages/) replace the module's stages of the same name.
 stage_args=()
-for stage in "$KWOK_DIR"/stages/*.yaml; do stage_args+=(--config "$stage"); done
+for stage in "$KWOK_DIR"/stages/*.yaml; do
+  override="$here/kwok-stages/$(basename "$stage")"
+  [[ -f "$override" ]] && stage="$override"
+  stage_args+=(--config "$stage")
+done
 start kwok "$KWOK_DIR/kwok" \
   --kubeconfig "$CLUSTER_DIR/kubeconfig" \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.0/16 --node-ip 127.0.0.1 \
   "${stage_args[@]}"
+
+# --- the job runner: runs the containers of Job pods as local processes, reports their status.
+start job-runner "$VENV_PYTHON" "$here/job_runner.py" \
+  --kubeconfig "$CLUSTER_DIR/kubeconfig" --state-dir "$JOB_RUNNER_DIR"
 
 # The node-lifecycle controller is off: under load the fake node's heartbeats can lag, and
 # that controller would then mark every pod NotReady for good (kwok only readies Pending
@@ -112,4 +126,10 @@ wait_for "node $NODE_NAME Ready" 120 node_reports_ready
 kubectl_admin taint nodes "$NODE_NAME" node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
 wait_for "node $NODE_NAME schedulable" 30 node_is_ready
 wait_for "the default ServiceAccount" 120 kubectl_admin -n default get serviceaccount default
+wait_for "the job runner" 60 job_runner_settled
+if ! is_alive job-runner; then
+  echo "the job runner exited; from $CLUSTER_DIR/logs/job-runner.log:" >&2
+  tail -n 5 "$CLUSTER_DIR/logs/job-runner.log" >&2
+  exit 1
+fi
 echo "cluster up: export KUBECONFIG=$CLUSTER_DIR/kubeconfig"
