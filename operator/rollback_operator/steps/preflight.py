@@ -10,7 +10,7 @@ from typing import Any
 
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps import monitor, purge_cdn
+from rollback_operator.steps import monitor, purge_cdn, verify
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
@@ -51,9 +51,11 @@ class Preflight:
             ]
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
-        # The optional sections check what they depend on: the CDN token, Prometheus.
+        # The optional sections check what they depend on: the CDN token, Prometheus, the
+        # Secret keys of smoke-test Jobs.
         problems += purge_cdn.preflight_problems(ctx)
         problems += monitor.preflight_problems(ctx)
+        problems += verify.preflight_problems(ctx)
         if problems:
             return Fail(
                 f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "

@@ -1,56 +1,396 @@
-"""Verify (runbook §2.4), basic form: every reverted Deployment is Available, fully updated,
-and runs the target images. Traffic never returns to an application that fails this.
+"""Verify (runbook §2.4): nothing goes back to the users until the rolled-back site is proven.
+
+Two parts, both required before traffic returns (safety rule 4):
+
+1. Always: every reverted Deployment is Available, fully updated, and runs the target images.
+   Awaited up to `rolloutTimeout`.
+2. The checks of `spec.verification` ("make sure DB, Redis and the AI Gateway connections are
+   healthy again"): http, tcp and job checks (see `checks.py`), retried until
+   `verification.timeout`. Each check's last result is kept in `status.checks`.
+
+Then, optionally, QA's sign-off (runbook §3: "QA Lead verifies"): once everything passes, the
+run waits in AwaitingApproval for the approve annotation naming this step.
+
+How the checks are run, and why:
+- They start once the Deployments are Available: a smoke test of pods still rolling out proves
+  nothing. (RevertWorkloads has already awaited the rollouts, so this is normally at once.)
+- A failing http/tcp check is retried on every poll; one that passed is not re-run on every
+  poll, but every http/tcp check is run again in one last round just before the step succeeds
+  (or asks for the sign-off, and again once signed off): traffic never returns on a result
+  older than that round.
+- A job check runs its Job once (`jobs.run_job_once`): it starts only when the Deployments are
+  Available and every http/tcp check passes, so that the one run a smoke test gets is against
+  an application whose dependencies answer. A failed Job fails the step at once; it is never
+  retried.
+- Deadlines: the Deployments get `rolloutTimeout` and the checks `verification.timeout`, both
+  counted from the step's start, or from the sign-off once given (the checks are re-run then,
+  and a dependency that blinks in that round gets its full window again). A Job still running
+  at the checks' deadline is awaited to its own deadline (its `timeout`): its verdict cannot
+  be had again by retrying.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
 
+from rollback_operator import jobs
+from rollback_operator.checks import (
+    Check,
+    HttpProbe,
+    JobProbe,
+    ProbeResult,
+    TcpProbe,
+    VerificationSpec,
+    probe_http,
+    probe_tcp,
+    secret_refs,
+)
+from rollback_operator.clock import parse, stamp
 from rollback_operator.images import with_tag
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.rollout import is_available, rollout_state
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import (
+    Done,
+    Fail,
+    NeedsApproval,
+    Outcome,
+    StepContext,
+    Wait,
+    poll_interval,
+)
+
+# The group the shipped admission policy lets approve Verify (the `approvers` variable of
+# manifests/common/approvals.yaml, which an installation may change): named in the message
+# that asks for the sign-off.
+QA_GROUP = "qa"
+# A dependency that is down is rarely back within a quarter of a second: retry failing checks
+# at most once a second, not at the rollout poll's fastest pace.
+CHECK_RETRY_SECONDS = 1.0
+MAX_PARALLEL_PROBES = 8
+NOT_RUN = "not run yet"
+
+Prober = Callable[[Check], ProbeResult]
+JobRunner = Callable[[StepContext, Check], "jobs.JobResult"]
+
+
+def probe(check: Check) -> ProbeResult:
+    """One attempt of an http or tcp check."""
+    if isinstance(check.probe, HttpProbe):
+        return probe_http(check.probe)
+    if isinstance(check.probe, TcpProbe):
+        return probe_tcp(check.probe)
+    raise TypeError(f"check {check.name} is a job check: it runs as a Job, not a probe")
+
+
+def job_template(check: Check) -> jobs.JobTemplate:
+    """The Job a job check runs: the team's image, command and environment; the pod's security
+    context and account are `jobs.py`'s, the same as for every Job the operator starts."""
+    spec = check.probe
+    if not isinstance(spec, JobProbe):
+        raise TypeError(f"check {check.name} is a {check.type} check, not a job")
+    return jobs.JobTemplate(
+        purpose=check.purpose,
+        image=spec.image,
+        command=spec.command,
+        args=spec.args,
+        env=spec.env,
+        deadline_seconds=max(1, round(spec.timeout_seconds)),
+        labels={"app.kubernetes.io/component": "verification"},
+    )
+
+
+def run_job_check(ctx: StepContext, check: Check) -> jobs.JobResult:
+    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check))
+
+
+def preflight_problems(ctx: StepContext) -> list[str]:
+    """What Preflight must refuse before the site is touched: a job check whose environment
+    names a Secret key that does not exist would only fail after the maintenance page is on.
+    (The value is read to know it exists, and goes nowhere.)"""
+    problems = []
+    for check, secret, key in secret_refs(VerificationSpec.of(ctx.spec)):
+        if ctx.kube.secret_value(ctx.namespace, secret, key) is None:
+            problems.append(
+                f"verification check {check!r}: Secret {secret!r} has no key {key!r} "
+                "(or does not exist)"
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One entry of status.checks: a check's last result."""
+
+    name: str
+    type: str
+    passed: bool = False
+    message: str = NOT_RUN
+    attempts: int = 0
+    checked_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "passed": self.passed,
+            "message": self.message,
+            "attempts": self.attempts,
+        }
+        if self.checked_at:
+            out["checkedAt"] = self.checked_at
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CheckRecord:
+        return cls(
+            name=raw["name"],
+            type=raw.get("type", ""),
+            passed=bool(raw.get("passed", False)),
+            message=raw.get("message", NOT_RUN),
+            attempts=int(raw.get("attempts", 0)),
+            checked_at=raw.get("checkedAt"),
+        )
+
+    def summary(self) -> str:
+        return f"{self.name} ({self.message})"
 
 
 class Verify:
     name = StepName.VERIFY
+
+    def __init__(self, prober: Prober = probe, job_runner: JobRunner = run_job_check) -> None:
+        self.prober = prober
+        self.job_runner = job_runner
 
     def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
         names = ", ".join(ctx.spec.deployments)
-        return f"would check that {names} are Available at {ctx.spec.target_tag}"
+        text = f"would check that {names} are Available at {ctx.spec.target_tag}"
+        verification = VerificationSpec.of(ctx.spec)
+        if verification.checks:
+            text += (
+                f", then run {len(verification.checks)} check(s) for up to "
+                f"{verification.timeout_seconds:g}s: "
+                + "; ".join(c.describe() for c in verification.checks)
+            )
+        if verification.require_approval:
+            text += f", then wait for QA's sign-off (group {QA_GROUP})"
+        return text
 
     def run(self, ctx: StepContext) -> Outcome:
-        problems: list[str] = []
-        for name, saved in sorted(ctx.saved.get("deployments", {}).items()):
-            deployment = ctx.kube.deployment(ctx.namespace, name)
-            if deployment is None:
-                problems.append(f"Deployment {name} not found")
-                continue
-            running = {
-                c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]
-            }
-            for container, image in saved["images"].items():
-                wanted = with_tag(image, ctx.spec.target_tag)
-                if running.get(container) != wanted:
-                    problems.append(
-                        f"{name}/{container} runs {running.get(container)}, not {wanted}"
-                    )
-            state = rollout_state(deployment)
-            if not state.complete:
-                problems.append(state.detail)
-            elif not is_available(deployment):
-                problems.append(f"{name}: not Available")
-        if not problems:
-            count = len(ctx.saved.get("deployments", {}))
-            return Done(f"{count} Deployment(s) Available at {ctx.spec.target_tag}")
-        limit = ctx.step_started_at + timedelta(seconds=ctx.spec.rollout_timeout_seconds)
-        if ctx.now() >= limit:
-            return Fail(
-                "verification failed: " + "; ".join(problems) + ". The maintenance page stays on; "
-                "fix the application, then restore traffic by hand from status.saved or create a "
-                "new RollbackRequest."
+        verification = VerificationSpec.of(ctx.spec)
+        records = _load(ctx.section("checks"), verification.checks)
+        awaiting = verification.require_approval and ctx.approval is None
+        if awaiting and verification.checks and all(r.passed for r in records.values()):
+            # Asked in the round that saw everything pass; nothing is re-run until the sign-off,
+            # so that the results QA reads are the ones that asked, and a wait of an hour costs
+            # the API server nothing. Everything is run again once signed off.
+            return NeedsApproval(_sign_off(ctx, verification, records))
+        since = _window_start(ctx)
+        problems = _deployment_problems(ctx)
+        if problems:
+            if ctx.now() >= since + timedelta(seconds=ctx.spec.rollout_timeout_seconds):
+                return Fail("verification failed: " + "; ".join(problems) + ". " + _what_next())
+            waiting = "waiting for: " + "; ".join(problems)
+            if verification.checks:
+                waiting += "; the checks run once the Deployments are Available"
+            return Wait(waiting, retry_after=poll_interval(ctx))
+
+        deployments = (
+            f"{len(ctx.saved.get('deployments', {}))} Deployment(s) Available at "
+            f"{ctx.spec.target_tag}"
+        )
+        if not verification.checks:
+            if awaiting:
+                return NeedsApproval(_sign_off(ctx, verification, records))
+            return Done(deployments + _signed(ctx))
+
+        round_ = _Round(ctx, self.prober, records)
+        probes = [c for c in verification.checks if not isinstance(c.probe, JobProbe)]
+        round_.probe([c for c in probes if not records[c.name].passed])
+        failed_jobs: list[CheckRecord] = []
+        running_jobs: list[CheckRecord] = []
+        if all(round_.records[c.name].passed for c in probes):
+            for check in verification.checks:
+                if isinstance(check.probe, JobProbe) and not round_.records[check.name].passed:
+                    state = round_.job(self.job_runner, check)
+                    if state == jobs.JobState.FAILED:
+                        failed_jobs.append(round_.records[check.name])
+                    elif state == jobs.JobState.RUNNING:
+                        running_jobs.append(round_.records[check.name])
+        if not failed_jobs and all(r.passed for r in round_.records.values()):
+            # The last round: every http/tcp check not run just now is run again, so the
+            # verdict is never older than this call.
+            round_.probe([c for c in probes if c.name not in round_.probed])
+        round_.save()
+        current = [round_.records[c.name] for c in verification.checks]
+        running = {r.name for r in running_jobs}
+        failing = [r for r in current if not r.passed and r.name not in running]
+
+        if failed_jobs:
+            return Fail(_failure(ctx, current, running_jobs, "a smoke-test Job failed"))
+        if not failing and not running_jobs:
+            passed = f"; {len(current)} check(s) pass: {', '.join(r.name for r in current)}"
+            if awaiting:
+                return NeedsApproval(_sign_off(ctx, verification, round_.records))
+            return Done(deployments + passed + _signed(ctx))
+        limit = since + timedelta(seconds=verification.timeout_seconds)
+        if failing and ctx.now() >= limit:
+            took = f"{verification.timeout_seconds:g}s"
+            return Fail(_failure(ctx, current, running_jobs, f"not all passed within {took}"))
+        passing = sum(r.passed for r in current)
+        parts = [f"{passing}/{len(current)} check(s) pass"]
+        tried = [r for r in failing if r.attempts]
+        if tried:
+            parts.append("failing: " + "; ".join(r.summary() for r in tried))
+        if running_jobs:
+            parts.append("running: " + ", ".join(r.name for r in running_jobs))
+        return Wait(
+            f"{deployments}; " + "; ".join(parts),
+            retry_after=max(CHECK_RETRY_SECONDS, poll_interval(ctx)),
+        )
+
+
+class _Round:
+    """One call's work on the checks: probes run in parallel, results recorded as they come."""
+
+    def __init__(self, ctx: StepContext, prober: Prober, records: dict[str, CheckRecord]) -> None:
+        self.ctx, self.prober = ctx, prober
+        self.records = dict(records)
+        self.probed: set[str] = set()
+        self.changed = False
+
+    def probe(self, checks: list[Check]) -> None:
+        if not checks:
+            return
+        workers = min(MAX_PARALLEL_PROBES, len(checks))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+            results = list(pool.map(self._attempt, checks))
+        now = stamp(self.ctx.now())
+        for check, result in zip(checks, results, strict=True):
+            before = self.records[check.name]
+            self.records[check.name] = replace(
+                before,
+                passed=result.passed,
+                message=result.message,
+                attempts=before.attempts + 1,
+                checked_at=now,
             )
-        return Wait("waiting for: " + "; ".join(problems), retry_after=poll_interval(ctx))
+            self.probed.add(check.name)
+        self.changed = True
+
+    def _attempt(self, check: Check) -> ProbeResult:
+        try:
+            return self.prober(check)
+        except Exception as error:  # a probe that crashed is a failed attempt, not a dead step
+            return ProbeResult(False, f"the probe crashed: {type(error).__name__}: {error}")
+
+    def job(self, runner: JobRunner, check: Check) -> jobs.JobState:
+        result = runner(self.ctx, check)
+        before = self.records[check.name]
+        passed = result.state == jobs.JobState.SUCCEEDED
+        message = result.message
+        if result.state == jobs.JobState.SUCCEEDED and message != f"Job {result.name} completed":
+            message = f"Job {result.name} completed: {message}"
+        elif result.state == jobs.JobState.FAILED and not message.startswith(f"Job {result.name}"):
+            message = f"Job {result.name} failed: {message}"
+        if (passed, message) != (before.passed, before.message) or before.attempts == 0:
+            # The Job's one attempt; the time is that of its last change of state.
+            self.records[check.name] = replace(
+                before,
+                passed=passed,
+                message=message,
+                attempts=1,
+                checked_at=stamp(self.ctx.now()),
+            )
+            self.changed = True
+        return result.state
+
+    def save(self) -> None:
+        if self.changed:
+            self.ctx.put_section("checks", [r.to_dict() for r in self.records.values()])
+
+
+def _load(raw: Any, checks: tuple[Check, ...]) -> dict[str, CheckRecord]:
+    """The recorded results, one per check of the spec, in the spec's order."""
+    stored = {r["name"]: CheckRecord.from_dict(r) for r in raw or [] if r.get("name")}
+    return {c.name: stored.get(c.name) or CheckRecord(c.name, c.type) for c in checks}
+
+
+def _window_start(ctx: StepContext) -> datetime:
+    """Deadlines count from the step's start, or from the sign-off once it is given."""
+    if ctx.approval is not None:
+        return max(ctx.step_started_at, parse(ctx.approval.at))
+    return ctx.step_started_at
+
+
+def _deployment_problems(ctx: StepContext) -> list[str]:
+    problems: list[str] = []
+    for name, saved in sorted(ctx.saved.get("deployments", {}).items()):
+        deployment = ctx.kube.deployment(ctx.namespace, name)
+        if deployment is None:
+            problems.append(f"Deployment {name} not found")
+            continue
+        running = {
+            c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]
+        }
+        for container, image in saved["images"].items():
+            wanted = with_tag(image, ctx.spec.target_tag)
+            if running.get(container) != wanted:
+                problems.append(f"{name}/{container} runs {running.get(container)}, not {wanted}")
+        state = rollout_state(deployment)
+        if not state.complete:
+            problems.append(state.detail)
+        elif not is_available(deployment):
+            problems.append(f"{name}: not Available")
+    return problems
+
+
+def _sign_off(
+    ctx: StepContext, verification: VerificationSpec, records: dict[str, CheckRecord]
+) -> str:
+    count = len(ctx.saved.get("deployments", {}))
+    seen = f"{count} Deployment(s) Available at {ctx.spec.target_tag}"
+    if verification.checks:
+        seen = f"all {len(records)} check(s) pass ({', '.join(records)}) and " + seen
+    return (
+        f"{seen}; waiting for QA's sign-off: a member of group {QA_GROUP} runs `kubectl rollback "
+        f"approve {ctx.request} Verify -n {ctx.namespace}`. Every check is run again once signed "
+        "off, before traffic returns"
+    )
+
+
+def _signed(ctx: StepContext) -> str:
+    return f"; signed off by {ctx.approval.by}" if ctx.approval is not None else ""
+
+
+def _failure(
+    ctx: StepContext, current: list[CheckRecord], running: list[CheckRecord], why: str
+) -> str:
+    names = {r.name for r in running}
+    failing = [r for r in current if not r.passed and r.attempts and r.name not in names]
+    never = [r for r in current if not r.attempts]
+    text = f"verification failed, {why}: {len(failing)} check(s) failing: " + "; ".join(
+        r.summary() for r in failing
+    )
+    if never:
+        text += f"; not run: {', '.join(r.name for r in never)}"
+    if running:
+        text += f"; still running: {', '.join(r.name for r in running)}"
+    return (
+        f"{text}. The maintenance page stays on; fix what the failing checks name, then restore "
+        "traffic by hand from status.saved or create a new RollbackRequest."
+    )
+
+
+def _what_next() -> str:
+    return (
+        "The maintenance page stays on; fix the application, then restore traffic by hand from "
+        "status.saved or create a new RollbackRequest."
+    )
