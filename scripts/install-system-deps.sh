@@ -10,6 +10,9 @@ command -v setsid >/dev/null || need+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # promtool checks the alert rules; the monitoring e2e tests run the Prometheus server.
 { command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
+# The database e2e tests run a real PostgreSQL server, and the Jobs' scripts run psql.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
