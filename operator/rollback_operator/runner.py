@@ -246,6 +246,9 @@ class Runner:
             metrics.STEP_DURATION.labels(step=str(step), result=result).observe(
                 took.total_seconds()
             )
+        breached = (self.status.sections.get("monitoring") or {}).get("breach")
+        if step == StepName.MONITOR and isinstance(outcome, Fail) and breached:
+            metrics.MONITORING_BREACHES.inc()
         if (
             step == StepName.ENABLE_MAINTENANCE
             and isinstance(outcome, Done)
