@@ -65,6 +65,8 @@ class JobTemplate:
     deadline_seconds: int = 1800
     run_as_user: int = NONROOT_UID
     labels: dict[str, str] = field(default_factory=dict)
+    # What a person must look at when the Job is lost: what it may have done partly.
+    check_by_hand: str = "what the Job may have done"
 
 
 def job_name(request: str, request_uid: str, purpose: str) -> str:
@@ -84,9 +86,9 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
     job = ctx.kube.job(ctx.namespace, name)
     if record is not None:
         if job is None:
-            return JobResult(name, JobState.FAILED, _lost(name, step))
+            return JobResult(name, JobState.FAILED, _lost(name, step, template.check_by_hand))
         if job["metadata"]["uid"] != record.get("uid"):
-            return JobResult(name, JobState.FAILED, _replaced(name, step))
+            return JobResult(name, JobState.FAILED, _replaced(name, step, template.check_by_hand))
         return read_result(ctx, job)
     if job is None:
         ctx.kube.ensure_service_account(ctx.namespace, SERVICE_ACCOUNT, MANAGED_BY)
@@ -219,18 +221,18 @@ def _restricted(container: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lost(name: str, step: StepName) -> str:
+def _lost(name: str, step: StepName, check: str) -> str:
     return (
         f"Job {name}, started by {step}, is gone (deleted by someone or something else). It is "
-        "not started again, because nobody knows how far it got: check the database by hand "
-        "(the Job's work may be partly or wholly done), then finish the rollback by hand or "
-        "create a new RollbackRequest"
+        f"not started again, because nobody knows how far it got: check {check} by hand (its "
+        "work may be partly or wholly done), then finish the rollback by hand or create a new "
+        "RollbackRequest"
     )
 
 
-def _replaced(name: str, step: StepName) -> str:
+def _replaced(name: str, step: StepName, check: str) -> str:
     return (
         f"Job {name}, started by {step}, was replaced by another Job of the same name. That Job "
-        "is not followed: check the database by hand, then finish the rollback by hand or "
-        "create a new RollbackRequest"
+        f"is not followed: check {check} by hand, then finish the rollback by hand or create a "
+        "new RollbackRequest"
     )
