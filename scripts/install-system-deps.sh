@@ -10,9 +10,11 @@ command -v setsid >/dev/null || need+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # promtool checks the alert rules; the monitoring e2e tests run the Prometheus server.
 { command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus)
-# The database e2e tests run a real PostgreSQL server, and the Jobs' scripts run psql.
+# The database e2e tests run a real PostgreSQL server (the newest major version installed
+# under /usr/lib/postgresql, dropped to `nobody` through setpriv when run as root), take dumps
+# with pg_dump, and the Jobs' scripts run psql.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
-command -v psql >/dev/null || need+=(postgresql-client)
+{ command -v psql && command -v pg_dump; } >/dev/null || need+=(postgresql-client)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -143,7 +143,12 @@ def read_result(ctx: StepContext, job: dict[str, Any]) -> JobResult:
 def _termination_message(ctx: StepContext, name: str) -> str:
     pods = ctx.kube.pods(ctx.namespace, f"{JOB_NAME_LABEL}={name}")
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        status_of = pod.get("status") or {}
+        # An init container that failed (copying the migrations) said why; the main one never ran.
+        statuses = (status_of.get("initContainerStatuses") or []) + (
+            status_of.get("containerStatuses") or []
+        )
+        for status in statuses:
             terminated = (status.get("state") or {}).get("terminated") or {}
             if terminated.get("message"):
                 return str(terminated["message"]).strip()

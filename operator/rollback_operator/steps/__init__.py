@@ -1,4 +1,4 @@
-"""The runbook's steps, one module each. A step missing here is Skipped as "not configured"."""
+"""The runbook's steps, one module each, in the runbook's order."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from rollback_operator.model import StepName
 from rollback_operator.steps.base import Step
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
+from rollback_operator.steps.migrate_database_down import MigrateDatabaseDown
 from rollback_operator.steps.monitor import Monitor
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
 from rollback_operator.steps.preflight import Preflight
 from rollback_operator.steps.purge_cdn import PurgeCDN
 from rollback_operator.steps.report import Report
+from rollback_operator.steps.restore_database import RestoreDatabase
 from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
 from rollback_operator.steps.revert_workloads import RevertWorkloads
 from rollback_operator.steps.verify import Verify
@@ -23,6 +25,8 @@ STEPS: dict[StepName, Step] = {
         PauseAutoscaling(),
         RevertWorkloads(),
         PurgeCDN(),
+        MigrateDatabaseDown(),
+        RestoreDatabase(),
         Verify(),
         ResumeAutoscaling(),
         DisableMaintenance(),

@@ -11,7 +11,8 @@ from typing import Any
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.steps import monitor, purge_cdn, verify
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.steps import restore_database as database_checks
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
 
@@ -56,12 +57,18 @@ class Preflight:
         problems += purge_cdn.preflight_problems(ctx)
         problems += monitor.preflight_problems(ctx)
         problems += verify.preflight_problems(ctx)
+        problems += database_checks.preflight_problems(ctx)
         if problems:
             return Fail(
                 f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "
                 "Nothing was changed. Fix the references (or the objects) and create a new "
                 "RollbackRequest."
             )
+        # The database: a read-only Job resolves the backup (status.backup) and asks the
+        # database whether the restore or the migrate-down could run.
+        database = database_checks.preflight_inspect(ctx)
+        if isinstance(database, Wait | Fail):
+            return database
         targets = {
             "ingresses": list(spec.ingresses),
             "deployments": list(spec.deployments),
@@ -74,6 +81,8 @@ class Preflight:
             f"found {len(spec.ingresses)} Ingress(es), the maintenance Service, "
             f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
         )
+        if database:
+            message += f"; database: {database}"
         if takeovers:
             taken = ", ".join(f"{_KIND[s]} {n} (from {lo.request})" for s, n, lo in takeovers)
             message += f"; takes over the original state recorded for {taken}"

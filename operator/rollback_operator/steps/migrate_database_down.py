@@ -1,0 +1,106 @@
+"""MigrateDatabaseDown (runbook §2.3): "if a database migration caused it, run the Prisma
+migration's `down` script".
+
+One Job, run once (see jobs.py): each listed migration's down.sql, newest first, and the
+deletion of its `_prisma_migrations` row, in one transaction, so the database ends either as
+before the step or with every listed migration rolled back, never in between. The script checks
+first that every down.sql is there and that the migrations are the newest applied ones
+(`database.migrate_down_script`); Preflight has run the same checks, read-only, before the
+site was touched. A team that rolls back with its own migrator gives `command` instead: its
+image then runs with DATABASE_URL and ROLLBACK_MIGRATIONS, under the same once-only rules.
+
+Skipped when spec.database also asks for a restore: the pre-go-live snapshot already holds
+the old schema and the old `_prisma_migrations` table, and the restore puts them back whole.
+"""
+
+from __future__ import annotations
+
+from rollback_operator import jobs
+from rollback_operator.database import (
+    DatabaseSpec,
+    MigrateDownSpec,
+    connection_parts,
+    database_spec,
+    migrate_down_script,
+    migrations_parts,
+)
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
+from rollback_operator.steps.restore_database import failure
+
+PURPOSE = "db-migrate-down"
+NOT_CONFIGURED = "no spec.database.migrateDown"
+REPLACED_BY_RESTORE = (
+    "RestoreDatabase restores the pre-go-live snapshot, which already holds the schema and "
+    "the _prisma_migrations table from before go-live"
+)
+
+
+def migrate_down_template(database: DatabaseSpec, migrate: MigrateDownSpec) -> jobs.JobTemplate:
+    """The Job: the built-in psql script, or the team's own command, in `migrate.image`."""
+    parts = connection_parts(database) + migrations_parts(migrate)
+    command = migrate.command or ("/bin/sh", "-c", migrate_down_script(migrate))
+    return jobs.JobTemplate(
+        purpose=PURPOSE,
+        image=migrate.image,
+        command=tuple(command),
+        env=parts.env,
+        volumes=parts.volumes,
+        volume_mounts=parts.volume_mounts,
+        init_containers=parts.init_containers,
+        deadline_seconds=migrate.timeout_seconds,
+        labels={"app.kubernetes.io/component": "database"},
+        check_by_hand=(
+            "the schema and _prisma_migrations (whether the rollback of "
+            f"{', '.join(migrate.migrations)} committed)"
+        ),
+    )
+
+
+class MigrateDatabaseDown:
+    name = StepName.MIGRATE_DATABASE_DOWN
+
+    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+        database = database_spec(spec)
+        if database is None or database.migrate_down is None:
+            return NOT_CONFIGURED
+        if not database.runs_migrate_down:
+            return REPLACED_BY_RESTORE
+        return None
+
+    def plan(self, ctx: StepContext) -> str:
+        _, migrate = _parts(ctx)
+        how = (
+            f"the command {' '.join(migrate.command)} in {migrate.image}"
+            if migrate.command
+            else f"their down.sql from {migrate.source}, in one transaction"
+        )
+        return (
+            f"would roll back {len(migrate.migrations)} migration(s), newest first "
+            f"({', '.join(migrate.migrations)}), with {how}, in Job "
+            f"{_job_name(ctx)}"
+        )
+
+    def run(self, ctx: StepContext) -> Outcome:
+        database, migrate = _parts(ctx)
+        result = jobs.run_job_once(ctx, self.name, migrate_down_template(database, migrate))
+        if result.state == jobs.JobState.RUNNING:
+            return Wait(
+                f"rolling back {', '.join(migrate.migrations)}: Job {result.name} is running",
+                retry_after=poll_interval(ctx),
+            )
+        if result.state == jobs.JobState.FAILED:
+            return Fail(failure(ctx, result))
+        return Done(f"{result.message} (Job {result.name})")
+
+
+def _parts(ctx: StepContext) -> tuple[DatabaseSpec, MigrateDownSpec]:
+    database = database_spec(ctx.spec)
+    if database is None or database.migrate_down is None:
+        raise ValueError("MigrateDatabaseDown runs only with spec.database.migrateDown")
+    return database, database.migrate_down
+
+
+def _job_name(ctx: StepContext) -> str:
+    uid = str((ctx.request_body().get("metadata") or {}).get("uid", ""))
+    return jobs.job_name(ctx.request, uid, PURPOSE)

@@ -1,0 +1,550 @@
+"""The database steps end to end: the operator process, the local cluster's job runner (Job pods
+really run psql on this machine), a real PostgreSQL and real pg_dump files on a hostPath
+PersistentVolume.
+
+The database is the sample application's: seeded as before go-live, dumped as the pre-go-live
+snapshot, then migrated and corrupted as a bad release would. Each test compares table contents
+and the whole schema (pg_dump --schema-only) before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.e2e.lawyershub import (
+    GROUP,
+    MAINTENANCE,
+    PLURAL,
+    VERSION,
+    Operator,
+    create_request,
+    events_for,
+    get_request,
+    ledger,
+    snapshot,
+    wait_phase,
+)
+from tests.e2e.people import DBA, DEVELOPER, QA, approve, as_person, install_approval_policy
+from tests.e2e.postgres import (  # noqa: F401 (fixtures)
+    Database,
+    database_fixture,
+    postgres_server_fixture,
+)
+from tests.e2e.support import wait_until
+from tests.e2e.test_database_scripts import (
+    MIGRATIONS,
+    NEWEST_FIRST,
+    PRE_GOLIVE_SQL,
+    contents,
+    corrupt,
+    go_live,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        os.environ.get("ROLLBACK_E2E_EXISTING_CLUSTER") == "1",
+        reason="Job pods run for real only on the local cluster's job runner (make cluster)",
+    ),
+]
+
+SECRET = "lawyershub-db"
+CLAIM = "db-backups"
+CONFIGMAP = "lawyershub-down-migrations"
+STORAGE_CLASS = "local-hostpath"
+SNAPSHOT = "pre-golive-snapshot-YYYYMMDD.sql"
+CHOSEN = "pre-golive-snapshot-20260109.sql"
+STEP_LABEL = f"{GROUP}/step"
+
+
+@dataclass
+class Backups:
+    """The backups' directory on this machine, seen by the Jobs through claim db-backups."""
+
+    path: Path
+
+    def dump(self, db: Database, name: str = CHOSEN, *extra: str) -> Path:
+        dump = db.dump(self.path / name, *extra)
+        dump.chmod(0o644)
+        return dump
+
+    def sha256(self, name: str = CHOSEN) -> str:
+        return hashlib.sha256((self.path / name).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def backups(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Backups]:
+    """Claim db-backups, bound to a hostPath PersistentVolume on `tmp_path/backups`.
+
+    The local cluster runs no volume binder: the claim is created bound, as the job runner's
+    own tests do (see cluster/README.md)."""
+    path = tmp_path / "backups"
+    path.mkdir()
+    path.chmod(0o755)
+    core = client.CoreV1Api(api)
+    volume = f"{namespace}-{CLAIM}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": STORAGE_CLASS,
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": CLAIM},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": CLAIM, "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": STORAGE_CLASS,
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    yield Backups(path)
+    core.delete_persistent_volume(volume)
+
+
+@pytest.fixture
+def db(api: client.ApiClient, app: str, database: Database) -> Database:
+    """The application's database, seeded as before go-live, its URL in Secret lawyershub-db
+    as Prisma writes it (with ?schema= and pool settings that psql does not know)."""
+    database.psql(PRE_GOLIVE_SQL)
+    url = f"{database.url}?schema=public&connection_limit=5&pool_timeout=10"
+    client.CoreV1Api(api).create_namespaced_secret(
+        app, {"metadata": {"name": SECRET}, "stringData": {"DATABASE_URL": url}}
+    )
+    return database
+
+
+def restore_section(**restore: Any) -> dict[str, Any]:
+    return {
+        "connection": {"secretRef": {"name": SECRET, "key": "DATABASE_URL"}},
+        "restore": {
+            "backup": {"claimName": CLAIM, "file": SNAPSHOT, "notAfter": "2026-01-10"},
+            **restore,
+        },
+    }
+
+
+def migrate_section(**migrate: Any) -> dict[str, Any]:
+    return {
+        "connection": {"secretRef": {"name": SECRET, "key": "DATABASE_URL"}},
+        "migrateDown": {"migrations": NEWEST_FIRST, "source": {"configMap": CONFIGMAP}, **migrate},
+    }
+
+
+def down_migrations(api: client.ApiClient, namespace: str, names: list[str]) -> None:
+    client.CoreV1Api(api).create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {"name": CONFIGMAP},
+            "data": {f"{name}.down.sql": MIGRATIONS[name][1] for name in names},
+        },
+    )
+
+
+def jobs_of(api: client.ApiClient, namespace: str, step: str) -> list[Any]:
+    return list(
+        client.BatchV1Api(api)
+        .list_namespaced_job(namespace, label_selector=f"{STEP_LABEL}={step}")
+        .items
+    )
+
+
+def on_maintenance(api: client.ApiClient, namespace: str) -> bool:
+    ingress = client.NetworkingV1Api(api).read_namespaced_ingress("lawyershub", namespace)
+    raw = api.sanitize_for_serialization(ingress)
+    return all(p["backend"] == MAINTENANCE for p in raw["spec"]["rules"][0]["http"]["paths"])
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in obj["status"]["conditions"]}
+
+
+def slow_down(dump: Path, seconds: int) -> None:
+    """Makes a restore of `dump` take `seconds` longer, half-way through loading it."""
+    text = dump.read_text()
+    marker = "-- Data for Name:"
+    assert marker in text
+    dump.write_text(text.replace(marker, f"SELECT pg_sleep({seconds});\n{marker}", 1))
+
+
+def wait_job_running(api: client.ApiClient, namespace: str, step: str) -> Any:
+    def running() -> Any:
+        found = jobs_of(api, namespace, step)
+        return found[0] if found and (found[0].status.active or 0) >= 1 else None
+
+    return wait_until(running, timeout=60, what=f"the {step} Job running")
+
+
+# --- restore
+
+
+def assert_restricted_restore_job(
+    api: client.ApiClient, namespace: str, done: dict[str, Any]
+) -> None:
+    """One restore Job, recorded in the ledger, as Pod Security "restricted" wants it, with the
+    URL only by reference, and nothing that would delete it with the request."""
+    (job,) = jobs_of(api, namespace, "RestoreDatabase")
+    raw = api.sanitize_for_serialization(job)
+    assert [j["uid"] for j in done["status"]["jobs"] if j["step"] == "RestoreDatabase"] == [
+        raw["metadata"]["uid"]
+    ]
+    pod = raw["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    account = client.CoreV1Api(api).read_namespaced_service_account(
+        pod["serviceAccountName"], namespace
+    )
+    assert account.automount_service_account_token is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {
+        "name": "DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "DATABASE_URL"}},
+    } in container["env"]
+    assert raw["spec"]["backoffLimit"] == 0 and raw["spec"]["activeDeadlineSeconds"] == 1800
+    assert not raw["metadata"].get("ownerReferences")
+
+
+def test_a_dba_approved_restore_brings_the_data_back_exactly(
+    api: client.ApiClient,
+    kubeconfig: str,
+    app: str,
+    db: Database,
+    backups: Backups,
+    operator: Operator,
+) -> None:
+    namespace = app
+    install_approval_policy(api, kubeconfig, namespace)
+    before = contents(db)
+    # Several dated snapshots: the newest on or before notAfter (2026-01-10) is the one.
+    backups.dump(db, "pre-golive-snapshot-20260105.sql")
+    backups.dump(db, CHOSEN)
+    (backups.path / "pre-golive-snapshot-20260111.sql").write_text("-- after go-live\n")
+    go_live(db)
+    corrupt(db)
+    corrupted = contents(db)
+
+    create_request(api, namespace, "golive", database=restore_section())
+    waiting = wait_phase(api, namespace, "golive", "AwaitingApproval", "Failed", timeout=90)
+
+    # Before anything ran: the file was chosen, measured and recorded; the site waits.
+    status = waiting["status"]
+    assert status["phase"] == "AwaitingApproval", status["message"]
+    size = (backups.path / CHOSEN).stat().st_size
+    assert {k: v for k, v in status["backup"].items() if k != "resolvedAt"} == {
+        "claimName": CLAIM,
+        "directory": "/backups",
+        "file": CHOSEN,
+        "sizeBytes": size,
+        "sha256": backups.sha256(),
+    }
+    assert (
+        "the newest of 2 dated on or before 2026-01-10 (1 later left alone)"
+        in (ledger(waiting)["Preflight"]["message"])
+    )
+    restore = ledger(waiting)["RestoreDatabase"]
+    assert restore["state"] == "Running"
+    assert restore["message"].startswith(
+        f"waiting for a DBA to approve the restore of {CHOSEN} ({size} bytes, sha256 "
+        f"{backups.sha256()}, claim {CLAIM})"
+    )
+    assert ledger(waiting)["MigrateDatabaseDown"]["state"] == "Skipped"
+    assert conditions(waiting)["MaintenanceActive"] == "True" and on_maintenance(api, namespace)
+    assert jobs_of(api, namespace, "RestoreDatabase") == []
+    assert contents(db) == corrupted
+
+    # Who may approve: the API server refuses a developer, and a DBA writing another's name.
+    with pytest.raises(ApiException) as refused:
+        approve(as_person(kubeconfig, DEVELOPER), namespace, "golive", "RestoreDatabase", "dev-dan")
+    assert refused.value.status == 403
+    assert "only members of group dba may approve RestoreDatabase" in refused.value.body
+    with pytest.raises(ApiException) as refused:
+        approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", QA[0])
+    assert refused.value.status == 403
+    assert "approved-by must be your own username, dba-alice" in refused.value.body
+    assert get_request(api, namespace, "golive")["status"]["phase"] == "AwaitingApproval"
+    assert jobs_of(api, namespace, "RestoreDatabase") == []
+
+    approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", DBA[0])
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+
+    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    assert contents(db) == before
+    restored = ledger(done)["RestoreDatabase"]
+    assert restored["approvedBy"] == "dba-alice" and restored["approvedAt"]
+    assert restored["message"].startswith(
+        f"restored {CHOSEN} (sha256 {backups.sha256()}) into schema(s) public, in one transaction"
+    )
+    assert restored["message"].endswith(", approved by dba-alice)")
+    assert not on_maintenance(api, namespace)
+
+    assert_restricted_restore_job(api, namespace, done)
+
+    # The password is nowhere: not in status, Events, the Jobs or the operator's log.
+    events = [e.message for e in events_for(api, namespace, "golive")]
+    every_job = [
+        api.sanitize_for_serialization(j)
+        for j in client.BatchV1Api(api).list_namespaced_job(namespace).items
+    ]
+    for text in (json.dumps(done), json.dumps(events), json.dumps(every_job), operator.logs()):
+        assert db.password not in text
+
+
+def test_a_dump_with_an_sql_error_fails_and_leaves_the_database_as_it_was(
+    api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
+) -> None:
+    namespace = app
+    dump = backups.dump(db)
+    text = dump.read_text()
+    dump.write_text(
+        text.replace(
+            "-- PostgreSQL database dump complete",
+            'INSERT INTO public."User" ("id", "email") VALUES (\'x\', \'y\');\n',
+        )
+    )
+    go_live(db)
+    corrupt(db)
+    corrupted = contents(db)
+
+    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+
+    status = done["status"]
+    assert status["phase"] == "Failed"
+    restore = ledger(done)["RestoreDatabase"]
+    assert restore["state"] == "Failed"
+    assert restore["message"].startswith(
+        "the restore failed and its transaction was rolled back: the database is as it was "
+        "before the restore. psql said"
+    )
+    assert 'invalid input syntax for type integer: "x"' in restore["message"]
+    assert "The maintenance page stays on" in restore["message"]
+    assert status["message"].startswith("RestoreDatabase failed: the restore failed")
+    assert conditions(done)["MaintenanceActive"] == "True" and on_maintenance(api, namespace)
+    assert ledger(done)["Verify"]["state"] == "Pending"
+    assert contents(db) == corrupted
+    warnings = [e for e in events_for(api, namespace, "golive") if e.type == "Warning"]
+    assert any("invalid input syntax for type integer" in e.message for e in warnings)
+
+
+def test_a_missing_backup_fails_in_preflight_with_the_site_untouched(
+    api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
+) -> None:
+    namespace = app
+    (backups.path / "pre-golive-snapshot-20260111.sql").write_text("-- after go-live\n")
+    before = snapshot(api, namespace)
+    go_live(db)
+    state = contents(db)
+
+    create_request(api, namespace, "golive", database=restore_section())
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=90)
+
+    assert done["status"]["phase"] == "Failed"
+    preflight = ledger(done)["Preflight"]
+    assert preflight["state"] == "Failed"
+    assert preflight["message"] == (
+        f"database check (Job {done['status']['jobs'][0]['name']}): no backup matching "
+        f"{SNAPSHOT} dated on or before 2026-01-10 in /backups (claim {CLAIM}; 1 later file(s) "
+        "left alone); nothing was changed"
+    )
+    assert ledger(done)["EnableMaintenance"]["state"] == "Pending"
+    assert "backup" not in done["status"]
+    assert snapshot(api, namespace) == before
+    assert conditions(done)["MaintenanceActive"] == "False"
+    assert jobs_of(api, namespace, "RestoreDatabase") == []
+    assert contents(db) == state
+
+
+def test_preflight_names_every_missing_reference_at_once(
+    api: client.ApiClient, app: str, db: Database, operator: Operator
+) -> None:
+    namespace = app
+    before = snapshot(api, namespace)
+    section = restore_section()
+    section["connection"]["secretRef"]["key"] = "NO_SUCH_KEY"
+    create_request(api, namespace, "golive", database=section)
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
+    message = ledger(done)["Preflight"]["message"]
+    assert f"database connection Secret '{SECRET}' has no key 'NO_SUCH_KEY'" in message
+    assert f"backups PersistentVolumeClaim '{CLAIM}' not found" in message
+    assert "jobs" not in done["status"]  # nothing was started, not even the inspection
+    assert snapshot(api, namespace) == before
+
+
+# --- exactly once
+
+
+def test_a_killed_operator_follows_the_same_restore_job_after_restart(
+    api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
+) -> None:
+    namespace = app
+    before = contents(db)
+    slow_down(backups.dump(db), 6)
+    corrupt(db)
+
+    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
+    job = wait_job_running(api, namespace, "RestoreDatabase")
+    operator.kill()
+    operator.start()
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+
+    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    (after,) = jobs_of(api, namespace, "RestoreDatabase")
+    assert after.metadata.uid == job.metadata.uid
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}"
+    )
+    assert len(pods.items) == 1
+    assert ledger(done)["RestoreDatabase"]["attempts"] >= 2
+    assert contents(db) == before
+
+
+def test_a_deleted_restore_job_stops_the_run_for_a_human(
+    api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
+) -> None:
+    namespace = app
+    slow_down(backups.dump(db), 15)
+    corrupt(db)
+    corrupted = contents(db)
+
+    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
+    job = wait_job_running(api, namespace, "RestoreDatabase")
+    client.BatchV1Api(api).delete_namespaced_job(
+        job.metadata.name, namespace, propagation_policy="Foreground"
+    )
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=90)
+
+    restore = ledger(done)["RestoreDatabase"]
+    assert restore["state"] == "Failed"
+    assert restore["message"].startswith(
+        f"Job {job.metadata.name}, started by RestoreDatabase, is gone (deleted by someone or "
+        "something else). It is not started again, because nobody knows how far it got: check "
+        f"the schema(s) public (whether the restore of {CHOSEN} committed) by hand"
+    )
+    assert on_maintenance(api, namespace)
+    wait_until(
+        lambda: not jobs_of(api, namespace, "RestoreDatabase"), timeout=30, what="the Job gone"
+    )
+    # The killed psql never committed: the database is as the restore found it. (Its server
+    # session notices the client is gone only once the statement running ends.)
+    wait_until(
+        lambda: (
+            not db.rows(
+                f"SELECT pid FROM pg_stat_activity WHERE datname = '{db.name}' "
+                "AND application_name = 'rollback-operator'"
+            )
+        ),
+        timeout=60,
+        what="the restore's session to end",
+    )
+    assert contents(db) == corrupted
+
+
+def test_deleting_the_request_leaves_a_running_restore_job_alone(
+    api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
+) -> None:
+    namespace = app
+    before = contents(db)
+    slow_down(backups.dump(db), 5)
+    corrupt(db)
+    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
+    job = wait_job_running(api, namespace, "RestoreDatabase")
+
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "golive"
+    )
+
+    def request_gone() -> bool:
+        try:
+            get_request(api, namespace, "golive")
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_until(request_gone, timeout=30, what="the RollbackRequest deleted")
+
+    def completed() -> bool:
+        current = client.BatchV1Api(api).read_namespaced_job(job.metadata.name, namespace)
+        assert current.metadata.uid == job.metadata.uid
+        return bool(current.status.succeeded)
+
+    wait_until(completed, timeout=60, what="the restore Job to complete on its own")
+    assert contents(db) == before
+
+
+# --- migrate down
+
+
+def test_migrate_down_returns_the_schema_and_history_to_before_go_live(
+    api: client.ApiClient, app: str, db: Database, operator: Operator
+) -> None:
+    namespace = app
+    before = contents(db)
+    go_live(db)
+    down_migrations(api, namespace, list(MIGRATIONS))
+
+    create_request(api, namespace, "golive", database=migrate_section())
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+
+    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    assert contents(db) == before
+    assert (
+        "2 migration(s) to roll back are applied and have their down.sql"
+        in (ledger(done)["Preflight"]["message"])
+    )
+    migrate = ledger(done)["MigrateDatabaseDown"]
+    assert migrate["message"].startswith(
+        f"rolled back 2 migration(s), newest first: {', '.join(NEWEST_FIRST)} (down.sql run "
+        "and _prisma_migrations rows deleted in schema public, in one transaction) (Job "
+    )
+    assert ledger(done)["RestoreDatabase"] == {
+        **ledger(done)["RestoreDatabase"],
+        "state": "Skipped",
+        "message": "no spec.database.restore",
+    }
+    assert len(jobs_of(api, namespace, "MigrateDatabaseDown")) == 1
+
+
+def test_a_missing_down_sql_fails_in_preflight_before_anything_changes(
+    api: client.ApiClient, app: str, db: Database, operator: Operator
+) -> None:
+    namespace = app
+    go_live(db)
+    state = contents(db)
+    before = snapshot(api, namespace)
+    down_migrations(api, namespace, [NEWEST_FIRST[1]])
+
+    create_request(api, namespace, "golive", database=migrate_section())
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
+
+    assert done["status"]["phase"] == "Failed"
+    assert ledger(done)["Preflight"]["message"].startswith(
+        f"Preflight found 1 problem(s): down-migrations ConfigMap '{CONFIGMAP}' has no "
+        f"'{NEWEST_FIRST[0]}.down.sql' (one key <migration>.down.sql per migration). Nothing "
+        "was changed."
+    )
+    assert snapshot(api, namespace) == before
+    assert client.BatchV1Api(api).list_namespaced_job(namespace).items == []
+    assert contents(db) == state

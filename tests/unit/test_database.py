@@ -1,0 +1,465 @@
+"""spec.database parsing, the Jobs' scripts' quoting and URL handling, the steps' Job specs.
+
+The scripts run for real against PostgreSQL in tests/e2e/test_database_scripts.py; here `sh`
+runs the parts that need no database: quoting, file resolution failures, Prisma URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rollback_operator import database as db
+from rollback_operator.jobs import job_manifest, job_name
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.steps.base import Fail, NeedsApproval, StepContext
+from rollback_operator.steps.migrate_database_down import (
+    REPLACED_BY_RESTORE,
+    MigrateDatabaseDown,
+    migrate_down_template,
+)
+from rollback_operator.steps.restore_database import (
+    RestoreDatabase,
+    inspection_template,
+    restore_template,
+)
+
+CONNECTION = {"secretRef": {"name": "lawyershub-db", "key": "DATABASE_URL"}}
+MIGRATE = {
+    "migrations": ["20260110094500_user_phone", "20260110093000_add_case_documents"],
+    "source": {"configMap": "lawyershub-down-migrations"},
+}
+RESTORE = {
+    "backup": {
+        "claimName": "db-backups",
+        "directory": "/backups",
+        "file": "pre-golive-snapshot-YYYYMMDD.sql",
+        "notAfter": "2026-01-10",
+    }
+}
+SECRET = "postgresql://app:s3cret-Pa55@db.internal:5432/lawyershub"
+
+
+def request_spec(**database: Any) -> RollbackSpec:
+    return RollbackSpec.parse(
+        {
+            "reason": "data corrupt",
+            "trigger": "Manual",
+            "traffic": {"ingresses": ["site"], "maintenanceBackend": {"service": "m", "port": 80}},
+            "workloads": [{"deployment": "backend"}],
+            "database": {"connection": CONNECTION, **database},
+        }
+    )
+
+
+def sh(script: str, tmp_path: Path, **env: str) -> tuple[int, str, str]:
+    """Runs a script as a Job would, its termination message in a file; returns (rc, message,
+    everything printed)."""
+    result_file = tmp_path / "termination-log"
+    result_file.unlink(missing_ok=True)
+    process = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={
+            "PATH": os.environ["PATH"],
+            "TERMINATION_LOG": str(result_file),
+            "TMPDIR": str(tmp_path),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    message = result_file.read_text().strip() if result_file.exists() else ""
+    return process.returncode, message, process.stdout + process.stderr
+
+
+# --- parsing
+
+
+def test_parse_applies_the_defaults() -> None:
+    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
+    assert spec.connection == db.SecretKeyRef("lawyershub-db", "DATABASE_URL")
+    assert spec.migrate_down == db.MigrateDownSpec(
+        migrations=("20260110094500_user_phone", "20260110093000_add_case_documents"),
+        configmap="lawyershub-down-migrations",
+        source_image=None,
+        source_path=None,
+        image="postgres:16",
+        command=None,
+        timeout_seconds=1800,
+    )
+    assert spec.restore == db.RestoreSpec(
+        backup=db.BackupSpec(
+            "db-backups", "/backups", "pre-golive-snapshot-YYYYMMDD.sql", "2026-01-10"
+        ),
+        image="postgres:16",
+        require_approval=True,
+        schemas=("public",),
+        timeout_seconds=1800,
+    )
+    assert spec.restore.backup.is_pattern
+
+
+def test_parse_keeps_what_is_written() -> None:
+    spec = db.parse(
+        {
+            "connection": CONNECTION,
+            "migrateDown": {
+                "migrations": ["20260110093000_a"],
+                "source": {"image": "registry.example/backend:1", "path": "/app/prisma/migrations"},
+                "image": "registry.example/psql:16",
+                "command": ["node", "rollback.js"],
+                "timeout": "90s",
+            },
+            "restore": {
+                "backup": {"claimName": "b", "directory": "/srv/dumps/", "file": "x.sql"},
+                "image": "postgres:17",
+                "requireApproval": False,
+                "schemas": ["public", "audit"],
+                "timeout": "1h30m",
+            },
+        }
+    )
+    assert spec.migrate_down is not None and spec.restore is not None
+    assert spec.migrate_down.source_image == "registry.example/backend:1"
+    assert spec.migrate_down.command == ("node", "rollback.js")
+    assert spec.migrate_down.timeout_seconds == 90
+    assert spec.migrate_down.source == "/app/prisma/migrations in image registry.example/backend:1"
+    assert spec.restore.backup.directory == "/srv/dumps"
+    assert not spec.restore.backup.is_pattern
+    assert (spec.restore.require_approval, spec.restore.schemas) == (False, ("public", "audit"))
+    assert spec.restore.timeout_seconds == 5400
+
+
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [("migrateDown", {"migrations": ["../../etc/passwd"]}), ("restore", {"schemas": ['x"y']})],
+)
+def test_parse_refuses_names_that_could_escape(section: str, value: dict[str, Any]) -> None:
+    """The CRD refuses these already; parsing never lets one reach a path or a statement."""
+    raw = {"migrateDown": MIGRATE, "restore": RESTORE}[section]
+    with pytest.raises(ValueError, match="not a"):
+        db.parse({"connection": CONNECTION, section: {**raw, **value}})
+
+
+def test_migrate_down_is_replaced_by_a_restore() -> None:
+    both = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
+    assert not both.runs_migrate_down
+    assert db.parse({"connection": CONNECTION, "migrateDown": MIGRATE}).runs_migrate_down
+    step = MigrateDatabaseDown()
+    assert step.skip_reason(request_spec(migrateDown=MIGRATE, restore=RESTORE), None) == (
+        REPLACED_BY_RESTORE
+    )
+    assert step.skip_reason(request_spec(migrateDown=MIGRATE), None) is None
+    assert step.skip_reason(request_spec(restore=RESTORE), None) == "no spec.database.migrateDown"
+    assert RestoreDatabase().skip_reason(request_spec(restore=RESTORE), None) is None
+    assert RestoreDatabase().skip_reason(request_spec(migrateDown=MIGRATE), None) == (
+        "no spec.database.restore"
+    )
+
+
+def test_configmap_keys_and_image_paths() -> None:
+    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE}).migrate_down
+    assert spec is not None
+    assert db.configmap_key("20260110093000_a") == "20260110093000_a.down.sql"
+    assert spec.down_sql_path("20260110093000_a") == "/migrations/20260110093000_a.down.sql"
+    image = db.parse(
+        {
+            "connection": CONNECTION,
+            "migrateDown": {**MIGRATE, "source": {"image": "app:1", "path": "/app/migrations"}},
+        }
+    ).migrate_down
+    assert image is not None
+    assert image.down_sql_path("20260110093000_a") == "/migrations/20260110093000_a/down.sql"
+
+
+def test_parse_inspection_reads_the_last_line() -> None:
+    found = db.parse_inspection(
+        'checking\n{"server":"16.4","backup":{"file":"a.sql","sizeBytes":12,'
+        '"sha256":"ab","considered":3,"later":1}}\n'
+    )
+    assert found == db.Inspection(db.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
+    assert db.parse_inspection('{"server":"15.1"}') == db.Inspection(None, "15.1")
+    with pytest.raises(ValueError):
+        db.parse_inspection("psql: error: connection refused")
+
+
+# --- quoting
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "it's", 'say "hi"', "$(touch pwned)", "`touch pwned`", "a b\nc", "*"]
+)
+def test_shell_words_stay_one_literal_word(text: str, tmp_path: Path) -> None:
+    rc, _, out = sh(f"printf '%s' {db.sh(text)}", tmp_path)
+    assert (rc, out) == (0, text)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_sql_quoting() -> None:
+    assert db.sql_identifier('we"ird') == '"we""ird"'
+    assert db.sql_literal("it's") == "'it''s'"
+    assert db.restore_prepare_sql(["public", "audit"]) == (
+        "SET LOCAL client_min_messages = warning;\n"
+        'DROP SCHEMA IF EXISTS "public" CASCADE;\n'
+        'DROP SCHEMA IF EXISTS "audit" CASCADE;\n'
+    )
+
+
+def test_a_hostile_file_name_is_only_ever_a_name(tmp_path: Path) -> None:
+    name = "it's $(touch pwned) `touch pwned2`; rm -rf x.sql"
+    restore = db.parse(
+        {
+            "connection": CONNECTION,
+            "restore": {"backup": {"claimName": "c", "directory": str(tmp_path), "file": name}},
+        }
+    ).restore
+    assert restore is not None
+    rc, message, _ = sh(db.restore_script(restore, name, "0" * 64), tmp_path)
+    assert rc == 1
+    assert message.startswith(f"backup file {name} is gone from {tmp_path}")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
+    (tmp_path / "snapshot-20260101.sql").write_text("x")
+    spec = db.parse(
+        {
+            "connection": CONNECTION,
+            "restore": {
+                "backup": {"claimName": "c", "directory": str(tmp_path), "file": "*-YYYYMMDD.sql"}
+            },
+        }
+    )
+    rc, message, _ = sh(db.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
+    assert rc == 1
+    assert message.startswith("no backup matching *-YYYYMMDD.sql in")
+
+
+# --- the connection URL
+
+
+def url_of(raw: str, tmp_path: Path) -> tuple[int, str, str]:
+    """What `database_url` makes of a DATABASE_URL: (rc, "url|schema|PGOPTIONS", message)."""
+    script = db._COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
+    rc, message, out = sh(script, tmp_path, DATABASE_URL=raw)
+    return rc, out, message
+
+
+@pytest.mark.parametrize(
+    ("raw", "url", "schema", "options"),
+    [
+        (SECRET, SECRET, "public", ""),
+        (f"{SECRET}?schema=lawyershub", SECRET, "lawyershub", '-c search_path="lawyershub"'),
+        (
+            f"{SECRET}?connection_limit=5&schema=Legal_Docs&sslmode=require&pgbouncer=true"
+            "&pool_timeout=10&application_name=api",
+            f"{SECRET}?sslmode=require&application_name=api",
+            "Legal_Docs",
+            '-c search_path="Legal_Docs"',
+        ),
+        (
+            "postgres://u:p@h/d?connect_timeout=5",
+            "postgres://u:p@h/d?connect_timeout=5",
+            "public",
+            "",
+        ),
+    ],
+)
+def test_prisma_urls_become_urls_psql_accepts(
+    raw: str, url: str, schema: str, options: str, tmp_path: Path
+) -> None:
+    rc, out, message = url_of(raw, tmp_path)
+    assert rc == 0, message
+    assert out == f"{url}|{schema}|{options}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        ("", "DATABASE_URL is empty"),
+        ("mysql://u:s3cret-Pa55@h/d", "DATABASE_URL is not a postgresql:// URL"),
+        (f"{SECRET}?schema=a;b", "the schema parameter of DATABASE_URL may hold only"),
+    ],
+)
+def test_bad_urls_are_refused_without_showing_them(
+    raw: str, complaint: str, tmp_path: Path
+) -> None:
+    rc, out, message = url_of(raw, tmp_path)
+    assert rc == 1
+    assert message.startswith(complaint)
+    assert "s3cret" not in out + message
+
+
+# --- the Jobs
+
+
+def manifest(template: Any) -> dict[str, Any]:
+    return job_manifest("lawyershub", "golive", "uid-1", StepName.RESTORE_DATABASE, template)
+
+
+def test_the_restore_job_gets_the_url_only_through_a_secret_key_ref() -> None:
+    spec = db.parse({"connection": CONNECTION, "restore": RESTORE})
+    assert spec.restore is not None
+    backup = {"file": "pre-golive-snapshot-20260109.sql", "sha256": "ab" * 32}
+    job = manifest(restore_template(spec, spec.restore, backup))
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": CONNECTION["secretRef"]}} in (
+        container["env"]
+    )
+    assert all("value" not in e for e in container["env"] if e["name"] == "DATABASE_URL")
+    assert container["image"] == "postgres:16"
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    assert "dump=/backups/pre-golive-snapshot-20260109.sql\n" in container["command"][2]
+    assert "ab" * 32 in container["command"][2]
+    assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {
+        "name": "backups",
+        "persistentVolumeClaim": {"claimName": "db-backups", "readOnly": True},
+    } in pod["volumes"]
+    assert job["spec"]["activeDeadlineSeconds"] == 1800
+    assert job["spec"]["backoffLimit"] == 0
+    assert "ownerReferences" not in job["metadata"]
+
+
+def test_the_migrate_down_job_from_an_image_copies_the_migrations_first() -> None:
+    spec = db.parse(
+        {
+            "connection": CONNECTION,
+            "migrateDown": {**MIGRATE, "source": {"image": "app:1", "path": "/app/migrations/"}},
+        }
+    )
+    assert spec.migrate_down is not None
+    pod = manifest(migrate_down_template(spec, spec.migrate_down))["spec"]["template"]["spec"]
+    (copy,) = pod["initContainers"]
+    assert copy["image"] == "app:1"
+    assert copy["command"] == ["cp", "-R", "/app/migrations/.", "/migrations/"]
+    assert copy["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"name": "migrations", "emptyDir": {}} in pod["volumes"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["ROLLBACK_MIGRATIONS"] == " ".join(MIGRATE["migrations"])
+
+
+def test_a_team_migrator_runs_its_own_command() -> None:
+    spec = db.parse(
+        {
+            "connection": CONNECTION,
+            "migrateDown": {
+                "migrations": ["20260110093000_a"],
+                "image": "registry.example/migrator:2",
+                "command": ["node", "down.js"],
+            },
+        }
+    )
+    assert spec.migrate_down is not None
+    container = manifest(migrate_down_template(spec, spec.migrate_down))["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    assert (container["image"], container["command"]) == (
+        "registry.example/migrator:2",
+        ["node", "down.js"],
+    )
+    # Nothing for Preflight's Job to check with psql in an image that may have none.
+    assert inspection_template(spec) is None
+
+
+def test_the_inspection_mounts_what_the_restore_and_the_migrate_down_need() -> None:
+    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE})
+    template = inspection_template(spec)
+    assert template is not None
+    pod = manifest(template)["spec"]["template"]["spec"]
+    assert {"name": "migrations", "configMap": {"name": "lawyershub-down-migrations"}} in pod[
+        "volumes"
+    ]
+    restore = inspection_template(db.parse({"connection": CONNECTION, "restore": RESTORE}))
+    assert restore is not None
+    assert restore.image == "postgres:16"
+    assert [v["name"] for v in restore.volumes] == ["backups"]
+
+
+def test_no_secret_value_is_in_any_script() -> None:
+    """The scripts are in the Job spec for anyone to read: they take the URL from the env."""
+    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
+    assert spec.restore is not None and spec.migrate_down is not None
+    for script in (
+        db.inspect_script(spec),
+        db.restore_script(spec.restore, "a.sql", "0" * 64),
+        db.migrate_down_script(spec.migrate_down),
+    ):
+        assert "DATABASE_URL" in script
+        assert "lawyershub-db" not in script  # not even the Secret's name is needed
+        assert "set -x" not in script
+
+
+def test_the_example_request_is_consistent_with_its_configmap() -> None:
+    """examples/rollback-database.yaml: both parts, and a down.sql key for every migration."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "rollback-database.yaml"
+    request, configmap = yaml.safe_load_all(path.read_text())
+    spec = db.parse(request["spec"]["database"])
+    assert spec.restore is not None and spec.migrate_down is not None
+    assert spec.migrate_down.configmap == configmap["metadata"]["name"]
+    assert sorted(configmap["data"]) == sorted(
+        db.configmap_key(m) for m in spec.migrate_down.migrations
+    )
+    assert list(spec.migrate_down.migrations) == sorted(spec.migrate_down.migrations, reverse=True)
+
+
+def step_context(spec: RollbackSpec, sections: dict[str, Any]) -> StepContext:
+    """A context whose Kubernetes client must not be used: the cases below decide without it."""
+    now = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
+    return StepContext(
+        kube=None,  # type: ignore[arg-type]
+        namespace="lawyershub",
+        request="golive",
+        spec=spec,
+        saved={},
+        targets={"ingresses": [], "deployments": [], "hpas": []},
+        step_started_at=now,
+        now=lambda: now,
+        persist_saved=lambda: None,
+        persist_targets=lambda _: None,
+        request_body=lambda: {"metadata": {"uid": "uid-1"}},
+        sections=sections,
+    )
+
+
+BACKUP = {
+    "claimName": "db-backups",
+    "directory": "/backups",
+    "file": "pre-golive-snapshot-20260109.sql",
+    "sizeBytes": 4096,
+    "sha256": "ab" * 32,
+}
+
+
+def test_the_restore_waits_for_a_dba_before_starting_anything() -> None:
+    ctx = step_context(request_spec(restore=RESTORE), {"backup": BACKUP})
+    outcome = RestoreDatabase().run(ctx)
+    assert outcome == NeedsApproval(
+        "waiting for a DBA to approve the restore of pre-golive-snapshot-20260109.sql (4096 "
+        f"bytes, sha256 {'ab' * 32}, claim db-backups) into schema(s) public: a member of group "
+        "dba checks the file, then runs `kubectl rollback approve golive RestoreDatabase -n "
+        "lawyershub`. The maintenance page stays on meanwhile"
+    )
+    assert "jobs" not in ctx.sections
+    assert RestoreDatabase().plan(ctx) == (
+        f"would restore pre-golive-snapshot-20260109.sql (4096 bytes, sha256 {'ab' * 32}, claim "
+        "db-backups) into schema(s) public, in one transaction, after a DBA approves, with Job "
+        f"{job_name('golive', 'uid-1', 'db-restore')}"
+    )
+
+
+def test_without_a_recorded_backup_nothing_is_restored() -> None:
+    outcome = RestoreDatabase().run(step_context(request_spec(restore=RESTORE), {}))
+    assert isinstance(outcome, Fail)
+    assert outcome.message.startswith("status.backup names no file")
