@@ -58,6 +58,7 @@ def test_cluster_twice_is_a_no_op_and_down_stops_everything(tmp_path: Path) -> N
             "kube-controller-manager",
             "kube-scheduler",
             "kwok",
+            "job-runner",
         }
         assert all(_alive(pid) for pid in pids.values())
 
