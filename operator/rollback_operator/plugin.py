@@ -314,6 +314,15 @@ def _common() -> argparse.ArgumentParser:
     flags.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG)")
     flags.add_argument("--context", help="the kubeconfig context to use (default: current)")
     flags.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="act as this user, as kubectl --as does (needs the impersonate permission)",
+    )
+    flags.add_argument(
+        "--as-group", metavar="GROUP", help="with --as: the group to act as (one group)"
+    )
+    flags.add_argument(
         "-n",
         "--namespace",
         help="the request's namespace (default: the context's namespace, else default)",
@@ -406,7 +415,14 @@ def connect(args: argparse.Namespace) -> tuple[Kube, str]:
         namespace = args.namespace or context_namespace(args.kubeconfig, args.context)
     except (config.ConfigException, OSError) as error:
         raise PluginError(f"kubeconfig: {error}") from None
-    return Kube(client.ApiClient(configuration)), namespace
+    api = client.ApiClient(configuration)
+    if args.as_group and not args.as_user:
+        raise PluginError("--as-group needs --as")
+    if args.as_user:  # the API server then sees that user: RBAC and admission judge it
+        api.set_default_header("Impersonate-User", args.as_user)  # type: ignore[no-untyped-call]
+        if args.as_group:
+            api.set_default_header("Impersonate-Group", args.as_group)  # type: ignore[no-untyped-call]
+    return Kube(api), namespace
 
 
 def request_path(namespace: str, name: str = "") -> str:

@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.e2e.people import DBA, approve, as_person, install_approval_policy
 from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -369,7 +370,9 @@ def test_boundary_values_are_accepted(
 
 
 @pytest.mark.usefixtures("crds_installed")
-def test_spec_is_immutable_but_annotations_are_not(api: client.ApiClient, namespace: str) -> None:
+def test_spec_is_immutable_but_annotations_are_not(
+    api: client.ApiClient, kubeconfig: str, namespace: str
+) -> None:
     """A running rollback must not change under the operator; abort and approve stay possible."""
     _create(api, namespace, _request("golive", _minimal_spec()))
     objects = _objects(api)
@@ -389,15 +392,16 @@ def test_spec_is_immutable_but_annotations_are_not(api: client.ApiClient, namesp
             in _message(raised.value)
         )
 
-    annotations = {
-        "rollback.lawyershub.io/approve": "RestoreDatabase",
-        "rollback.lawyershub.io/approved-by": "dba@lawyershub.io",
-        "rollback.lawyershub.io/abort": "true",
-    }
+    # Approving is for the step's group (the shipped admission policy), aborting for anyone who
+    # may patch the request.
+    install_approval_policy(api, kubeconfig, namespace)
+    approved = approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", DBA[0])
+    assert approved["metadata"]["annotations"]["rollback.lawyershub.io/approved-by"] == DBA[0]
+    abort = {"rollback.lawyershub.io/abort": "true"}
     patched = objects.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "golive", {"metadata": {"annotations": annotations}}
+        GROUP, VERSION, namespace, PLURAL, "golive", {"metadata": {"annotations": abort}}
     )
-    assert annotations.items() <= patched["metadata"]["annotations"].items()
+    assert abort.items() <= patched["metadata"]["annotations"].items()
     assert patched["spec"]["reason"] == _minimal_spec()["reason"]
 
 

@@ -23,6 +23,7 @@ from tests.e2e.lawyershub import (
     request_body,
     wait_phase,
 )
+from tests.e2e.people import QA, install_approval_policy
 from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -148,12 +149,20 @@ def test_abort_approve_report_and_status_of_a_request_no_operator_runs(
     assert no_report.returncode == 1
     assert "no report yet" in no_report.stderr
 
-    approved = kubectl_rollback(kubeconfig, "approve", name, "Verify", "-n", namespace)
+    # The shipped admission policy holds approvals to the step's group: the admin is refused,
+    # with the API server's reason, and a QA member approves in their own name.
+    install_approval_policy(api, kubeconfig, namespace)
+    as_admin = kubectl_rollback(kubeconfig, "approve", name, "Verify", "-n", namespace)
+    assert as_admin.returncode == 2
+    assert "only members of group qa may approve Verify, and admin is not one" in as_admin.stderr
+    approved = kubectl_rollback(
+        kubeconfig, "approve", name, "Verify", "-n", namespace, "--as", QA[0], "--as-group", QA[1]
+    )
     assert approved.returncode == 0, approved.stderr
-    assert "step Verify approved by admin" in approved.stdout
+    assert "step Verify approved by qa-quinn" in approved.stdout
     assert annotations(api, namespace, name) == {
         f"{GROUP}/approve": "Verify",
-        f"{GROUP}/approved-by": "admin",
+        f"{GROUP}/approved-by": "qa-quinn",
     }
 
     refused = kubectl_rollback(kubeconfig, "approve", name, "Verfy", "-n", namespace)
