@@ -1,13 +1,16 @@
 """Where an Ingress sends traffic: every backend location (rules' paths and defaultBackend).
 
 Shared by EnableMaintenance (switch each location to the maintenance Service, saving what was
-there) and DisableMaintenance (put back exactly what was saved).
+there), DisableMaintenance (put back exactly what was saved) and Monitor (switch back to the
+maintenance page on a breach).
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from rollback_operator.kube import Kube, ingress_path
 
 Location = dict[
     str, Any
@@ -73,6 +76,30 @@ def with_backends(
             paths[location["path"]]["backend"] = copy.deepcopy(backend)
             patch["rules"] = spec["rules"]
     return patch
+
+
+def patch_backends(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    ingress: dict[str, Any],
+    changes: list[tuple[Location, dict[str, Any]]],
+) -> None:
+    """Gives each location of Ingress `name`, as it was read (`ingress`), its new backend.
+
+    The patch carries the resourceVersion of that read: an edit made since is refused (409, and
+    the step is retried on a fresh read) rather than overwritten. Nothing is sent without
+    changes.
+    """
+    if not changes:
+        return
+    kube.patch(
+        ingress_path(namespace, name),
+        {
+            "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
+            "spec": with_backends(ingress, changes),
+        },
+    )
 
 
 def _replacing(old: Any, new: Any) -> Any:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.e2e.support import free_port
 
 SLACK_BLOCK_TYPES = {
     "actions", "context", "divider", "file", "header", "image", "input", "markdown",
@@ -118,10 +119,7 @@ class FakeWebhooks:
 
 def refused_url() -> str:
     """An http URL on loopback where nothing listens: connecting is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hooks/dead"
+    return f"http://127.0.0.1:{free_port()}/hooks/dead"
 
 
 def slack_problem(body: Any) -> str | None:

@@ -4,6 +4,7 @@ RollbackRequests and the operator process against it."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
-from tests.e2e.support import REPO_ROOT, wait_until
+from tests.e2e.support import REPO_ROOT, stop_process, wait_until
 
 GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 MAINTENANCE = {"service": {"name": "maintenance-page", "port": {"number": 80}}}
@@ -109,6 +112,24 @@ def create_request(api: client.ApiClient, namespace: str, name: str, **spec: Any
     )
 
 
+def dry_run(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    """The request as the API server would store it, its defaults applied, created as a
+    server-side dry run: nothing is stored."""
+    created: dict[str, Any] = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, request_body(name, **spec), dry_run="All"
+    )
+    return created
+
+
+def refusal(api: client.ApiClient, namespace: str, **spec: Any) -> str:
+    """The message with which the API server refuses (422) a request with `spec`, tried as a
+    dry run; the test fails if it is accepted."""
+    with pytest.raises(ApiException) as refused:
+        dry_run(api, namespace, "bad", **spec)
+    assert refused.value.status == 422
+    return str(json.loads(refused.value.body)["message"])
+
+
 def get_request(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     result: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name
@@ -126,8 +147,54 @@ def wait_phase(
     return wait_until(reached, timeout=timeout, what=f"{name} to reach {'/'.join(phases)}")
 
 
+def wait_outcome(
+    api: client.ApiClient, namespace: str, name: str, phase: str, *, timeout: float = 90
+) -> dict[str, Any]:
+    """The request once it is in `phase` (Succeeded, Failed, AwaitingApproval...) or has ended
+    otherwise; anything but `phase` fails the test with the request's own message, which says
+    why the run went elsewhere."""
+    obj = wait_phase(
+        api, namespace, name, *dict.fromkeys((phase, "Succeeded", "Failed")), timeout=timeout
+    )
+    status = obj["status"]
+    assert status["phase"] == phase, status.get("message")
+    return obj
+
+
+def run_request(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    phase: str,
+    *,
+    timeout: float = 90,
+    **spec: Any,
+) -> dict[str, Any]:
+    """Creates the request (the sample's spec with `spec` on top) and waits for `phase`, as
+    `wait_outcome` does."""
+    create_request(api, namespace, name, **spec)
+    return wait_outcome(api, namespace, name, phase, timeout=timeout)
+
+
 def ledger(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in obj["status"]["steps"]}
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, str]:
+    """The request's conditions, type to status."""
+    return {c["type"]: c["status"] for c in obj["status"]["conditions"]}
+
+
+def backends(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """Where the sample's Ingress sends each of its paths now, as the API server has it."""
+    ingress = client.NetworkingV1Api(api).read_namespaced_ingress("lawyershub", namespace)
+    raw = api.sanitize_for_serialization(ingress)
+    return [p["backend"] for r in raw["spec"]["rules"] for p in r["http"]["paths"]]
+
+
+def on_maintenance(api: client.ApiClient, namespace: str) -> bool:
+    """Whether every path of the sample's Ingress is on the maintenance page."""
+    return all(b == MAINTENANCE for b in backends(api, namespace))
 
 
 def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
@@ -204,13 +271,7 @@ class Operator:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def logs(self) -> str:
         return "\n".join(

@@ -99,6 +99,8 @@ def approve(
 
 
 def _server_side_apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
+    """As `kubectl apply --server-side` does (same field manager), so that installing
+    manifests/ later, as test_install does, owns these fields without a conflict."""
     kind = obj["kind"]
     name = obj["metadata"]["name"]
     admission = "/apis/admissionregistration.k8s.io/v1"
@@ -111,7 +113,7 @@ def _server_side_apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
         *api.param_serialize(
             "PATCH",
             f"{paths[kind]}/{name}",
-            query_params=[("fieldManager", "e2e"), ("force", "true")],
+            query_params=[("fieldManager", "kubectl"), ("force", "true")],
             header_params={"Content-Type": "application/apply-patch+yaml"},
             body=obj,
             auth_settings=["BearerToken"],

@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.support import free_port
 
 NOBODY = 65534
 INSTALL_HINT = "install Debian's postgresql and postgresql-client (scripts/install-system-deps.sh)"
@@ -56,13 +57,6 @@ def client_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} not found on PATH: {INSTALL_HINT}")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _as_server_user() -> list[str]:
@@ -190,7 +184,7 @@ def start_server() -> PostgresServer:
     if prefix:
         for path in (root, root / "pwfile"):
             os.chown(path, NOBODY, NOBODY)
-    server = PostgresServer(bin_dir=bin_dir, root=root, port=_free_port(), password=password)
+    server = PostgresServer(bin_dir=bin_dir, root=root, port=free_port(), password=password)
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     _run(
         [

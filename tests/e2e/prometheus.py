@@ -16,7 +16,6 @@ Test modules import the fixtures they use:
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,18 +29,11 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from tests.e2e.support import wait_until
+from tests.e2e.support import free_port, stop_process, wait_until
 
 INSTALL_HINT = "install Debian's prometheus package (scripts/install-system-deps.sh)"
 SCRAPE_INTERVAL = "1s"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Traffic:
@@ -223,13 +215,7 @@ class PrometheusServer:
         )
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def logs(self) -> str:
         path = self.directory / "prometheus.log"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,25 +22,20 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.lawyershub import (
     GROUP,
-    MAINTENANCE,
     PLURAL,
     VERSION,
     Operator,
+    conditions,
     create_request,
     events_for,
     get_request,
     ledger,
+    on_maintenance,
+    run_request,
     snapshot,
-    wait_phase,
+    wait_outcome,
 )
-from tests.e2e.people import DBA, DEVELOPER, QA, approve, as_person, install_approval_policy
-from tests.e2e.postgres import (  # noqa: F401 (fixtures)
-    Database,
-    database_fixture,
-    postgres_server_fixture,
-)
-from tests.e2e.support import wait_until
-from tests.e2e.test_database_scripts import (
+from tests.e2e.lawyershub_db import (
     MIGRATIONS,
     NEWEST_FIRST,
     PRE_GOLIVE_SQL,
@@ -49,19 +43,19 @@ from tests.e2e.test_database_scripts import (
     corrupt,
     go_live,
 )
+from tests.e2e.people import DBA, DEVELOPER, QA, approve, as_person, install_approval_policy
+from tests.e2e.postgres import (  # noqa: F401 (fixtures)
+    Database,
+    database_fixture,
+    postgres_server_fixture,
+)
+from tests.e2e.support import bound_claim, needs_job_runner, wait_until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        os.environ.get("ROLLBACK_E2E_EXISTING_CLUSTER") == "1",
-        reason="Job pods run for real only on the local cluster's job runner (make cluster)",
-    ),
-]
+pytestmark = [pytest.mark.e2e, needs_job_runner]
 
 SECRET = "lawyershub-db"
 CLAIM = "db-backups"
 CONFIGMAP = "lawyershub-down-migrations"
-STORAGE_CLASS = "local-hostpath"
 SNAPSHOT = "pre-golive-snapshot-YYYYMMDD.sql"
 CHOSEN = "pre-golive-snapshot-20260109.sql"
 STEP_LABEL = f"{GROUP}/step"
@@ -84,42 +78,13 @@ class Backups:
 
 @pytest.fixture
 def backups(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Backups]:
-    """Claim db-backups, bound to a hostPath PersistentVolume on `tmp_path/backups`.
-
-    The local cluster runs no volume binder: the claim is created bound, as the job runner's
-    own tests do (see cluster/README.md)."""
+    """Claim db-backups, bound to a hostPath PersistentVolume on `tmp_path/backups` (created
+    bound, as the local cluster runs no volume binder: see support.bound_claim)."""
     path = tmp_path / "backups"
     path.mkdir()
     path.chmod(0o755)
-    core = client.CoreV1Api(api)
-    volume = f"{namespace}-{CLAIM}"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": STORAGE_CLASS,
-                "hostPath": {"path": str(path), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": CLAIM},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": CLAIM, "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": STORAGE_CLASS,
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    yield Backups(path)
-    core.delete_persistent_volume(volume)
+    with bound_claim(api, namespace, CLAIM, path, "ReadOnlyMany"):
+        yield Backups(path)
 
 
 @pytest.fixture
@@ -169,16 +134,6 @@ def jobs_of(api: client.ApiClient, namespace: str, step: str) -> list[Any]:
     )
 
 
-def on_maintenance(api: client.ApiClient, namespace: str) -> bool:
-    ingress = client.NetworkingV1Api(api).read_namespaced_ingress("lawyershub", namespace)
-    raw = api.sanitize_for_serialization(ingress)
-    return all(p["backend"] == MAINTENANCE for p in raw["spec"]["rules"][0]["http"]["paths"])
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in obj["status"]["conditions"]}
-
-
 def slow_down(dump: Path, seconds: int) -> None:
     """Makes a restore of `dump` take `seconds` longer, half-way through loading it."""
     text = dump.read_text()
@@ -193,6 +148,19 @@ def wait_job_running(api: client.ApiClient, namespace: str, step: str) -> Any:
         return found[0] if found and (found[0].status.active or 0) >= 1 else None
 
     return wait_until(running, timeout=60, what=f"the {step} Job running")
+
+
+def start_slow_restore(
+    api: client.ApiClient, namespace: str, db: Database, backups: Backups, seconds: int
+) -> tuple[Any, Any]:
+    """A restore, without approval, of a dump of `db` that takes `seconds` longer to load,
+    after `db` was corrupted. Returns its Job once running, and the corrupted contents the
+    restore started from (read before it began: its transaction would block the read)."""
+    slow_down(backups.dump(db), seconds)
+    corrupt(db)
+    corrupted = contents(db)
+    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
+    return wait_job_running(api, namespace, "RestoreDatabase"), corrupted
 
 
 # --- restore
@@ -246,12 +214,10 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     corrupt(db)
     corrupted = contents(db)
 
-    create_request(api, namespace, "golive", database=restore_section())
-    waiting = wait_phase(api, namespace, "golive", "AwaitingApproval", "Failed", timeout=90)
+    waiting = run_request(api, namespace, "golive", "AwaitingApproval", database=restore_section())
 
     # Before anything ran: the file was chosen, measured and recorded; the site waits.
     status = waiting["status"]
-    assert status["phase"] == "AwaitingApproval", status["message"]
     size = (backups.path / CHOSEN).stat().st_size
     assert {k: v for k, v in status["backup"].items() if k != "resolvedAt"} == {
         "claimName": CLAIM,
@@ -288,9 +254,8 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     assert jobs_of(api, namespace, "RestoreDatabase") == []
 
     approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", DBA[0])
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+    done = wait_outcome(api, namespace, "golive", "Succeeded", timeout=120)
 
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert contents(db) == before
     restored = ledger(done)["RestoreDatabase"]
     assert restored["approvedBy"] == "dba-alice" and restored["approvedAt"]
@@ -328,11 +293,16 @@ def test_a_dump_with_an_sql_error_fails_and_leaves_the_database_as_it_was(
     corrupt(db)
     corrupted = contents(db)
 
-    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+    done = run_request(
+        api,
+        namespace,
+        "golive",
+        "Failed",
+        timeout=120,
+        database=restore_section(requireApproval=False),
+    )
 
     status = done["status"]
-    assert status["phase"] == "Failed"
     restore = ledger(done)["RestoreDatabase"]
     assert restore["state"] == "Failed"
     assert restore["message"].startswith(
@@ -358,10 +328,8 @@ def test_a_missing_backup_fails_in_preflight_with_the_site_untouched(
     go_live(db)
     state = contents(db)
 
-    create_request(api, namespace, "golive", database=restore_section())
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=90)
+    done = run_request(api, namespace, "golive", "Failed", database=restore_section())
 
-    assert done["status"]["phase"] == "Failed"
     preflight = ledger(done)["Preflight"]
     assert preflight["state"] == "Failed"
     assert preflight["message"] == (
@@ -384,8 +352,7 @@ def test_preflight_names_every_missing_reference_at_once(
     before = snapshot(api, namespace)
     section = restore_section()
     section["connection"]["secretRef"]["key"] = "NO_SUCH_KEY"
-    create_request(api, namespace, "golive", database=section)
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
+    done = run_request(api, namespace, "golive", "Failed", timeout=60, database=section)
     message = ledger(done)["Preflight"]["message"]
     assert f"database connection Secret '{SECRET}' has no key 'NO_SUCH_KEY'" in message
     assert f"backups PersistentVolumeClaim '{CLAIM}' not found" in message
@@ -401,16 +368,11 @@ def test_a_killed_operator_follows_the_same_restore_job_after_restart(
 ) -> None:
     namespace = app
     before = contents(db)
-    slow_down(backups.dump(db), 6)
-    corrupt(db)
-
-    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
-    job = wait_job_running(api, namespace, "RestoreDatabase")
+    job, _ = start_slow_restore(api, namespace, db, backups, 6)
     operator.kill()
     operator.start()
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+    done = wait_outcome(api, namespace, "golive", "Succeeded", timeout=120)
 
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     (after,) = jobs_of(api, namespace, "RestoreDatabase")
     assert after.metadata.uid == job.metadata.uid
     pods = client.CoreV1Api(api).list_namespaced_pod(
@@ -425,16 +387,11 @@ def test_a_deleted_restore_job_stops_the_run_for_a_human(
     api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
 ) -> None:
     namespace = app
-    slow_down(backups.dump(db), 15)
-    corrupt(db)
-    corrupted = contents(db)
-
-    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
-    job = wait_job_running(api, namespace, "RestoreDatabase")
+    job, corrupted = start_slow_restore(api, namespace, db, backups, 15)
     client.BatchV1Api(api).delete_namespaced_job(
         job.metadata.name, namespace, propagation_policy="Foreground"
     )
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=90)
+    done = wait_outcome(api, namespace, "golive", "Failed")
 
     restore = ledger(done)["RestoreDatabase"]
     assert restore["state"] == "Failed"
@@ -467,10 +424,7 @@ def test_deleting_the_request_leaves_a_running_restore_job_alone(
 ) -> None:
     namespace = app
     before = contents(db)
-    slow_down(backups.dump(db), 5)
-    corrupt(db)
-    create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
-    job = wait_job_running(api, namespace, "RestoreDatabase")
+    job, _ = start_slow_restore(api, namespace, db, backups, 5)
 
     client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "golive"
@@ -505,10 +459,10 @@ def test_migrate_down_returns_the_schema_and_history_to_before_go_live(
     go_live(db)
     down_migrations(api, namespace, list(MIGRATIONS))
 
-    create_request(api, namespace, "golive", database=migrate_section())
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
+    done = run_request(
+        api, namespace, "golive", "Succeeded", timeout=120, database=migrate_section()
+    )
 
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert contents(db) == before
     assert (
         "2 migration(s) to roll back are applied and have their down.sql"
@@ -536,10 +490,8 @@ def test_a_missing_down_sql_fails_in_preflight_before_anything_changes(
     before = snapshot(api, namespace)
     down_migrations(api, namespace, [NEWEST_FIRST[1]])
 
-    create_request(api, namespace, "golive", database=migrate_section())
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
+    done = run_request(api, namespace, "golive", "Failed", timeout=60, database=migrate_section())
 
-    assert done["status"]["phase"] == "Failed"
     assert ledger(done)["Preflight"]["message"].startswith(
         f"Preflight found 1 problem(s): down-migrations ConfigMap '{CONFIGMAP}' has no "
         f"'{NEWEST_FIRST[0]}.down.sql' (one key <migration>.down.sql per migration). Nothing "

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,125 +18,38 @@ import pytest
 
 from rollback_operator import database as db_module
 from rollback_operator.database import DatabaseSpec
+from tests.e2e.lawyershub_db import (
+    MIGRATIONS,
+    NEWEST_FIRST,
+    PRE_GOLIVE_SQL,
+    contents,
+    corrupt,
+    go_live,
+    schema_of,
+)
 from tests.e2e.postgres import (  # noqa: F401 (fixtures)
     Database,
     client_tool,
     database_fixture,
     postgres_server_fixture,
 )
+from tests.e2e.support import ScriptRun, run_job_script
 
 pytestmark = pytest.mark.e2e
 
 SNAPSHOT = "pre-golive-snapshot-YYYYMMDD.sql"
 
-# The application before go-live, as Prisma would have made it (two migrations applied).
-PRE_GOLIVE_SQL = """
-CREATE TABLE "_prisma_migrations" (
-    "id" VARCHAR(36) PRIMARY KEY NOT NULL,
-    "checksum" VARCHAR(64) NOT NULL,
-    "finished_at" TIMESTAMPTZ,
-    "migration_name" VARCHAR(255) NOT NULL,
-    "logs" TEXT,
-    "rolled_back_at" TIMESTAMPTZ,
-    "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
-    "applied_steps_count" INTEGER NOT NULL DEFAULT 0
-);
-CREATE TYPE "CaseStatus" AS ENUM ('OPEN', 'CLOSED');
-CREATE TABLE "User" (
-    "id" SERIAL PRIMARY KEY,
-    "email" TEXT NOT NULL UNIQUE,
-    "name" TEXT
-);
-CREATE TABLE "Case" (
-    "id" SERIAL PRIMARY KEY,
-    "title" TEXT NOT NULL,
-    "status" "CaseStatus" NOT NULL DEFAULT 'OPEN',
-    "ownerId" INTEGER NOT NULL REFERENCES "User"("id"),
-    "notes" TEXT
-);
-CREATE INDEX "Case_ownerId_idx" ON "Case"("ownerId");
-INSERT INTO "User" ("email", "name") VALUES
-    ('ayu@lawyershub.example', 'Ayu'), ('budi@lawyershub.example', 'Budi'),
-    ('citra@lawyershub.example', NULL);
-INSERT INTO "Case" ("title", "status", "ownerId", "notes") VALUES
-    ('Sengketa tanah', 'OPEN', 1, E'line one\\nline two'),
-    ('Kontrak kerja', 'CLOSED', 2, 'tab\\there; quote '' and backslash \\\\'),
-    ('Hak cipta', 'OPEN', 1, NULL);
-INSERT INTO "_prisma_migrations" VALUES
-    ('0b1c', 'c1', '2025-11-02 10:00:01+00', '20251102100000_init', NULL, NULL,
-     '2025-11-02 10:00:00+00', 1),
-    ('0b1d', 'c2', '2025-12-01 09:00:01+00', '20251201090000_add_case_status', NULL, NULL,
-     '2025-12-01 09:00:00+00', 1);
-"""
 
-# The two migrations of go-live, and the down.sql of each (as `prisma migrate diff` writes).
-MIGRATIONS = {
-    "20260110093000_add_case_documents": (
-        """
-CREATE TABLE "CaseDocument" (
-    "id" SERIAL PRIMARY KEY,
-    "caseId" INTEGER NOT NULL REFERENCES "Case"("id") ON DELETE CASCADE,
-    "path" TEXT NOT NULL
-);
-CREATE INDEX "CaseDocument_caseId_idx" ON "CaseDocument"("caseId");
-INSERT INTO "CaseDocument" ("caseId", "path") VALUES (1, '/docs/1.pdf');
-""",
-        """-- DropForeignKey
-ALTER TABLE "CaseDocument" DROP CONSTRAINT "CaseDocument_caseId_fkey";
-
--- DropTable
-DROP TABLE "CaseDocument";
-""",
-    ),
-    "20260110094500_user_phone_required": (
-        """
-ALTER TABLE "User" ADD COLUMN "phone" TEXT NOT NULL DEFAULT '';
-ALTER TABLE "Case" ALTER COLUMN "notes" SET DEFAULT '';
-""",
-        """-- AlterTable
-ALTER TABLE "Case" ALTER COLUMN "notes" DROP DEFAULT;
-
--- AlterTable
-ALTER TABLE "User" DROP COLUMN "phone";
-""",
-    ),
-}
-NEWEST_FIRST = sorted(MIGRATIONS, reverse=True)
-APP_TABLES = ('"User"', '"Case"', "_prisma_migrations")
-
-
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    message: str  # what the script wrote to its termination-message file
-    stdout: str
-    stderr: str
-
-
-def run(script: str, db: Database, tmp_path: Path, *, url: str | None = None) -> Run:
-    """Runs a Job's script as its pod would: sh -c, DATABASE_URL from the environment."""
-    result_file = tmp_path / "termination-log"
-    result_file.unlink(missing_ok=True)
+def run(script: str, db: Database, tmp_path: Path, *, url: str | None = None) -> ScriptRun:
+    """Runs a Job's script as its pod would, DATABASE_URL from the environment; nothing of the
+    password in what it said, nothing left behind in its TMPDIR."""
     work = tmp_path / "tmp"
     work.mkdir(exist_ok=True)
-    process = subprocess.run(
-        ["/bin/sh", "-c", script],
-        env={
-            "PATH": os.environ["PATH"],
-            "DATABASE_URL": url or db.url,
-            "TERMINATION_LOG": str(result_file),
-            "TMPDIR": str(work),
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    message = result_file.read_text() if result_file.exists() else ""
-    for said in (process.stdout, process.stderr, message):
+    result = run_job_script(script, tmp_path, work, {"DATABASE_URL": url or db.url}, timeout=120)
+    for said in (result.stdout, result.stderr, result.message):
         assert db.password not in said, "the database password leaked into the output"
     assert not list(work.iterdir()), "the script left files behind"
-    return Run(process.returncode, message.strip(), process.stdout, process.stderr)
+    return result
 
 
 def spec(**database: Any) -> DatabaseSpec:
@@ -153,53 +63,26 @@ def restore_spec(directory: Path, file: str = SNAPSHOT, **extra: Any) -> Databas
     return spec(restore={"backup": backup, **extra})
 
 
-def schema_of(db: Database) -> str:
-    """The whole schema as pg_dump writes it, without the per-run \\restrict key."""
-    out = subprocess.run(
-        [client_tool("pg_dump"), "--schema-only", "--no-password", db.url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.MULTILINE)
-
-
-def contents(db: Database) -> dict[str, Any]:
-    """Every table's rows and the schema: what "exactly as it was" means here."""
-    tables = {t: db.table(t) for t in APP_TABLES}
-    return {"tables": tables, "schema": schema_of(db)}
-
-
-def go_live(db: Database, *, names: list[str] | None = None) -> None:
-    """Applies the go-live migrations as `prisma migrate deploy` would, with their rows."""
-    for name in sorted(names or MIGRATIONS):
-        up, _ = MIGRATIONS[name]
-        db.psql(
-            up + "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, "
-            f"applied_steps_count) VALUES ('{name[:14]}', 'x', now(), '{name}', 1);"
-        )
-
-
-def corrupt(db: Database) -> None:
-    """What a bad release does to the data: rows changed, rows lost, a table added."""
-    db.psql(
-        """UPDATE "User" SET "email" = 'corrupt-' || "id", "name" = NULL;
-        DELETE FROM "Case" WHERE "id" = 2;
-        CREATE TABLE "Leftover" ("id" int);"""
-    )
-
-
-def inspect(db: Database, tmp_path: Path, database_spec: DatabaseSpec, **kw: Any) -> Run:
+def inspect(db: Database, tmp_path: Path, database_spec: DatabaseSpec, **kw: Any) -> ScriptRun:
     return run(db_module.inspect_script(database_spec, **kw), db, tmp_path)
 
 
-def restore(db: Database, tmp_path: Path, database_spec: DatabaseSpec, file: str) -> Run:
+def restore(
+    db: Database,
+    tmp_path: Path,
+    database_spec: DatabaseSpec,
+    file: str,
+    sha256: str | None = None,
+) -> ScriptRun:
+    """The restore script of `file`, told the sha256 Preflight recorded: by default the file's
+    own, as sha256sum computes it."""
     assert database_spec.restore is not None
-    path = Path(database_spec.restore.backup.directory) / file
-    digest = subprocess.run(
-        ["sha256sum", str(path)], capture_output=True, text=True, check=True
-    ).stdout.split()[0]
-    return run(db_module.restore_script(database_spec.restore, file, digest), db, tmp_path)
+    if sha256 is None:
+        path = Path(database_spec.restore.backup.directory) / file
+        sha256 = subprocess.run(
+            ["sha256sum", str(path)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    return run(db_module.restore_script(database_spec.restore, file, sha256), db, tmp_path)
 
 
 # --- restore
@@ -349,13 +232,9 @@ def test_a_backup_changed_since_preflight_is_refused(database: Database, tmp_pat
     database.dump(backups / "snapshot.sql")
     corrupt(database)
     before = contents(database)
-    database_spec = restore_spec(backups, "snapshot.sql")
-    assert database_spec.restore is not None
 
-    result = run(
-        db_module.restore_script(database_spec.restore, "snapshot.sql", "0" * 64),
-        database,
-        tmp_path,
+    result = restore(
+        database, tmp_path, restore_spec(backups, "snapshot.sql"), "snapshot.sql", "0" * 64
     )
 
     assert result.returncode == 1
@@ -368,12 +247,8 @@ def test_a_backup_changed_since_preflight_is_refused(database: Database, tmp_pat
 
 def test_a_backup_gone_since_preflight_is_refused(database: Database, tmp_path: Path) -> None:
     database.psql(PRE_GOLIVE_SQL)
-    database_spec = restore_spec(tmp_path, "snapshot.sql")
-    assert database_spec.restore is not None
-    result = run(
-        db_module.restore_script(database_spec.restore, "snapshot.sql", "0" * 64),
-        database,
-        tmp_path,
+    result = restore(
+        database, tmp_path, restore_spec(tmp_path, "snapshot.sql"), "snapshot.sql", "0" * 64
     )
     assert result.returncode == 1
     assert result.message.startswith("backup file snapshot.sql is gone from")
@@ -489,7 +364,7 @@ def migrate_spec(layout: str, migrations: list[str] | None = None) -> DatabaseSp
 
 def migrate_down(
     db: Database, tmp_path: Path, database_spec: DatabaseSpec, root: Path, **kw: Any
-) -> Run:
+) -> ScriptRun:
     assert database_spec.migrate_down is not None
     script = db_module.migrate_down_script(database_spec.migrate_down, str(root))
     return run(script, db, tmp_path, **kw)

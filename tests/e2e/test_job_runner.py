@@ -7,7 +7,6 @@ is part of the local control plane only: against another cluster these tests are
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -17,20 +16,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.support import wait_until
+from tests.e2e.support import bound_claim, needs_job_runner, wait_until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        os.environ.get("ROLLBACK_E2E_EXISTING_CLUSTER") == "1",
-        reason="the job runner is part of the local cluster (make cluster) only",
-    ),
-]
+pytestmark = [pytest.mark.e2e, needs_job_runner]
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 CLAIM_ANNOTATION = "job-runner.local-cluster/claimed-by"
 NODE_NAME = "kwok-node-0"
-STORAGE_CLASS = "local-hostpath"
 
 
 @pytest.fixture
@@ -44,43 +36,10 @@ def host_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def claim(api: client.ApiClient, namespace: str, host_dir: Path) -> Iterator[str]:
-    """A PersistentVolumeClaim named "data" backed by `host_dir`.
-
-    The local cluster runs no volume binder, so the claim is created bound: spec.volumeName,
-    the bind-completed annotation the scheduler looks for, and a PV whose claimRef names it.
-    """
-    core = client.CoreV1Api(api)
-    volume_name = f"{namespace}-data"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume_name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": STORAGE_CLASS,
-                "hostPath": {"path": str(host_dir), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "data"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {
-                "name": "data",
-                "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-            },
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": STORAGE_CLASS,
-                "volumeName": volume_name,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
-    yield "data"
-    core.delete_persistent_volume(volume_name)
+    """A PersistentVolumeClaim named "data" backed by `host_dir` (created bound: see
+    support.bound_claim)."""
+    with bound_claim(api, namespace, "data", host_dir, "ReadWriteOnce") as name:
+        yield name
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.lawyershub import create_request, running_operator, wait_phase
-from tests.e2e.support import wait_until
+from tests.e2e.support import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -19,13 +18,6 @@ IMPLEMENTED = [
     "Preflight", "EnableMaintenance", "PauseAutoscaling", "RevertWorkloads", "Verify",
     "ResumeAutoscaling", "DisableMaintenance",
 ]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -44,7 +36,7 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_after_a_run(
     api: client.ApiClient, app: str, kubeconfig: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     with running_operator(app, kubeconfig, tmp_path, metrics_port=port):
         wait_until(lambda: _scrape(port), timeout=30, what="/metrics served")
         create_request(api, app, "golive")

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from rollback_operator import clock
 from rollback_operator.notify import BUDGET
@@ -23,11 +22,13 @@ from tests.e2e.lawyershub import (
     VERSION,
     Operator,
     create_request,
+    dry_run,
     events_for,
     get_request,
     ledger,
-    request_body,
-    wait_phase,
+    refusal,
+    run_request,
+    wait_outcome,
 )
 from tests.e2e.support import wait_until
 
@@ -75,6 +76,11 @@ def _no_secret_anywhere(
         assert secret not in logs
 
 
+def _from_secret(name: str, key: str, **more: str) -> dict[str, Any]:
+    """A spec.notify entry whose URL is key `key` of Secret hooks (see `_secret`)."""
+    return {"name": name, "urlSecretRef": {"name": "hooks", "key": key}, **more}
+
+
 def _token(hook: Hook) -> str:
     """The secret part of a Slack webhook URL."""
     return hook.path.rsplit("/", 1)[-1]
@@ -86,22 +92,17 @@ def test_both_formats_get_each_event_once_in_order_with_the_state_across_a_resta
     namespace = app
     slack, generic = hooks.slack_hook(), hooks.json_hook("generic")
     _secret(api, namespace, {"slack": slack.url + "\n"})
-    create_request(
+    run_request(
         api,
         namespace,
         "golive",
+        "AwaitingApproval",
         verification={"requireApproval": True},
         notify=[
-            {
-                "name": "ops-slack",
-                "urlSecretRef": {"name": "hooks", "key": "slack"},
-                "format": "slack",
-            },
+            _from_secret("ops-slack", "slack", format="slack"),
             {"name": "pager", "url": generic.url},  # format json by default
         ],
     )
-    waiting = wait_phase(api, namespace, "golive", "AwaitingApproval", "Failed")
-    assert waiting["status"]["phase"] == "AwaitingApproval", waiting["status"]["message"]
 
     def told_of_the_wait() -> bool:
         sent = _notifications(get_request(api, namespace, "golive"))
@@ -146,8 +147,7 @@ def test_both_formats_get_each_event_once_in_order_with_the_state_across_a_resta
         GROUP, VERSION, namespace, PLURAL, "golive",
         {"metadata": {"annotations": {f"{GROUP}/abort": "true"}}},
     )  # fmt: skip
-    done = wait_phase(api, namespace, "golive", "Aborted", "Failed", "Succeeded")
-    assert done["status"]["phase"] == "Aborted", done["status"]["message"]
+    done = wait_outcome(api, namespace, "golive", "Aborted")
 
     # The end was sent before the terminal status was written: it is already here.
     assert _slack_events(slack) == ["Started", "AwaitingApproval", "Aborted"]
@@ -180,25 +180,16 @@ def test_dead_and_failing_webhooks_never_fail_the_run_and_are_reported(
         namespace,
         "golive",
         notify=[
-            {
-                "name": "ops-slack",
-                "urlSecretRef": {"name": "hooks", "key": "slack"},
-                "format": "slack",
-            },
-            {
-                "name": "broken",
-                "urlSecretRef": {"name": "hooks", "key": "broken"},
-                "format": "slack",
-            },
+            _from_secret("ops-slack", "slack", format="slack"),
+            _from_secret("broken", "broken", format="slack"),
             {"name": "dead", "url": refused_url()},
-            {"name": "no-key", "urlSecretRef": {"name": "hooks", "key": "missing"}},
+            _from_secret("no-key", "missing"),
             {"name": "throttled", "url": throttled.url, "format": "json"},
         ],
     )
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed")
+    done = wait_outcome(api, namespace, "golive", "Succeeded")
     seen_at = clock.now()
     status = done["status"]
-    assert status["phase"] == "Succeeded", status["message"]
     # The end's notifications held the run up for a few seconds at most.
     held = (seen_at - clock.parse(status["finishedAt"])).total_seconds()
     assert held < BUDGET + 3, held
@@ -253,19 +244,18 @@ def test_a_failed_run_notifies_each_webhook_of_the_events_it_asked_for(
         hooks.json_hook("successes"),
     )
     # No application in this namespace: Preflight fails at once.
-    create_request(
+    done = run_request(
         api,
         namespace,
         "doomed",
+        "Failed",
         notify=[
             {"name": "everything", "url": everything.url},
             {"name": "failures", "url": failures.url, "events": ["Failed", "Aborted"]},
             {"name": "successes", "url": successes.url, "events": ["Succeeded"]},
         ],
     )
-    done = wait_phase(api, namespace, "doomed", "Failed", "Succeeded")
     status = done["status"]
-    assert status["phase"] == "Failed"
 
     assert _json_events(everything) == ["Started", "Failed"]
     assert _json_events(failures) == ["Failed"]
@@ -305,21 +295,14 @@ def test_the_api_server_refuses_a_bad_webhook(
     entry: dict[str, Any],
     expected: str,
 ) -> None:
-    body = request_body("bad", notify=[entry])
-    with pytest.raises(ApiException) as refused:
-        client.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, body, dry_run="All"
-        )
-    assert refused.value.status == 422
-    assert expected in json.loads(refused.value.body)["message"]
+    assert expected in refusal(api, namespace, notify=[entry])
 
 
 def test_the_api_server_fills_in_the_defaults(
     api: client.ApiClient, namespace: str, crds_installed: None
 ) -> None:
-    body = request_body("good", notify=[{"name": "pager", "url": "https://pager.example/hook"}])
-    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body, dry_run="All"
+    created = dry_run(
+        api, namespace, "good", notify=[{"name": "pager", "url": "https://pager.example/hook"}]
     )
     assert created["spec"]["notify"] == [
         {"name": "pager", "url": "https://pager.example/hook", "format": "json"}

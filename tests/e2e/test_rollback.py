@@ -21,6 +21,7 @@ from tests.e2e.lawyershub import (
     events_for,
     get_request,
     ledger,
+    on_maintenance,
     snapshot,
     wait_phase,
 )
@@ -261,12 +262,6 @@ def test_preflight_names_every_problem_at_once(
         assert problem in message
 
 
-def _ingress_on_maintenance(api: client.ApiClient, namespace: str) -> bool:
-    ingress = client.NetworkingV1Api(api).read_namespaced_ingress("lawyershub", namespace)
-    raw = api.sanitize_for_serialization(ingress)
-    return all(p["backend"] == MAINTENANCE for p in raw["spec"]["rules"][0]["http"]["paths"])
-
-
 def _hpa_frozen(api: client.ApiClient, namespace: str, name: str) -> bool:
     hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(name, namespace)
     return (
@@ -286,7 +281,7 @@ def test_rollout_timeout_fails_with_maintenance_on(
     assert ledger(done)["RevertWorkloads"]["state"] == "Failed"
     assert "did not complete within 3s" in status["message"]
     assert "maintenance page is still on" in status["message"]
-    assert _ingress_on_maintenance(api, namespace)
+    assert on_maintenance(api, namespace)
     assert _hpa_frozen(api, namespace, "backend") and _hpa_frozen(api, namespace, "frontend")
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["MaintenanceActive"] == "True" and conditions["Ready"] == "False"
@@ -376,7 +371,7 @@ def test_abort_stops_at_the_next_step_boundary(
         "maintenance page is still on" in status["message"]
         and "To finish by hand" in status["message"]
     )
-    assert _ingress_on_maintenance(api, namespace)
+    assert on_maintenance(api, namespace)
     assert any(
         e.reason == "Aborted" and e.type == "Warning" for e in events_for(api, namespace, "stop-me")
     )
@@ -416,7 +411,7 @@ def test_a_new_request_takes_over_what_a_failed_one_left(
     before = snapshot(api, namespace)
     create_request(api, namespace, "first", rolloutTimeout="3s")
     assert wait_phase(api, namespace, "first", "Failed", "Succeeded")["status"]["phase"] == "Failed"
-    assert _ingress_on_maintenance(api, namespace) and _hpa_frozen(api, namespace, "backend")
+    assert on_maintenance(api, namespace) and _hpa_frozen(api, namespace, "backend")
 
     # The SRE fixes the cause (here: pods that take ten minutes to count as available).
     client.AppsV1Api(api).patch_namespaced_deployment(

@@ -6,8 +6,6 @@ and traffic returns only when every check passes (and QA signs off, when asked).
 from __future__ import annotations
 
 import http.server
-import socket
-import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,16 +15,18 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.lawyershub import (
-    MAINTENANCE,
     Operator,
+    conditions,
     create_request,
     get_request,
     ledger,
-    wait_phase,
+    on_maintenance,
+    run_request,
+    wait_outcome,
 )
 from tests.e2e.people import QA, approve, as_person, install_approval_policy
-from tests.e2e.postgres import PostgresServer, start_server, stop_server
-from tests.e2e.support import wait_until
+from tests.e2e.postgres import PostgresServer, postgres_server_fixture  # noqa: F401 (fixture)
+from tests.e2e.support import free_port, redis_like, tcp_listeners, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -77,45 +77,8 @@ def site() -> Iterator[Site]:
 def redis() -> Iterator[Callable[[bytes], int]]:
     """Starts TCP listeners that read one line and answer PING with the given reply (as a
     Redis does with +PONG, or with -NOAUTH when it wants a password); returns the port."""
-    servers: list[socketserver.ThreadingTCPServer] = []
-
-    def start(reply: bytes) -> int:
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                line = b""
-                while not line.endswith(b"\r\n"):
-                    chunk = self.request.recv(64)
-                    if not chunk:
-                        return
-                    line += chunk
-                self.request.sendall(reply if line == b"PING\r\n" else b"-ERR unknown\r\n")
-
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return int(server.server_address[1])
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """The real PostgreSQL (Debian's server binaries), on a free loopback port."""
-    server = start_server()
-    try:
-        yield server
-    finally:
-        stop_server(server)
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with tcp_listeners() as start:
+        yield lambda reply: start(redis_like(reply))
 
 
 # --- helpers
@@ -133,18 +96,8 @@ def job_check(name: str, script: str) -> dict[str, Any]:
     return {"name": name, "job": {"image": "busybox:1.36", "command": ["sh", "-c", script]}}
 
 
-def on_maintenance(api: client.ApiClient, namespace: str) -> bool:
-    ingress = client.NetworkingV1Api(api).read_namespaced_ingress("lawyershub", namespace)
-    raw = api.sanitize_for_serialization(ingress)
-    return all(p["backend"] == MAINTENANCE for p in raw["spec"]["rules"][0]["http"]["paths"])
-
-
 def checks_of(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in obj.get("status", {}).get("checks") or []}
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in obj["status"]["conditions"]}
 
 
 # --- the tests
@@ -156,7 +109,7 @@ def test_every_kind_of_check_passes_and_traffic_returns(
     operator: Operator,
     site: Site,
     redis: Callable[[bytes], int],
-    postgres: PostgresServer,
+    postgres_server: PostgresServer,
 ) -> None:
     namespace = app
     verification = {
@@ -165,14 +118,13 @@ def test_every_kind_of_check_passes_and_traffic_returns(
             http_check("api", f"{site.url}/api/health", bodyContains='"status": "ok"'),
             http_check("ai-gateway", f"{site.url}/ai/health", bodyContains='"ai": "ready"'),
             tcp_check("redis", redis(b"+PONG\r\n"), send="PING\r\n", expect="+PONG"),
-            tcp_check("db", postgres.port, send=SSL_REQUEST, expect="N"),
+            tcp_check("db", postgres_server.port, send=SSL_REQUEST, expect="N"),
             job_check("smoke", "echo documents saved; exit 0"),
         ],
     }
-    create_request(api, namespace, "golive", verification=verification)
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=120)
-    status = done["status"]
-    assert status["phase"] == "Succeeded", status["message"]
+    done = run_request(
+        api, namespace, "golive", "Succeeded", timeout=120, verification=verification
+    )
 
     results = checks_of(done)
     assert list(results) == ["api", "ai-gateway", "redis", "db", "smoke"]
@@ -205,14 +157,14 @@ def test_a_failing_dependency_keeps_the_site_on_maintenance_and_is_named(
     operator: Operator,
     site: Site,
     redis: Callable[[bytes], int],
-    postgres: PostgresServer,
+    postgres_server: PostgresServer,
 ) -> None:
     namespace = app
     site.status = 503
     verification = {
         "timeout": "4s",
         "checks": [
-            tcp_check("db", postgres.port, send=SSL_REQUEST, expect="N"),
+            tcp_check("db", postgres_server.port, send=SSL_REQUEST, expect="N"),
             http_check("api", f"{site.url}/api/health"),
             tcp_check(
                 "redis",
@@ -220,14 +172,12 @@ def test_a_failing_dependency_keeps_the_site_on_maintenance_and_is_named(
                 send="PING\r\n",
                 expect="+PONG",
             ),
-            tcp_check("ai-gateway", _closed_port()),
+            tcp_check("ai-gateway", free_port()),
             job_check("smoke", "exit 0"),
         ],
     }
-    create_request(api, namespace, "golive", verification=verification)
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
+    done = run_request(api, namespace, "golive", "Failed", timeout=60, verification=verification)
     status = done["status"]
-    assert status["phase"] == "Failed"
     assert ledger(done)["Verify"]["state"] == "Failed"
     assert ledger(done)["DisableMaintenance"]["state"] == "Pending"
     message = status["message"]
@@ -277,8 +227,7 @@ def test_a_dependency_that_recovers_in_time_lets_traffic_return(
     assert on_maintenance(api, namespace)  # traffic never returns while a check fails
 
     site.status = 200
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    done = wait_outcome(api, namespace, "golive", "Succeeded", timeout=60)
     assert checks_of(done)["api"]["passed"] is True
     assert checks_of(done)["api"]["attempts"] >= 3
     assert not on_maintenance(api, namespace)
@@ -295,11 +244,9 @@ def test_a_failed_smoke_job_fails_the_run_at_once_with_what_it_said(
             job_check("smoke", "echo 'POST /api/documents returned 500'; exit 1"),
         ],
     }
-    create_request(api, namespace, "golive", verification=verification)
     # Long before the 5 minutes: a failed Job is never retried, so there is nothing to wait for.
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=90)
+    done = run_request(api, namespace, "golive", "Failed", verification=verification)
     status = done["status"]
-    assert status["phase"] == "Failed"
     assert "a smoke-test Job failed" in status["message"]
     assert "smoke (Job golive-check-smoke-" in status["message"]
     assert "POST /api/documents returned 500" in status["message"]
@@ -329,9 +276,9 @@ def test_qa_signs_off_and_every_check_runs_again_before_traffic_returns(
             tcp_check("redis", redis(b"+PONG\r\n"), send="PING\r\n", expect="+PONG"),
         ],
     }
-    create_request(api, namespace, "golive", verification=verification)
-    waiting = wait_phase(api, namespace, "golive", "AwaitingApproval", "Failed", timeout=60)
-    assert waiting["status"]["phase"] == "AwaitingApproval"
+    waiting = run_request(
+        api, namespace, "golive", "AwaitingApproval", timeout=60, verification=verification
+    )
     assert waiting["status"]["message"] == (
         "Verify awaits approval: all 2 check(s) pass (api, redis) and 2 Deployment(s) Available "
         "at stable-last-known; waiting for QA's sign-off: a member of group qa runs `kubectl "
@@ -357,8 +304,7 @@ def test_qa_signs_off_and_every_check_runs_again_before_traffic_returns(
     assert on_maintenance(api, namespace)
 
     site.status = 200
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=60)
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    done = wait_outcome(api, namespace, "golive", "Succeeded", timeout=60)
     verify = ledger(done)["Verify"]
     assert verify["message"].endswith("; signed off by qa-quinn")
     assert verify["approvedBy"] == "qa-quinn" and verify["approvedAt"]
@@ -390,8 +336,7 @@ def test_a_restarted_operator_resumes_the_checks_without_a_second_job(
     operator.kill()
     operator.start()
 
-    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed", timeout=90)
-    assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
+    done = wait_outcome(api, namespace, "golive", "Succeeded")
     smoke = checks_of(done)["smoke"]
     assert (smoke["passed"], smoke["attempts"]) == (True, 1)
     jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items

@@ -31,10 +31,13 @@ def _at(step: StepName) -> Status:
     return started(status, step, SPEC, T0)
 
 
+def _awaiting(step: StepName, message: str) -> Status:
+    """A run whose `step` has just asked for an approval."""
+    return stepped(_at(step), step, NeedsApproval(message), SPEC, T0)
+
+
 def test_needs_approval_moves_the_run_to_awaiting_approval_with_the_step_running() -> None:
-    status = stepped(
-        _at(StepName.VERIFY), StepName.VERIFY, NeedsApproval("waiting for qa"), SPEC, T0
-    )
+    status = _awaiting(StepName.VERIFY, "waiting for qa")
     assert status.phase == Phase.AWAITING_APPROVAL
     assert status.record(StepName.VERIFY).state == StepState.RUNNING
     assert "waiting for qa" in status.message
@@ -43,13 +46,7 @@ def test_needs_approval_moves_the_run_to_awaiting_approval_with_the_step_running
 
 
 def test_an_approval_of_the_waiting_step_is_recorded_once_then_the_step_runs_again() -> None:
-    waiting = stepped(
-        _at(StepName.RESTORE_DATABASE),
-        StepName.RESTORE_DATABASE,
-        NeedsApproval("dba"),
-        SPEC,
-        T0,
-    )
+    waiting = _awaiting(StepName.RESTORE_DATABASE, "dba")
     signals = Signals(approval=("RestoreDatabase", "dba-alice"))
     assert decide(SPEC, waiting, signals) == Approve(StepName.RESTORE_DATABASE, "dba-alice")
     after = approved(waiting, StepName.RESTORE_DATABASE, "dba-alice", SPEC, T0)
@@ -63,13 +60,7 @@ def test_an_approval_of_the_waiting_step_is_recorded_once_then_the_step_runs_aga
 
 
 def test_an_approval_naming_another_step_is_not_taken() -> None:
-    waiting = stepped(
-        _at(StepName.RESTORE_DATABASE),
-        StepName.RESTORE_DATABASE,
-        NeedsApproval("dba"),
-        SPEC,
-        T0,
-    )
+    waiting = _awaiting(StepName.RESTORE_DATABASE, "dba")
     signals = Signals(approval=("Verify", "qa-quinn"))
     assert decide(SPEC, waiting, signals) == Run(StepName.RESTORE_DATABASE)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import http.server
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from rollback_operator.kube import Kube
 from rollback_operator.model import RollbackSpec
 from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, StepContext, Wait
 from rollback_operator.steps.verify import Verify, job_template, preflight_problems
+from tests.e2e.support import TcpHandler, free_port, redis_like, tcp_listeners
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -237,7 +237,7 @@ def test_http_bounds_the_whole_answer_not_each_read(site: tuple[Site, str]) -> N
 
 
 def test_http_reports_a_refused_connection() -> None:
-    port = _closed_port()
+    port = free_port()
     result = probe_http(HttpProbe(f"http://127.0.0.1:{port}/healthz?token=t0ps3cret"))
     assert not result.passed
     assert result.message.startswith(f"GET http://127.0.0.1:{port}/healthz: ConnectError")
@@ -248,43 +248,15 @@ def test_http_reports_a_refused_connection() -> None:
 
 
 @pytest.fixture
-def listener() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
+def listener() -> Iterator[Callable[[TcpHandler], int]]:
     """Starts TCP servers on loopback, each answering with the given handler; yields a
     function that starts one and returns its port."""
-    servers: list[socketserver.ThreadingTCPServer] = []
-
-    def start(handle: Callable[[socket.socket], None]) -> int:
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                handle(self.request)
-
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-        servers.append(server)
-        return int(server.server_address[1])
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-def redis_like(reply: bytes) -> Callable[[socket.socket], None]:
-    def handle(conn: socket.socket) -> None:
-        data = b""
-        while not data.endswith(b"\r\n"):
-            chunk = conn.recv(64)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(reply if data == b"PING\r\n" else b"-ERR unknown command\r\n")
-
-    return handle
+    with tcp_listeners() as start:
+        yield start
 
 
 def test_tcp_passes_when_the_reply_starts_with_the_expected_bytes(
-    listener: Callable[[Callable[[socket.socket], None]], int],
+    listener: Callable[[TcpHandler], int],
 ) -> None:
     port = listener(redis_like(b"+PONG\r\n"))
     result = probe_tcp(TcpProbe("127.0.0.1", port, send="PING\r\n", expect="+PONG"))
@@ -293,7 +265,7 @@ def test_tcp_passes_when_the_reply_starts_with_the_expected_bytes(
 
 
 def test_tcp_fails_on_a_wrong_reply_and_quotes_it(
-    listener: Callable[[Callable[[socket.socket], None]], int],
+    listener: Callable[[TcpHandler], int],
 ) -> None:
     port = listener(redis_like(b"-NOAUTH Authentication required.\r\n"))
     result = probe_tcp(TcpProbe("127.0.0.1", port, send="PING\r\n", expect="+PONG"))
@@ -303,7 +275,7 @@ def test_tcp_fails_on_a_wrong_reply_and_quotes_it(
 
 
 def test_tcp_fails_when_the_peer_closes_without_a_reply(
-    listener: Callable[[Callable[[socket.socket], None]], int],
+    listener: Callable[[TcpHandler], int],
 ) -> None:
     port = listener(lambda conn: None)
     result = probe_tcp(TcpProbe("127.0.0.1", port, send="PING\r\n", expect="+PONG"))
@@ -314,7 +286,7 @@ def test_tcp_fails_when_the_peer_closes_without_a_reply(
 
 
 def test_tcp_without_expect_passes_on_an_accepted_connection(
-    listener: Callable[[Callable[[socket.socket], None]], int],
+    listener: Callable[[TcpHandler], int],
 ) -> None:
     port = listener(lambda conn: None)
     result = probe_tcp(TcpProbe("127.0.0.1", port))
@@ -322,7 +294,7 @@ def test_tcp_without_expect_passes_on_an_accepted_connection(
 
 
 def test_tcp_sends_and_compares_raw_bytes(
-    listener: Callable[[Callable[[socket.socket], None]], int],
+    listener: Callable[[TcpHandler], int],
 ) -> None:
     """A PostgreSQL SSLRequest (8 binary bytes) answered by N: one character, one byte."""
     received: list[bytes] = []
@@ -340,7 +312,7 @@ def test_tcp_sends_and_compares_raw_bytes(
 
 
 def test_tcp_times_out_on_a_silent_peer(
-    listener: Callable[[Callable[[socket.socket], None]], int],
+    listener: Callable[[TcpHandler], int],
 ) -> None:
     release = threading.Event()
     port = listener(lambda conn: release.wait(5) and None)
@@ -359,15 +331,9 @@ def test_replies_are_quoted_readably_and_bounded() -> None:
 
 
 def test_tcp_reports_a_refused_connection() -> None:
-    port = _closed_port()
+    port = free_port()
     result = probe_tcp(TcpProbe("127.0.0.1", port))
     assert result == ProbeResult(False, f"127.0.0.1:{port}: Connection refused")
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the Verify step's decisions, with a recording prober and job runner

@@ -6,8 +6,6 @@ runs the parts that need no database: quoting, file resolution failures, Prisma 
 
 from __future__ import annotations
 
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from rollback_operator.steps.restore_database import (
     inspection_template,
     restore_template,
 )
+from tests.e2e.support import run_job_script
 
 CONNECTION = {"secretRef": {"name": "lawyershub-db", "key": "DATABASE_URL"}}
 MIGRATE = {
@@ -61,23 +60,8 @@ def request_spec(**database: Any) -> RollbackSpec:
 def sh(script: str, tmp_path: Path, **env: str) -> tuple[int, str, str]:
     """Runs a script as a Job would, its termination message in a file; returns (rc, message,
     everything printed)."""
-    result_file = tmp_path / "termination-log"
-    result_file.unlink(missing_ok=True)
-    process = subprocess.run(
-        ["/bin/sh", "-c", script],
-        env={
-            "PATH": os.environ["PATH"],
-            "TERMINATION_LOG": str(result_file),
-            "TMPDIR": str(tmp_path),
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    message = result_file.read_text().strip() if result_file.exists() else ""
-    return process.returncode, message, process.stdout + process.stderr
+    result = run_job_script(script, tmp_path, tmp_path, env, timeout=30)
+    return result.returncode, result.message, result.stdout + result.stderr
 
 
 # --- parsing

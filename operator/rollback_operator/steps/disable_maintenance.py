@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback_operator.kube import ingress_path
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
-from rollback_operator.traffic import Location, backend_at, describe, with_backends
+from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
 
 class DisableMaintenance:
@@ -49,15 +48,8 @@ class DisableMaintenance:
                         f"Ingress {name} {_where(entry['location'])} now points to "
                         f"{describe(current)}, left as is (was {describe(entry['backend'])})"
                     )
-            if changes:
-                ctx.kube.patch(
-                    ingress_path(ctx.namespace, name),
-                    {
-                        "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
-                        "spec": with_backends(ingress, changes),
-                    },
-                )
-                restored += len(changes)
+            patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
+            restored += len(changes)
         message = f"restored {restored} backend(s) of Ingress {', '.join(ctx.targets['ingresses'])}"
         if drift:
             message += "; drift: " + "; ".join(drift)

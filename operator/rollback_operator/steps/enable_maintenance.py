@@ -7,10 +7,9 @@ rather than overwritten.
 
 from __future__ import annotations
 
-from rollback_operator.kube import ingress_path
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
-from rollback_operator.traffic import backend_at, backend_locations, describe, with_backends
+from rollback_operator.traffic import backend_at, backend_locations, describe, patch_backends
 
 
 class EnableMaintenance:
@@ -58,14 +57,7 @@ class EnableMaintenance:
                     )
                 if current != maintenance:
                     changes.append((entry["location"], maintenance))
-            if changes:
-                ctx.kube.patch(
-                    ingress_path(ctx.namespace, name),
-                    {
-                        "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
-                        "spec": with_backends(ingress, changes),
-                    },
-                )
+            patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
             switched.append(
                 f"{name} ({len(ctx.saved_for('ingresses', name)['backends'])} backend(s))"
             )

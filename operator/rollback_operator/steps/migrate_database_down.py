@@ -25,8 +25,8 @@ from rollback_operator.database import (
     migrations_parts,
 )
 from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
-from rollback_operator.steps.restore_database import failure
+from rollback_operator.steps.base import Done, Outcome, StepContext
+from rollback_operator.steps.restore_database import follow_job, planned_job_name
 
 PURPOSE = "db-migrate-down"
 NOT_CONFIGURED = "no spec.database.migrateDown"
@@ -78,19 +78,19 @@ class MigrateDatabaseDown:
         return (
             f"would roll back {len(migrate.migrations)} migration(s), newest first "
             f"({', '.join(migrate.migrations)}), with {how}, in Job "
-            f"{_job_name(ctx)}"
+            f"{planned_job_name(ctx, PURPOSE)}"
         )
 
     def run(self, ctx: StepContext) -> Outcome:
         database, migrate = _parts(ctx)
-        result = jobs.run_job_once(ctx, self.name, migrate_down_template(database, migrate))
-        if result.state == jobs.JobState.RUNNING:
-            return Wait(
-                f"rolling back {', '.join(migrate.migrations)}: Job {result.name} is running",
-                retry_after=poll_interval(ctx),
-            )
-        if result.state == jobs.JobState.FAILED:
-            return Fail(failure(ctx, result))
+        result = follow_job(
+            ctx,
+            self.name,
+            migrate_down_template(database, migrate),
+            f"rolling back {', '.join(migrate.migrations)}",
+        )
+        if not isinstance(result, jobs.JobResult):
+            return result
         return Done(f"{result.message} (Job {result.name})")
 
 
@@ -99,8 +99,3 @@ def _parts(ctx: StepContext) -> tuple[DatabaseSpec, MigrateDownSpec]:
     if database is None or database.migrate_down is None:
         raise ValueError("MigrateDatabaseDown runs only with spec.database.migrateDown")
     return database, database.migrate_down
-
-
-def _job_name(ctx: StepContext) -> str:
-    uid = str((ctx.request_body().get("metadata") or {}).get("uid", ""))
-    return jobs.job_name(ctx.request, uid, PURPOSE)

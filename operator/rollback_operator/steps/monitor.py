@@ -21,11 +21,10 @@ from typing import Any
 
 from rollback_operator import monitoring
 from rollback_operator.clock import parse
-from rollback_operator.kube import ingress_path
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.monitoring import MonitoringSpec, Prometheus, Watch
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
-from rollback_operator.traffic import Location, backend_at, describe, with_backends
+from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
 SECTION = "monitoring"
 # Between evaluations the step still wakes this often, so that an abort is seen promptly;
@@ -168,14 +167,7 @@ def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
                 )
             else:
                 changes.append((entry["location"], maintenance))
-        if changes:
-            ctx.kube.patch(
-                ingress_path(ctx.namespace, name),
-                {
-                    "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},
-                    "spec": with_backends(ingress, changes),
-                },
-            )
+        patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
         switched.append(name)
     return switched, notes
 

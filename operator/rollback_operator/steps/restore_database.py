@@ -96,8 +96,7 @@ class RestoreDatabase:
         approval = ", after a DBA approves" if restore.require_approval else ""
         return (
             f"would restore {_describe(backup)} into schema(s) {', '.join(restore.schemas)}, "
-            f"in one transaction{approval}, with Job "
-            f"{jobs.job_name(ctx.request, _uid(ctx), PURPOSE)}"
+            f"in one transaction{approval}, with Job {planned_job_name(ctx, PURPOSE)}"
         )
 
     def run(self, ctx: StepContext) -> Outcome:
@@ -116,16 +115,39 @@ class RestoreDatabase:
                 f"the file, then runs `kubectl rollback approve {ctx.request} {self.name} -n "
                 f"{ctx.namespace}`. The maintenance page stays on meanwhile"
             )
-        result = jobs.run_job_once(ctx, self.name, restore_template(database, restore, backup))
-        if result.state == jobs.JobState.RUNNING:
-            return Wait(
-                f"restoring {backup['file']}: Job {result.name} is running",
-                retry_after=poll_interval(ctx),
-            )
-        if result.state == jobs.JobState.FAILED:
-            return Fail(failure(ctx, result))
+        result = follow_job(
+            ctx,
+            self.name,
+            restore_template(database, restore, backup),
+            f"restoring {backup['file']}",
+        )
+        if not isinstance(result, jobs.JobResult):
+            return result
         by = f", approved by {ctx.approval.by}" if ctx.approval else ""
         return Done(f"{result.message} (Job {result.name}{by})")
+
+
+# --- shared with MigrateDatabaseDown: a database step's one Job
+
+
+def follow_job(
+    ctx: StepContext, step: StepName, template: jobs.JobTemplate, doing: str
+) -> Wait | Fail | jobs.JobResult:
+    """Runs the step's Job once (`jobs.run_job_once`) and says where it stands: a Wait while it
+    runs ("<doing>: Job <name> is running"), a Fail with `failure`'s message when it failed or
+    was lost, else the succeeded Job's result, from which the step writes its own Done."""
+    result = jobs.run_job_once(ctx, step, template)
+    if result.state == jobs.JobState.RUNNING:
+        return Wait(f"{doing}: Job {result.name} is running", retry_after=poll_interval(ctx))
+    if result.state == jobs.JobState.FAILED:
+        return Fail(failure(ctx, result))
+    return result
+
+
+def planned_job_name(ctx: StepContext, purpose: str) -> str:
+    """The name of the step's Job, for a plan: the one `jobs.run_job_once` gives it."""
+    uid = str((ctx.request_body().get("metadata") or {}).get("uid", ""))
+    return jobs.job_name(ctx.request, uid, purpose)
 
 
 def failure(ctx: StepContext, result: jobs.JobResult) -> str:
@@ -147,10 +169,6 @@ def _parts(ctx: StepContext) -> tuple[DatabaseSpec, RestoreSpec]:
     if database is None or database.restore is None:
         raise ValueError("RestoreDatabase runs only with spec.database.restore")
     return database, database.restore
-
-
-def _uid(ctx: StepContext) -> str:
-    return str((ctx.request_body().get("metadata") or {}).get("uid", ""))
 
 
 def _describe(backup: dict[str, Any]) -> str:
