@@ -1,15 +1,24 @@
 """Follows a RollbackRequest until it ends, printing each step as it changes, then the story:
-the ledger with durations and what was changed (images) and restored (Ingress, HPAs).
+the ledger with durations and approvals, what was changed (images) and restored (Ingress,
+HPAs), the backup restored, the checks, the watch, the notifications and the post-mortem.
 
-Used by `make demo`; reads only, through the current KUBECONFIG.
+With `--approve STEP=USER:GROUP`, it plays that person when the run waits for them: once the
+request is AwaitingApproval at STEP, it prints and runs `kubectl rollback approve` as USER
+(impersonated, in GROUP), which the API server's approval policy then judges as it would judge
+USER's own approval.
+
+Used by `make demo`, through the current KUBECONFIG.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -25,9 +34,33 @@ def _seconds(start: str | None, end: str | None) -> str:
     return f"{(parse(end) - parse(start)).total_seconds():.2f}s"
 
 
-def follow(namespace: str, name: str, timeout: float) -> dict[str, Any]:
+def _cut(text: str, width: int = 150) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f} %"
+
+
+def _millis(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.0f} ms"
+
+
+def approve_command(namespace: str, name: str, step: str, user: str, group: str) -> list[str]:
+    """`kubectl rollback approve` (the plugin installed beside this interpreter), as `user` in
+    `group`."""
+    plugin = str(Path(sys.executable).parent / "kubectl-rollback")
+    return [plugin, "approve", name, step, "-n", namespace, "--as", user, "--as-group", group]
+
+
+def follow(
+    namespace: str, name: str, timeout: float, approvers: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
     custom = client.CustomObjectsApi()
     seen: dict[str, tuple[str, str]] = {}
+    approved: set[str] = set()
     phase = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -35,25 +68,39 @@ def follow(namespace: str, name: str, timeout: float) -> dict[str, Any]:
         status = obj.get("status") or {}
         if status.get("phase") != phase:
             phase = status.get("phase", "")
-            print(f"  phase  {phase}")
+            print(f"  phase  {phase}", flush=True)
         for step in status.get("steps", []):
             state = (step["state"], step.get("message", ""))
             if step["state"] != "Pending" and seen.get(step["name"]) != state:
                 seen[step["name"]] = state
-                print(f"  {step['state']:<10} {step['name']:<20} {step.get('message', '')}"[:160])
+                print(_cut(f"  {step['state']:<10} {step['name']:<20} {state[1]}"), flush=True)
         if phase in TERMINAL:
             return obj
+        waiting = status.get("step", "")
+        if phase == "AwaitingApproval" and waiting in approvers and waiting not in approved:
+            approved.add(waiting)
+            user, group = approvers[waiting]
+            command = approve_command(namespace, name, waiting, user, group)
+            print(f"\n  {user} (group {group}) approves {waiting}:")
+            shown = ["kubectl", "rollback", *command[1:]]
+            print(f"  $ {shlex.join(shown)}", flush=True)
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            print(f"  {(done.stdout + done.stderr).strip()}\n", flush=True)
+            if done.returncode != 0:
+                sys.exit(f"the approval of {waiting} by {user} was refused")
         time.sleep(0.2)
     sys.exit(f"{name} did not finish within {timeout:.0f}s")
 
 
 def story(obj: dict[str, Any]) -> None:
     status = obj["status"]
+    namespace = obj["metadata"]["namespace"]
     print(f"\n{obj['metadata']['name']}: {status['phase']}: {status.get('message', '')}\n")
-    print(f"  {'STEP':<20} {'STATE':<10} {'TOOK':>8}")
+    print(f"  {'STEP':<20} {'STATE':<10} {'TOOK':>8}  APPROVED BY")
     for step in status["steps"]:
         took = _seconds(step.get("startedAt"), step.get("finishedAt"))
-        print(f"  {step['name']:<20} {step['state']:<10} {took:>8}")
+        by = step.get("approvedBy", "")
+        print(f"  {step['name']:<20} {step['state']:<10} {took:>8}  {by}".rstrip())
     saved = status.get("saved") or {}
     if saved.get("deployments"):
         print("\n  images (before -> after):")
@@ -62,7 +109,7 @@ def story(obj: dict[str, Any]) -> None:
             now = {
                 c.name: c.image
                 for c in apps.read_namespaced_deployment(
-                    name, obj["metadata"]["namespace"]
+                    name, namespace
                 ).spec.template.spec.containers
             }
             for container, image in record["images"].items():
@@ -80,19 +127,80 @@ def story(obj: dict[str, Any]) -> None:
         print("\n  HPAs frozen and resumed:")
         for name, record in saved["hpas"].items():
             print(f"    {name}: min {record['minReplicas']} max {record['maxReplicas']}")
+    backup = status.get("backup")
+    if backup:
+        print("\n  backup chosen by Preflight (and checked again by the restore Job):")
+        print(
+            f"    {backup['directory']}/{backup['file']} on claim {backup['claimName']}: "
+            f"{backup['sizeBytes']} bytes, sha256 {backup['sha256'][:16]}…"
+        )
+    if status.get("jobs"):
+        print("\n  Jobs (each run once):")
+        for job in status["jobs"]:
+            print(f"    {job['name']} ({job.get('step', '')})")
+    if status.get("checks"):
+        print("\n  checks before traffic returned:")
+        for check in status["checks"]:
+            verdict = "passed" if check.get("passed") else "FAILED"
+            line = f"    {check['name']:<14} {check.get('type', ''):<5} {verdict:<7}"
+            print(_cut(f"{line} {check.get('message', '')}"))
+    watch = status.get("monitoring")
+    if watch:
+        print(
+            f"\n  the watch: {watch.get('evaluations', 0)} evaluation(s) in "
+            f"{watch.get('elapsedSeconds', 0)}s, {watch.get('healthy', 0)} healthy"
+        )
+        for rule in watch.get("rules", []):
+            show = _percent if rule["name"] == "errorRate" else _millis
+            print(
+                f"    {rule['name']:<10} last {show(rule.get('value'))}, peak "
+                f"{show(rule.get('peak'))} (threshold {show(rule.get('threshold'))})"
+            )
+    if status.get("notifications"):
+        print("\n  notifications:")
+        for note in status["notifications"]:
+            print(
+                f"    {note['name']:<10} {note.get('sent', 0)} sent, {note.get('failed', 0)} "
+                f"failed, last {note.get('lastEvent', '')}"
+            )
+    report = status.get("report")
+    if report:
+        print(
+            f"\n  post-mortem: ConfigMap {report['configMap']}, key {report['key']} "
+            f"(kubectl rollback report {obj['metadata']['name']} -n {namespace})"
+        )
+
+
+def _approver(text: str) -> tuple[str, tuple[str, str]]:
+    step, _, person = text.partition("=")
+    user, _, group = person.partition(":")
+    if not (step and user and group):
+        raise argparse.ArgumentTypeError(f"{text!r}: write STEP=USER:GROUP")
+    return step, (user, group)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name")
     parser.add_argument("-n", "--namespace", required=True)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--approve",
+        type=_approver,
+        action="append",
+        default=[],
+        metavar="STEP=USER:GROUP",
+        help="approve STEP as USER (in GROUP) when the run waits for it",
+    )
     args = parser.parse_args()
     config.load_kube_config()
-    obj = follow(args.namespace, args.name, args.timeout)
+    obj = follow(args.namespace, args.name, args.timeout, dict(args.approve))
     story(obj)
     sys.exit(0 if obj["status"]["phase"] == "Succeeded" else 1)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
