@@ -9,6 +9,7 @@ import socketserver
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -231,3 +232,31 @@ def run_job_script(
     )
     message = result_file.read_text() if result_file.exists() else ""
     return ScriptRun(process.returncode, message.strip(), process.stdout, process.stderr)
+
+
+def assert_admitted_as_restricted(api: client.ApiClient, pod_template: dict[str, Any]) -> None:
+    """Asks the API server whether a pod made from `pod_template` may run where Pod Security
+    "restricted" is enforced: a server-side dry-run create in a namespace labelled so (a
+    violation is refused with 403 and the rules it breaks)."""
+    core = client.CoreV1Api(api)
+    namespace = f"psa-{uuid.uuid4().hex[:10]}"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
+    try:
+        pod = {"metadata": {"name": "probe", "labels": pod_template["metadata"].get("labels")}}
+        # Pod Security judges the pod's own settings; its ServiceAccount does not exist here.
+        pod["spec"] = {**pod_template["spec"], "serviceAccountName": "default"}
+        wait_until(
+            lambda: any(
+                a.metadata.name == "default"
+                for a in core.list_namespaced_service_account(namespace).items
+            ),
+            timeout=30,
+            what=f"default ServiceAccount in {namespace}",
+        )
+        try:
+            core.create_namespaced_pod(namespace, pod, dry_run="All")
+        except ApiException as error:
+            raise AssertionError(f"Pod Security restricted refuses the pod: {error.body}") from None
+    finally:
+        core.delete_namespace(namespace)

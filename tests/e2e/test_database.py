@@ -49,7 +49,12 @@ from tests.e2e.postgres import (  # noqa: F401 (fixtures)
     database_fixture,
     postgres_server_fixture,
 )
-from tests.e2e.support import bound_claim, needs_job_runner, wait_until
+from tests.e2e.support import (
+    assert_admitted_as_restricted,
+    bound_claim,
+    needs_job_runner,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, needs_job_runner]
 
@@ -193,6 +198,8 @@ def assert_restricted_restore_job(
     } in container["env"]
     assert raw["spec"]["backoffLimit"] == 0 and raw["spec"]["activeDeadlineSeconds"] == 1800
     assert not raw["metadata"].get("ownerReferences")
+    # The API server's own Pod Security admission, enforcing "restricted", admits the pod.
+    assert_admitted_as_restricted(api, raw["spec"]["template"])
 
 
 def test_a_dba_approved_restore_brings_the_data_back_exactly(
