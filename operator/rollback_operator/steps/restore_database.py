@@ -55,7 +55,7 @@ PURPOSE = "db-restore"
 INSPECT_PURPOSE = "db-inspect"
 NOT_CONFIGURED = "no spec.database.restore"
 # The group the installed admission policy lets approve RestoreDatabase
-# (manifests/common/approvals.yaml, ConfigMap rollback-approvers): named in the request for it.
+# (manifests/common/approvals.yaml, its `approvers` variable): named in the message asking for it.
 DBA_GROUP = "dba"
 INSPECT_DEADLINE_SECONDS = 1800
 COMPONENT = {"app.kubernetes.io/component": "database"}
