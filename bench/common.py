@@ -264,7 +264,8 @@ def app_objects(ns: str) -> list[tuple[str, JSON]]:
 
 
 def rollback_request(ns: str, name: str = "golive-2026-01-10") -> JSON:
-    """The request of examples/rollback.yaml, for namespace `ns`."""
+    """A request running the engine's steps only (no CDN, database, checks, watch or
+    notifications, which reach outside the cluster), for namespace `ns`."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "RollbackRequest",
