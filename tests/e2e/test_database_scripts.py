@@ -1,9 +1,9 @@
 """The database Jobs' scripts, run with `sh -c` against a real PostgreSQL and real dump files.
 
 These are the scripts the inspect, restore and migrate-down Jobs run, exactly as
-`rollback_operator.database` writes them; here the host's psql, pg_dump and coreutils stand in
-for the image's. Every run also checks that the database password appears nowhere in what the
-script printed or reported.
+`rollback_operator.database_scripts` writes them; here the host's psql, pg_dump and coreutils
+stand in for the image's. Every run also checks that the database password appears nowhere in
+what the script printed or reported.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from rollback_operator import database as db_module
+from rollback_operator import database_scripts
 from rollback_operator.database import DatabaseSpec
 from tests.e2e.lawyershub_db import (
     MIGRATIONS,
@@ -64,7 +65,7 @@ def restore_spec(directory: Path, file: str = SNAPSHOT, **extra: Any) -> Databas
 
 
 def inspect(db: Database, tmp_path: Path, database_spec: DatabaseSpec, **kw: Any) -> ScriptRun:
-    return run(db_module.inspect_script(database_spec, **kw), db, tmp_path)
+    return run(database_scripts.inspect_script(database_spec, **kw), db, tmp_path)
 
 
 def restore(
@@ -82,7 +83,7 @@ def restore(
         sha256 = subprocess.run(
             ["sha256sum", str(path)], capture_output=True, text=True, check=True
         ).stdout.split()[0]
-    return run(db_module.restore_script(database_spec.restore, file, sha256), db, tmp_path)
+    return run(database_scripts.restore_script(database_spec.restore, file, sha256), db, tmp_path)
 
 
 # --- restore
@@ -324,7 +325,7 @@ def test_an_unreachable_database_fails_the_inspection(database: Database, tmp_pa
     (tmp_path / "snapshot.sql").write_text("SELECT 1;\n")
     bad = database.url.replace(database.password, "wrong-password")
     result = run(
-        db_module.inspect_script(restore_spec(tmp_path, "snapshot.sql")),
+        database_scripts.inspect_script(restore_spec(tmp_path, "snapshot.sql")),
         database,
         tmp_path,
         url=bad,
@@ -366,7 +367,7 @@ def migrate_down(
     db: Database, tmp_path: Path, database_spec: DatabaseSpec, root: Path, **kw: Any
 ) -> ScriptRun:
     assert database_spec.migrate_down is not None
-    script = db_module.migrate_down_script(database_spec.migrate_down, str(root))
+    script = database_scripts.migrate_down_script(database_spec.migrate_down, str(root))
     return run(script, db, tmp_path, **kw)
 
 
@@ -501,7 +502,7 @@ def test_the_inspection_changes_nothing_even_if_asked(database: Database, tmp_pa
     database.psql(PRE_GOLIVE_SQL)
     go_live(database)
     root = migrations_source(tmp_path, "configMap")
-    script = db_module.inspect_script(migrate_spec("configMap"), migrations_root=str(root))
+    script = database_scripts.inspect_script(migrate_spec("configMap"), migrations_root=str(root))
     sneaky = script.replace('-c "SHOW server_version"', '-c "DELETE FROM _prisma_migrations"')
     assert sneaky != script
     result = run(sneaky, database, tmp_path)

@@ -14,19 +14,17 @@ import pytest
 import yaml
 
 from rollback_operator import database as db
+from rollback_operator import database_scripts as scripts
 from rollback_operator.jobs import job_manifest, job_name
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.steps.base import Fail, NeedsApproval, StepContext
+from rollback_operator.steps.database_preflight import inspection_template
 from rollback_operator.steps.migrate_database_down import (
     REPLACED_BY_RESTORE,
     MigrateDatabaseDown,
     migrate_down_template,
 )
-from rollback_operator.steps.restore_database import (
-    RestoreDatabase,
-    inspection_template,
-    restore_template,
-)
+from rollback_operator.steps.restore_database import RestoreDatabase, restore_template
 from tests.e2e.support import run_job_script
 
 CONNECTION = {"secretRef": {"name": "lawyershub-db", "key": "DATABASE_URL"}}
@@ -165,14 +163,14 @@ def test_configmap_keys_and_image_paths() -> None:
 
 
 def test_parse_inspection_reads_the_last_line() -> None:
-    found = db.parse_inspection(
+    found = scripts.parse_inspection(
         'checking\n{"server":"16.4","backup":{"file":"a.sql","sizeBytes":12,'
         '"sha256":"ab","considered":3,"later":1}}\n'
     )
-    assert found == db.Inspection(db.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
-    assert db.parse_inspection('{"server":"15.1"}') == db.Inspection(None, "15.1")
+    assert found == scripts.Inspection(scripts.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
+    assert scripts.parse_inspection('{"server":"15.1"}') == scripts.Inspection(None, "15.1")
     with pytest.raises(ValueError):
-        db.parse_inspection("psql: error: connection refused")
+        scripts.parse_inspection("psql: error: connection refused")
 
 
 # --- quoting
@@ -182,15 +180,15 @@ def test_parse_inspection_reads_the_last_line() -> None:
     "text", ["plain", "it's", 'say "hi"', "$(touch pwned)", "`touch pwned`", "a b\nc", "*"]
 )
 def test_shell_words_stay_one_literal_word(text: str, tmp_path: Path) -> None:
-    rc, _, out = sh(f"printf '%s' {db.sh(text)}", tmp_path)
+    rc, _, out = sh(f"printf '%s' {scripts.sh(text)}", tmp_path)
     assert (rc, out) == (0, text)
     assert not (tmp_path / "pwned").exists()
 
 
 def test_sql_quoting() -> None:
-    assert db.sql_identifier('we"ird') == '"we""ird"'
-    assert db.sql_literal("it's") == "'it''s'"
-    assert db.restore_prepare_sql(["public", "audit"]) == (
+    assert scripts.sql_identifier('we"ird') == '"we""ird"'
+    assert scripts.sql_literal("it's") == "'it''s'"
+    assert scripts.restore_prepare_sql(["public", "audit"]) == (
         "SET LOCAL client_min_messages = warning;\n"
         'DROP SCHEMA IF EXISTS "public" CASCADE;\n'
         'DROP SCHEMA IF EXISTS "audit" CASCADE;\n'
@@ -206,7 +204,7 @@ def test_a_hostile_file_name_is_only_ever_a_name(tmp_path: Path) -> None:
         }
     ).restore
     assert restore is not None
-    rc, message, _ = sh(db.restore_script(restore, name, "0" * 64), tmp_path)
+    rc, message, _ = sh(scripts.restore_script(restore, name, "0" * 64), tmp_path)
     assert rc == 1
     assert message.startswith(f"backup file {name} is gone from {tmp_path}")
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
@@ -222,7 +220,7 @@ def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
             },
         }
     )
-    rc, message, _ = sh(db.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
+    rc, message, _ = sh(scripts.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
     assert rc == 1
     assert message.startswith("no backup matching *-YYYYMMDD.sql in")
 
@@ -232,7 +230,7 @@ def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
 
 def url_of(raw: str, tmp_path: Path) -> tuple[int, str, str]:
     """What `database_url` makes of a DATABASE_URL: (rc, "url|schema|PGOPTIONS", message)."""
-    script = db._COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
+    script = scripts._COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
     rc, message, out = sh(script, tmp_path, DATABASE_URL=raw)
     return rc, out, message
 
@@ -376,9 +374,9 @@ def test_no_secret_value_is_in_any_script() -> None:
     spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
     assert spec.restore is not None and spec.migrate_down is not None
     for script in (
-        db.inspect_script(spec),
-        db.restore_script(spec.restore, "a.sql", "0" * 64),
-        db.migrate_down_script(spec.migrate_down),
+        scripts.inspect_script(spec),
+        scripts.restore_script(spec.restore, "a.sql", "0" * 64),
+        scripts.migrate_down_script(spec.migrate_down),
     ):
         assert "DATABASE_URL" in script
         assert "lawyershub-db" not in script  # not even the Secret's name is needed

@@ -5,9 +5,9 @@ One Job, run once (see jobs.py): each listed migration's down.sql, newest first,
 deletion of its `_prisma_migrations` row, in one transaction, so the database ends either as
 before the step or with every listed migration rolled back, never in between. The script checks
 first that every down.sql is there and that the migrations are the newest applied ones
-(`database.migrate_down_script`); Preflight has run the same checks, read-only, before the
-site was touched. A team that rolls back with its own migrator gives `command` instead: its
-image then runs with DATABASE_URL and ROLLBACK_MIGRATIONS, under the same once-only rules.
+(`database_scripts.migrate_down_script`); Preflight has run the same checks, read-only, before
+the site was touched. A team that rolls back with its own migrator gives `command` instead:
+its image then runs with DATABASE_URL and ROLLBACK_MIGRATIONS, under the same once-only rules.
 
 Skipped when spec.database also asks for a restore: the pre-go-live snapshot already holds
 the old schema and the old `_prisma_migrations` table, and the restore puts them back whole.
@@ -16,17 +16,17 @@ the old schema and the old `_prisma_migrations` table, and the restore puts them
 from __future__ import annotations
 
 from rollback_operator import jobs
-from rollback_operator.database import (
-    DatabaseSpec,
-    MigrateDownSpec,
-    connection_parts,
-    database_spec,
-    migrate_down_script,
-    migrations_parts,
-)
+from rollback_operator.database import DatabaseSpec, MigrateDownSpec, database_spec
+from rollback_operator.database_scripts import migrate_down_script
 from rollback_operator.model import RollbackSpec, StepName
 from rollback_operator.steps.base import Done, Outcome, StepContext
-from rollback_operator.steps.restore_database import follow_job, planned_job_name
+from rollback_operator.steps.database_jobs import (
+    COMPONENT,
+    connection_parts,
+    follow_job,
+    migrations_parts,
+    planned_job_name,
+)
 
 PURPOSE = "db-migrate-down"
 NOT_CONFIGURED = "no spec.database.migrateDown"
@@ -49,7 +49,7 @@ def migrate_down_template(database: DatabaseSpec, migrate: MigrateDownSpec) -> j
         volume_mounts=parts.volume_mounts,
         init_containers=parts.init_containers,
         deadline_seconds=migrate.timeout_seconds,
-        labels={"app.kubernetes.io/component": "database"},
+        labels=COMPONENT,
         check_by_hand=(
             "the schema and _prisma_migrations (whether the rollback of "
             f"{', '.join(migrate.migrations)} committed)"

@@ -10,8 +10,7 @@ from typing import Any
 
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps import monitor, purge_cdn, verify
-from rollback_operator.steps import restore_database as database_checks
+from rollback_operator.steps import database_preflight, monitor, purge_cdn, verify
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
@@ -57,7 +56,7 @@ class Preflight:
         problems += purge_cdn.preflight_problems(ctx)
         problems += monitor.preflight_problems(ctx)
         problems += verify.preflight_problems(ctx)
-        problems += database_checks.preflight_problems(ctx)
+        problems += database_preflight.preflight_problems(ctx)
         if problems:
             return Fail(
                 f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "
@@ -66,7 +65,7 @@ class Preflight:
             )
         # The database: a read-only Job resolves the backup (status.backup) and asks the
         # database whether the restore or the migrate-down could run.
-        database = database_checks.preflight_inspect(ctx)
+        database = database_preflight.preflight_inspect(ctx)
         if isinstance(database, Wait | Fail):
             return database
         targets = {
