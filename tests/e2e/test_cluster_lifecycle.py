@@ -38,15 +38,16 @@ def _alive(pid: int) -> bool:
 
 
 def test_cluster_twice_is_a_no_op_and_down_stops_everything(tmp_path: Path) -> None:
+    # Ports of its own, below the kernel's ephemeral range, so no outgoing connection holds one.
     env = {
         **os.environ,
         "CLUSTER_DIR": str(tmp_path / "cluster"),
-        "ETCD_PORT": "33790",
-        "ETCD_PEER_PORT": "33800",
-        "APISERVER_PORT": "36443",
-        "CONTROLLER_MANAGER_PORT": "36257",
-        "SCHEDULER_PORT": "36259",
-        "KWOK_PORT": "36250",
+        "ETCD_PORT": "25790",
+        "ETCD_PEER_PORT": "25800",
+        "APISERVER_PORT": "27443",
+        "CONTROLLER_MANAGER_PORT": "27257",
+        "SCHEDULER_PORT": "27259",
+        "KWOK_PORT": "27250",
     }
     try:
         first = _make("cluster", env)
