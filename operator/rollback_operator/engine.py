@@ -17,8 +17,6 @@ from rollback_operator.status import Status
 from rollback_operator.steps import STEPS
 from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, Wait
 
-NOT_CONFIGURED = "not configured"
-
 
 @dataclass(frozen=True)
 class Signals:
@@ -81,8 +79,7 @@ def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
     record = next((r for r in status.steps if not r.state.finished), None)
     if record is None:
         return Complete()
-    step = STEPS.get(record.name)
-    reason = NOT_CONFIGURED if step is None else step.skip_reason(spec, status.targets)
+    reason = STEPS[record.name].skip_reason(spec, status.targets)
     if reason is not None and record.state == StepState.PENDING:
         return Skip(record.name, reason)
     if (
@@ -240,13 +237,9 @@ def _site_changes(status: Status, spec: RollbackSpec) -> tuple[list[str], list[s
     """
     if spec.dry_run:
         return [], []
-    done = {r.name for r in status.steps if r.state == StepState.SUCCEEDED}
-    ingresses = status.saved.get("ingresses", {})
-    hpas = status.saved.get("hpas", {})
-    switched_back = bool((status.sections.get("monitoring") or {}).get("maintenanceOn"))
-    restored = StepName.DISABLE_MAINTENANCE in done and not switched_back
-    maintenance = [] if restored else sorted(ingresses)
-    frozen = [] if StepName.RESUME_AUTOSCALING in done else sorted(hpas)
+    ingresses_back, hpas_back = status.restored()
+    maintenance = [] if ingresses_back else sorted(status.saved.get("ingresses", {}))
+    frozen = [] if hpas_back else sorted(status.saved.get("hpas", {}))
     return maintenance, frozen
 
 

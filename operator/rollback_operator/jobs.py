@@ -79,7 +79,7 @@ def job_name(request: str, request_uid: str, purpose: str) -> str:
 
 def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> JobResult:
     """Starts the Job unless this run already did, and tells where it stands."""
-    uid = ctx.request_body()["metadata"]["uid"]
+    uid = ctx.request_uid
     name = job_name(ctx.request, uid, template.purpose)
     records: list[dict[str, Any]] = list(ctx.section("jobs") or [])
     record = next((r for r in records if r.get("name") == name), None)

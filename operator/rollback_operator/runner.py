@@ -186,6 +186,8 @@ class Runner:
         Calling again for an event already handled sends nothing: `_notified` in this process,
         status.notifications' lastEvent across restarts (see notify.py).
         """
+        if not self.notify.webhooks:  # most requests: nothing to build, at every step's start
+            return
         note = notify.Notification.of(
             event,
             namespace=self.namespace,
@@ -286,6 +288,7 @@ class Runner:
             kube=self.kube,
             namespace=self.namespace,
             request=self.name,
+            request_uid=self.body["metadata"].get("uid", ""),
             spec=self.spec,
             saved=self.status.saved,
             targets=self.status.targets or {"ingresses": [], "deployments": [], "hpas": []},

@@ -79,6 +79,15 @@ class Status:
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
 
+    def restored(self) -> tuple[bool, bool]:
+        """Whether the Ingresses serve the application again, and the HPAs scale again, as far
+        as the ledger knows: their restoring step succeeded and, for the Ingresses, no breach
+        during the watch switched the maintenance page back on."""
+        done = {r.name for r in self.steps if r.state == StepState.SUCCEEDED}
+        switched_back = bool((self.sections.get("monitoring") or {}).get("maintenanceOn"))
+        ingresses = StepName.DISABLE_MAINTENANCE in done and not switched_back
+        return ingresses, StepName.RESUME_AUTOSCALING in done
+
     def copy(self) -> Status:
         return copy.deepcopy(self)
 

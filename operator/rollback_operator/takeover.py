@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rollback_operator.model import Phase, StepName, StepState
+from rollback_operator.model import Phase
+from rollback_operator.status import Status
 
 
 @dataclass(frozen=True)
@@ -33,18 +34,13 @@ def leftovers(requests: list[dict[str, Any]], me: str) -> dict[str, dict[str, Le
     ]
     finished.sort(key=lambda r: (r["status"].get("finishedAt") or "", r["metadata"]["name"]))
     found: dict[str, dict[str, Leftover]] = {"ingresses": {}, "hpas": {}}
-    restoring = {"ingresses": StepName.DISABLE_MAINTENANCE, "hpas": StepName.RESUME_AUTOSCALING}
     for request in finished:
         status = request["status"]
-        states = {s["name"]: s.get("state") for s in status.get("steps", [])}
-        # A breach during the watch can switch the maintenance page back on after the restore.
-        switched_back = bool((status.get("monitoring") or {}).get("maintenanceOn"))
-        for section, step in restoring.items():
+        ingresses_back, hpas_back = Status.from_dict(status).restored()
+        restored = {"ingresses": ingresses_back, "hpas": hpas_back}
+        for section in ("ingresses", "hpas"):
             for name, record in (status.get("saved") or {}).get(section, {}).items():
-                restored = states.get(str(step)) == StepState.SUCCEEDED
-                if section == "ingresses" and switched_back:
-                    restored = False
-                if restored:
+                if restored[section]:
                     found[section].pop(name, None)
                 else:
                     found[section][name] = Leftover(request["metadata"]["name"], record)

@@ -410,7 +410,7 @@ def step_context(spec: RollbackSpec, sections: dict[str, Any]) -> StepContext:
         now=lambda: now,
         persist_saved=lambda: None,
         persist_targets=lambda _: None,
-        request_body=lambda: {"metadata": {"uid": "uid-1"}},
+        request_uid="uid-1",
         sections=sections,
     )
 

@@ -17,7 +17,6 @@ import pytest
 
 from rollback_operator.clock import stamp
 from rollback_operator.engine import (
-    NOT_CONFIGURED,
     Abort,
     Complete,
     Decision,
@@ -65,10 +64,8 @@ OPTIONAL = [
 
 
 def skip_reason(step: StepName) -> str:
-    """Why `step` is skipped for these requests: its own reason, or "not configured" for a
-    step with no implementation."""
-    implementation = STEPS.get(step)
-    reason = NOT_CONFIGURED if implementation is None else implementation.skip_reason(SPEC, TARGETS)
+    """Why `step` is skipped for these requests, as the step says."""
+    reason = STEPS[step].skip_reason(SPEC, TARGETS)
     assert reason is not None
     return reason
 
@@ -191,7 +188,7 @@ def test_a_terminal_request_is_idle_whatever_it_observes(phase: Phase) -> None:
 def test_steps_whose_section_is_absent_are_skipped_with_their_reason(step: StepName) -> None:
     """A step that does not apply is Skipped with a reason, never absent from the ledger."""
     reason = skip_reason(step)
-    assert reason.startswith("no spec.") or reason == NOT_CONFIGURED
+    assert reason.startswith("no spec.")
     assert decide(SPEC, status_after(before(step)), Signals()) == Skip(step, reason)
 
 
@@ -292,11 +289,11 @@ def test_started_on_a_running_step_is_the_resume_point() -> None:
 def test_skipped_marks_the_step_with_its_reason() -> None:
     """A Skipped step is finished and says why."""
     status = status_after(before(StepName.PURGE_CDN))
-    new = skipped(status, StepName.PURGE_CDN, NOT_CONFIGURED, SPEC, at(3))
+    new = skipped(status, StepName.PURGE_CDN, "no spec.cdn", SPEC, at(3))
     record = new.record(StepName.PURGE_CDN)
     assert (record.state, record.message, record.finished_at) == (
         StepState.SKIPPED,
-        "not configured",
+        "no spec.cdn",
         stamp(at(3)),
     )
     assert record.attempts == 0

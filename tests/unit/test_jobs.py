@@ -86,7 +86,7 @@ def _context(kube: FakeJobs, sections: dict[str, Any]) -> StepContext:
         now=lambda: T0,
         persist_saved=lambda: None,
         persist_targets=lambda _: None,
-        request_body=lambda: {"metadata": {"name": REQUEST, "namespace": NS, "uid": UID}},
+        request_uid=UID,
         sections=sections,
     )
 

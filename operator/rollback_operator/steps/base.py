@@ -75,6 +75,7 @@ class StepContext:
     request_body: Callable[[], dict[str, Any]] = field(default=dict, repr=False)
     persist_report: Callable[[dict[str, str]], None] = field(default=lambda _: None, repr=False)
     approval: Approval | None = None  # the recorded approval of this step, if any
+    request_uid: str = ""  # names the step's Jobs, so a later request of the same name differs
     # status.<name> for the sections of status.SECTIONS: read, and set (durable=True writes it
     # at once, before a side effect that depends on it; else it goes with the next outcome).
     sections: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -118,8 +118,7 @@ def follow_job(
 
 def planned_job_name(ctx: StepContext, purpose: str) -> str:
     """The name of the step's Job, for a plan: the one `jobs.run_job_once` gives it."""
-    uid = str((ctx.request_body().get("metadata") or {}).get("uid", ""))
-    return jobs.job_name(ctx.request, uid, purpose)
+    return jobs.job_name(ctx.request, ctx.request_uid, purpose)
 
 
 def failure(ctx: StepContext, result: jobs.JobResult) -> str:
