@@ -134,23 +134,36 @@ class RollbackSpec:
 
 @dataclass(frozen=True)
 class Targets:
-    """The objects a request touches; two requests sharing any of them run one after the other."""
+    """The objects a request touches, in the spec's order; two requests sharing any of them run
+    one after the other. From the spec before Preflight; Preflight adds the HPAs it discovered
+    and records the whole in status.targets, which the steps then work on."""
 
-    ingresses: frozenset[str] = field(default_factory=frozenset)
-    deployments: frozenset[str] = field(default_factory=frozenset)
-    hpas: frozenset[str] = field(default_factory=frozenset)
+    ingresses: tuple[str, ...] = ()
+    deployments: tuple[str, ...] = ()
+    hpas: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: RollbackSpec) -> Targets:
-        return cls(
-            frozenset(spec.ingresses), frozenset(spec.deployments), frozenset(spec.hpas or ())
-        )
+        return cls(spec.ingresses, spec.deployments, spec.hpas or ())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Targets | None:
+        if raw is None:
+            return None
+        return cls(*(tuple(raw.get(kind) or ()) for kind in ("ingresses", "deployments", "hpas")))
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            "ingresses": list(self.ingresses),
+            "deployments": list(self.deployments),
+            "hpas": list(self.hpas),
+        }
 
     def claim_keys(self) -> list[tuple[str, str]]:
         return (
-            [("Ingress", n) for n in sorted(self.ingresses)]
-            + [("Deployment", n) for n in sorted(self.deployments)]
-            + [("HorizontalPodAutoscaler", n) for n in sorted(self.hpas)]
+            [("Ingress", n) for n in sorted(set(self.ingresses))]
+            + [("Deployment", n) for n in sorted(set(self.deployments))]
+            + [("HorizontalPodAutoscaler", n) for n in sorted(set(self.hpas))]
         )
 
 

@@ -1,7 +1,7 @@
 """The database Jobs' scripts, run with `sh -c` against a real PostgreSQL and real dump files.
 
 These are the scripts the inspect, restore and migrate-down Jobs run, exactly as
-`rollback_operator.database_scripts` writes them; here the host's psql, pg_dump and coreutils
+`rollback_operator.database.scripts` writes them; here the host's psql, pg_dump and coreutils
 stand in for the image's. Every run also checks that the database password appears nowhere in
 what the script printed or reported.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from rollback_operator import database as db_module
-from rollback_operator import database_scripts
-from rollback_operator.database import DatabaseSpec
+from rollback_operator.database import scripts as database_scripts
+from rollback_operator.database import spec as db_module
+from rollback_operator.database.spec import DatabaseSpec
 from tests.e2e.lawyershub_db import (
     MIGRATIONS,
     NEWEST_FIRST,

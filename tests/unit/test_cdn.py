@@ -36,8 +36,10 @@ from rollback_operator.cdn import (
     token_problem,
 )
 from rollback_operator.kube import Kube
+from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec
-from rollback_operator.steps import STEPS
+from rollback_operator.registry import STEPS
+from rollback_operator.status import Status
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.purge_cdn import PurgeCDN, preflight_problems
 
@@ -364,12 +366,9 @@ class Harness:
             namespace=NS,
             request=REQUEST,
             spec=self.spec,
-            saved={},
-            targets={"ingresses": [], "deployments": [], "hpas": []},
+            ledger=StatusLedger(Status()),
             step_started_at=T0,
             now=lambda: self.clock,
-            persist_saved=lambda: None,
-            persist_targets=lambda _: None,
         )
 
     def run(self) -> Any:

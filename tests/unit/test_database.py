@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from rollback_operator import database as db
-from rollback_operator import database_scripts as scripts
-from rollback_operator.jobs import job_manifest, job_name
+from rollback_operator.database import scripts
+from rollback_operator.database import spec as db
+from rollback_operator.database.preflight import inspection_template
+from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.status import Status
 from rollback_operator.steps.base import Fail, NeedsApproval, StepContext
-from rollback_operator.steps.database_preflight import inspection_template
+from rollback_operator.steps.jobs import job_manifest, job_name
 from rollback_operator.steps.migrate_database_down import (
     REPLACED_BY_RESTORE,
     MigrateDatabaseDown,
@@ -404,14 +406,10 @@ def step_context(spec: RollbackSpec, sections: dict[str, Any]) -> StepContext:
         namespace="lawyershub",
         request="golive",
         spec=spec,
-        saved={},
-        targets={"ingresses": [], "deployments": [], "hpas": []},
+        ledger=StatusLedger(Status(sections=sections)),
         step_started_at=now,
         now=lambda: now,
-        persist_saved=lambda: None,
-        persist_targets=lambda _: None,
         request_uid="uid-1",
-        sections=sections,
     )
 
 
@@ -433,7 +431,7 @@ def test_the_restore_waits_for_a_dba_before_starting_anything() -> None:
         "dba checks the file, then runs `kubectl rollback approve golive RestoreDatabase -n "
         "lawyershub`. The maintenance page stays on meanwhile"
     )
-    assert "jobs" not in ctx.sections
+    assert ctx.ledger.section("jobs") is None
     assert RestoreDatabase().plan(ctx) == (
         f"would restore pre-golive-snapshot-20260109.sql (4096 bytes, sha256 {'ab' * 32}, claim "
         "db-backups) into schema(s) public, in one transaction, after a DBA approves, with Job "

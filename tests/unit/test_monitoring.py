@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from rollback_operator import monitoring
-from rollback_operator.model import RollbackSpec
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, Targets
 from rollback_operator.monitoring import (
     DEFAULT_ERROR_RATE_QUERY,
     ERROR_RATE,
@@ -34,7 +35,9 @@ from rollback_operator.monitoring import (
     Watch,
     interpret,
 )
-from rollback_operator.steps import STEPS, monitor
+from rollback_operator.registry import STEPS
+from rollback_operator.status import Status
+from rollback_operator.steps import monitor
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.monitor import Monitor
 
@@ -444,23 +447,23 @@ class Harness:
             }
         )
 
-        def persist(durable: bool) -> None:
-            if durable:
-                self.log.append(("durable", copy.deepcopy(self.sections.get("monitoring"))))
+        def write(patch: dict[str, Any]) -> None:
+            if "monitoring" in patch:
+                self.log.append(("durable", copy.deepcopy(patch["monitoring"])))
 
+        status = Status(
+            saved={"ingresses": {"lawyershub": copy.deepcopy(SAVED_INGRESS)}},
+            sections=self.sections,
+        )
         return StepContext(
             kube=self.kube,  # type: ignore[arg-type]
             namespace=NS,
             request="golive",
             spec=spec,
-            saved={"ingresses": {"lawyershub": copy.deepcopy(SAVED_INGRESS)}},
-            targets={"ingresses": ["lawyershub"], "deployments": ["backend"], "hpas": []},
+            ledger=StatusLedger(status, write=write),
+            targets=Targets(("lawyershub",), ("backend",), ()),
             step_started_at=T0,
             now=lambda: self.clock,
-            persist_saved=lambda: None,
-            persist_targets=lambda _: None,
-            sections=self.sections,
-            persist_sections=persist,
         )
 
     def run(self) -> Done | Wait | Fail:

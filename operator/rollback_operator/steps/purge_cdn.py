@@ -44,8 +44,8 @@ from rollback_operator.cdn import (
     token_problem,
 )
 from rollback_operator.clock import stamp
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +71,28 @@ class _Progress:
     last_problem: str = ""  # the last retryable answer, for the message if time runs out
 
 
+def preflight_problems(ctx: StepContext) -> list[str]:
+    """What Preflight must refuse before the site is touched: a token Secret or key that is
+    missing, empty, or unusable in a header. Reads the Secret; never quotes its value."""
+    spec = cdn_spec(ctx.spec)
+    if spec is None or spec.credentials is None:
+        return []
+    ref = spec.credentials
+    token = clean_token(ctx.kube.secret_value(ctx.namespace, ref.name, ref.key))
+    problem = token_problem(token, ref)
+    return [] if problem is None else [f"cdn: {problem}"]
+
+
 class PurgeCDN:
     name = StepName.PURGE_CDN
+    preflight = References(preflight_problems)
 
     def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
         self._transport = transport  # tests hand in a fake; None: the network
         self._lock = threading.Lock()
         self._runs: dict[_Key, _Progress] = {}
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None if cdn_spec(spec) is not None else "no spec.cdn"
 
     def plan(self, ctx: StepContext) -> str:
@@ -192,18 +205,6 @@ class PurgeCDN:
     def _forget(self, key: _Key) -> None:
         with self._lock:
             self._runs.pop(key, None)
-
-
-def preflight_problems(ctx: StepContext) -> list[str]:
-    """What Preflight must refuse before the site is touched: a token Secret or key that is
-    missing, empty, or unusable in a header. Reads the Secret; never quotes its value."""
-    spec = cdn_spec(ctx.spec)
-    if spec is None or spec.credentials is None:
-        return []
-    ref = spec.credentials
-    token = clean_token(ctx.kube.secret_value(ctx.namespace, ref.name, ref.key))
-    problem = token_problem(token, ref)
-    return [] if problem is None else [f"cdn: {problem}"]
 
 
 def _spec(ctx: StepContext) -> CdnSpec:

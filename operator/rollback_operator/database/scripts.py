@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rollback_operator.database import (
+from rollback_operator.database.spec import (
     CONFIGMAP_KEY_SUFFIX,
     DATE_PLACEHOLDER,
     MIGRATIONS_DIR,
