@@ -8,6 +8,14 @@ transitions. `StatusLedger` keeps all of it in one `Status`, behind one lock (st
 worker threads, notifications in tasks of their own), and is the only code that writes
 `.status`: durable records at once through `write`, everything else with the next `flush`.
 
+Every write carries the resourceVersion the ledger last saw (safety rule 11): were a second
+instance of the operator writing the same request, one of them gets a conflict. On a
+conflict the ledger reads the request again. When the server's status is still what this
+ledger last wrote (a person annotated the request, Kopf set its finalizer), it writes again at
+the new version. When someone else wrote the status, the ledger takes the server's record and
+raises `SupersededError`: the runner decides again from it, and the first record of an original,
+as the server holds it, is the one that stays.
+
 Tests use the same class with a `write` that records the patches instead of sending them.
 """
 
@@ -21,7 +29,22 @@ from typing import Any, Protocol
 from rollback_operator.model import Targets
 from rollback_operator.status import Status
 
-Writer = Callable[[dict[str, Any]], None]  # sends a merge patch of .status
+# Sends a merge patch of .status, at a resourceVersion (None: unconditionally); returns the
+# new version, or raises ConflictError.
+Writer = Callable[[dict[str, Any], "str | None"], "str | None"]
+# Reads the status as the API server holds it, and its resourceVersion.
+Reader = Callable[[], tuple[dict[str, Any], str]]
+
+ATTEMPTS = 5  # writes at a fresh version before giving up (each conflict is another writer)
+
+
+class ConflictError(Exception):
+    """The request changed since the version a write carried (HTTP 409)."""
+
+
+class SupersededError(Exception):
+    """Someone else wrote the request's status: the ledger now holds the server's record, and
+    what the caller was about to do must be decided again from it."""
 
 
 class Ledger(Protocol):
@@ -63,12 +86,18 @@ class StatusLedger:
         status: Status,
         write: Writer | None = None,
         body: Callable[[], dict[str, Any]] = dict,
+        *,
+        read: Reader | None = None,
+        version: str | None = None,
     ) -> None:
         self._status = status
-        self._write: Writer = write or (lambda _: None)
+        self._send: Writer = write or (lambda patch, version: None)
+        self._read = read
         self._body = body
         self._lock = threading.RLock()
         self._dirty = False
+        self._version = version  # of the request, as this ledger last read or wrote it
+        self._written = status.to_dict()  # the status the server holds, to our knowledge
 
     @property
     def status(self) -> Status:
@@ -99,6 +128,28 @@ class StatusLedger:
             if self._dirty:
                 self._write(self._status.to_dict())
                 self._dirty = False
+
+    def _write(self, patch: dict[str, Any]) -> None:
+        """Sends `patch` at the version last seen (see the module's docstring for conflicts)."""
+        for _ in range(ATTEMPTS):
+            try:
+                self._version = self._send(patch, self._version)
+            except ConflictError:
+                self._reread()
+                continue
+            self._written = _merged(self._written, patch)
+            return
+        raise SupersededError(f"the status kept changing under {ATTEMPTS} writes in a row")
+
+    def _reread(self) -> None:
+        """After a conflict: the request's new version, and whether anyone else wrote."""
+        if self._read is None:
+            raise SupersededError("the request changed, and this ledger cannot read it again")
+        server, self._version = self._read()
+        if _typed(server) == _typed(self._written):
+            return  # only the request's metadata changed: write again at the new version
+        self._status, self._written, self._dirty = Status.from_dict(server), server, False
+        raise SupersededError("another writer changed the request's status; deciding again from it")
 
     # --- the Ledger protocol, for steps
 
@@ -140,6 +191,24 @@ class StatusLedger:
     def request(self) -> dict[str, Any]:
         with self._lock:
             return {**self._body(), "status": self._status.to_dict()}
+
+
+def _typed(raw: dict[str, Any]) -> dict[str, Any]:
+    """A status as the operator reads it, for comparing what two writers recorded."""
+    return Status.from_dict(raw).to_dict()
+
+
+def _merged(target: Any, patch: Any) -> Any:
+    """`patch` applied to `target` as a JSON merge patch (RFC 7386), as the API server does."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merged(out.get(key), value)
+    return out
 
 
 def _with(status: Status, field: str, value: Any) -> Status:

@@ -25,7 +25,7 @@ from rollback_operator.announce import (
     StepStarted,
 )
 from rollback_operator.kube import ApiError, Kube
-from rollback_operator.ledger import StatusLedger
+from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -72,6 +72,8 @@ class Runner:
             Status.from_dict(_plain(body.get("status"))),
             write=self._write_status,
             body=lambda: _plain(self.body),
+            read=lambda: kube.request_status(self.namespace, self.name),
+            version=body["metadata"].get("resourceVersion"),
         )
         self.announcer = Announcer(kube, _plain(body["metadata"]), spec, self.ledger, logger)
         self._resumed: set[StepName] = set()
@@ -88,40 +90,50 @@ class Runner:
             generation = self.body["metadata"].get("generation", 1)
             self.ledger.update(_observed, generation)
         while not stopped:
-            status = self.ledger.status
-            decision = engine.decide(self.spec, status, self._signals(), registry.skip_reason)
-            now = clock.now()
-            match decision:
-                case engine.Idle():
+            try:
+                if await self._step(stopped):
+                    return
+            except SupersededError as why:
+                # Another writer changed the record (see ledger.py): decide again from it.
+                self.logger.warning("%s", why)
+
+    async def _step(self, stopped: Stopped) -> bool:
+        """One decision, acted on; True when the run is over (for this process)."""
+        status = self.ledger.status
+        decision = engine.decide(self.spec, status, self._signals(), registry.skip_reason)
+        now = clock.now()
+        match decision:
+            case engine.Idle():
+                await self._flush()
+                return True
+            case engine.Queue(blocker=blocker):
+                if status.queued_behind != blocker:
+                    status = self.ledger.update(engine.queued, blocker, self.spec, now)
                     await self._flush()
-                    return
-                case engine.Queue(blocker=blocker):
-                    if status.queued_behind != blocker:
-                        status = self.ledger.update(engine.queued, blocker, self.spec, now)
-                        await self._flush()
-                        await self.announcer.announce(Queued(), status)
-                    await stopped.wait(QUEUE_POLL_SECONDS)
-                case engine.Skip(step=step, reason=reason):
-                    # Written with the next transition: a run of skips costs one write.
-                    self.ledger.update(engine.skipped, step, reason, self.spec, now)
-                case engine.Abort():
-                    self.ledger.update(engine.aborted, self.spec, now)
-                    await self._finish("Aborted")
-                    return
-                case engine.Complete():
-                    self.ledger.update(engine.completed, self.spec, now)
-                    await self._finish("Succeeded")
-                    return
-                case engine.Approve(step=step, by=by):
-                    status = self.ledger.update(engine.approved, step, by, self.spec, now)
-                    await self._flush()
-                    await self.announcer.announce(Approved(step, by), status)
-                case engine.Run(step=step):
-                    outcome = await self._run(step)
-                    if isinstance(outcome, Fail):
-                        return
-                    if isinstance(outcome, Wait | NeedsApproval):
-                        await stopped.wait(outcome.retry_after)
+                    await self.announcer.announce(Queued(), status)
+                await stopped.wait(QUEUE_POLL_SECONDS)
+            case engine.Skip(step=step, reason=reason):
+                # Written with the next transition: a run of skips costs one write.
+                self.ledger.update(engine.skipped, step, reason, self.spec, now)
+            case engine.Abort():
+                self.ledger.update(engine.aborted, self.spec, now)
+                await self._finish("Aborted")
+                return True
+            case engine.Complete():
+                self.ledger.update(engine.completed, self.spec, now)
+                await self._finish("Succeeded")
+                return True
+            case engine.Approve(step=step, by=by):
+                status = self.ledger.update(engine.approved, step, by, self.spec, now)
+                await self._flush()
+                await self.announcer.announce(Approved(step, by), status)
+            case engine.Run(step=step):
+                outcome = await self._run(step)
+                if isinstance(outcome, Fail):
+                    return True
+                if isinstance(outcome, Wait | NeedsApproval):
+                    await stopped.wait(outcome.retry_after)
+        return False
 
     async def _run(self, step: StepName) -> Outcome:
         record = self.ledger.status.record(step)
@@ -181,6 +193,8 @@ class Runner:
             if self.spec.dry_run and step != StepName.PREFLIGHT:
                 return Done(f"dry run: {implementation.plan(ctx)}")
             return implementation.run(ctx)
+        except SupersededError:
+            raise
         except ApiError as error:
             if error.transient:
                 return Wait(f"retrying after an API error: {error}", API_RETRY_SECONDS)
@@ -224,8 +238,13 @@ class Runner:
         """Writes the status if a transition changed it since the last write."""
         await asyncio.to_thread(self.ledger.flush)
 
-    def _write_status(self, patch: dict[str, Any]) -> None:
-        self.kube.patch_request_status(self.namespace, self.name, patch)
+    def _write_status(self, patch: dict[str, Any], version: str | None) -> str | None:
+        try:
+            return self.kube.patch_request_status(self.namespace, self.name, patch, version)
+        except ApiError as error:
+            if error.status == 409:
+                raise ConflictError(str(error)) from None
+            raise
 
 
 def _observed(status: Status, generation: int) -> Status:

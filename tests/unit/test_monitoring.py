@@ -447,7 +447,7 @@ class Harness:
             }
         )
 
-        def write(patch: dict[str, Any]) -> None:
+        def write(patch: dict[str, Any], version: str | None) -> None:
             if "monitoring" in patch:
                 self.log.append(("durable", copy.deepcopy(patch["monitoring"])))
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from rollback_operator import registry
+from rollback_operator.kube import ApiError
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -63,12 +64,22 @@ class FakeApi:
     """The request as the API server holds it, and every write the runner sends."""
 
     status: dict[str, Any] = field(default_factory=dict)
+    version: int = 1  # the request's resourceVersion
     writes: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
 
-    def patch_request_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_request_status(
+        self, namespace: str, name: str, patch: dict[str, Any], version: str | None = None
+    ) -> str:
+        if version is not None and version != str(self.version):
+            raise ApiError(409, "Conflict", "the object has been modified")
         self.writes.append(copy.deepcopy(patch))
         self.status = merged(self.status, patch)
+        self.version += 1
+        return str(self.version)
+
+    def request_status(self, namespace: str, name: str) -> tuple[dict[str, Any], str]:
+        return copy.deepcopy(self.status), str(self.version)
 
     def post_event(self, meta: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason))
@@ -80,6 +91,7 @@ class FakeApi:
                 "name": NAME,
                 "uid": "uid-1",
                 "generation": 1,
+                "resourceVersion": str(self.version),
                 "creationTimestamp": "2026-01-10T03:00:00Z",
                 "annotations": annotations or {},
             },
@@ -309,3 +321,54 @@ def test_an_abort_stops_before_the_next_step_and_says_what_is_left(
     assert api.status["phase"] == "Aborted"
     assert all(s.calls == 0 for name, s in steps.items() if name != StepName.REPORT)
     assert ("Warning", "Aborted") in api.events
+
+
+def test_two_runners_on_one_request_keep_the_true_original(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Safety rule 11: a second instance, working from a stale copy of the request, reads the
+    Ingress after the first switched it. Its writes carry the version it read, so the server
+    refuses them; it takes the server's record, and the original stays the application."""
+    api = FakeApi()
+    stale = api.body()  # what the second instance saw when it started
+    site = {"backend": "app:80"}
+
+    def switch(ctx: StepContext, call: int) -> None:
+        ctx.ledger.save("ingresses", "site", {"backend": site["backend"]})
+        site["backend"] = "maintenance-page:80"
+        if call == 1:
+            raise Crash  # the first instance stops here, its record written
+
+    def restore(ctx: StepContext, call: int) -> None:
+        site["backend"] = ctx.ledger.original("ingresses", "site")["backend"]
+
+    steps[StepName.ENABLE_MAINTENANCE].act = switch
+    steps[StepName.DISABLE_MAINTENANCE].act = restore
+    with pytest.raises(Crash):
+        drive(api)
+
+    async def second() -> None:
+        runner = Runner(api, stale, _spec(stale), lambda: None, _logger())  # type: ignore[arg-type]
+        await runner.drive(Stopped())
+
+    asyncio.run(second())
+    assert api.status["saved"]["ingresses"]["site"] == {"backend": "app:80"}
+    assert site["backend"] == "app:80"
+    assert api.status["phase"] == "Succeeded"
+    assert steps[StepName.PREFLIGHT].calls == 1  # the second decided again from the record
+
+
+def test_a_change_of_the_requests_metadata_alone_is_written_through(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """An approval or abort annotation, or Kopf's finalizer, changes the request's version
+    but not its status: the next write goes through at the new version."""
+    api = FakeApi()
+
+    def annotate(ctx: StepContext, call: int) -> None:
+        api.version += 1  # someone annotated the request
+
+    steps[StepName.PAUSE_AUTOSCALING].act = annotate
+    drive(api)
+    assert api.status["phase"] == "Succeeded"
+    assert all(s.calls == 1 for s in steps.values())

@@ -165,7 +165,7 @@ class FakeKube:
             raise ApiError(404, "NotFound", f"{kind} {name!r} not found")
         wanted = (body.get("metadata") or {}).get("resourceVersion")
         if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
+            raise ApiError(409, "ConflictError", "the object has been modified")
         apply = strategic_merge_patch if content_type == STRATEGIC_MERGE_PATCH else merge_patch
         body = {k: v for k, v in body.items() if k != "metadata"} | {
             "metadata": {
@@ -379,7 +379,7 @@ class World:
             now=lambda: self.clock,
         )
 
-    def _write(self, patch: dict[str, Any]) -> None:
+    def _write(self, patch: dict[str, Any], version: str | None) -> None:
         if "saved" in patch:
             self.log.append(("persist_saved", copy.deepcopy(patch["saved"])))
 
