@@ -35,7 +35,7 @@ LAYERS: list[set[str]] = [
     {"steps.base", "steps.jobs", "database.jobs", "database.preflight"},
     {"steps.*"},
     {"registry"},
-    {"announce", "queue", "runner"},
+    {"announce", "queue", "runner", "leadership"},
     {"handlers", "__main__"},
 ]
 
