@@ -18,6 +18,9 @@ APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 
 
+# The tag every reverted container is set to when the request names none (runbook §2.1).
+DEFAULT_TARGET_TAG = "stable-last-known"
+
 # The spec's optional parts, one per capability: a request without one skips its steps.
 OPTIONAL_SECTIONS = ("cdn", "database", "verification", "monitoring", "notify")
 
@@ -112,7 +115,7 @@ class RollbackSpec:
             reason=spec["reason"],
             trigger=spec["trigger"],
             dry_run=bool(spec.get("dryRun", False)),
-            target_tag=spec.get("targetTag", "stable-last-known"),
+            target_tag=spec.get("targetTag", DEFAULT_TARGET_TAG),
             ingresses=tuple(traffic["ingresses"]),
             maintenance_backend=BackendRef(service=backend["service"], port=backend["port"]),
             hpas=None if hpas is None else tuple(hpas),

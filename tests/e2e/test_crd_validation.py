@@ -18,12 +18,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rollback_operator import GROUP, PLURAL, VERSION
 from tests.e2e.people import DBA, approve, as_person, install_approval_policy
 from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 
 Body = dict[str, Any]
 
