@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import httpx
 
-from rollback_operator.model import RollbackSpec, parse_duration
+from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
 
 CLOUDFLARE = "cloudflare"
 FASTLY = "fastly"
@@ -62,15 +62,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
 
 # --- the spec
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-    def __str__(self) -> str:
-        return f"Secret {self.name} key {self.key}"
 
 
 @dataclass(frozen=True)
@@ -130,14 +121,13 @@ class CdnSpec:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> CdnSpec:
-        ref = (raw.get("credentials") or {}).get("secretRef")
         return cls(
             provider=str(raw["provider"]),
             api_base=raw.get("apiBase"),
             zone_id=raw.get("zoneId"),
             service_id=raw.get("serviceId"),
             url=raw.get("url"),
-            credentials=SecretKeyRef(ref["name"], ref["key"]) if ref else None,
+            credentials=SecretKeyRef.optional((raw.get("credentials") or {}).get("secretRef")),
             purge=PurgeTarget.parse(raw.get("purge")),
             timeout_seconds=parse_duration(raw.get("timeout") or DEFAULT_TIMEOUT),
         )

@@ -7,6 +7,7 @@ gives it names and types; it does not re-validate.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -71,6 +72,35 @@ class StepState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (StepState.SUCCEEDED, StepState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the request's namespace: how the spec names every credential (the
+    database URL, a CDN token, a webhook URL), so that none is ever written into the spec."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.name} key {self.key}"
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> SecretKeyRef:
+        """`{name, key}`, as the spec writes a secretRef."""
+        return cls(name=raw["name"], key=raw["key"])
+
+    @classmethod
+    def optional(cls, raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+        """`parse`, for a reference the spec may leave out."""
+        return None if not raw else cls.parse(raw)
+
+    def env(self, variable: str) -> dict[str, Any]:
+        """A container env var taken from this key: the only way a credential reaches a Job."""
+        return {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": self.name, "key": self.key}},
+        }
 
 
 @dataclass(frozen=True)

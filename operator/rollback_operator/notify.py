@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from rollback_operator import clock
-from rollback_operator.model import STEP_ORDER, RollbackSpec
+from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef
 from rollback_operator.status import Status
 
 SECTION = "notifications"  # status.notifications
@@ -69,12 +69,6 @@ class Format(StrEnum):
 
 
 @dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
 class Webhook:
     """One entry of spec.notify: where to POST, in which format, for which events."""
 
@@ -89,12 +83,11 @@ class Webhook:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Webhook:
-        ref = raw.get("urlSecretRef")
         events = raw.get("events")
         return cls(
             name=raw["name"],
             url=raw.get("url"),
-            url_secret=SecretKeyRef(ref["name"], ref["key"]) if ref else None,
+            url_secret=SecretKeyRef.optional(raw.get("urlSecretRef")),
             format=Format(raw.get("format", Format.JSON)),
             events=frozenset(Event) if events is None else frozenset(Event(e) for e in events),
         )

@@ -21,7 +21,6 @@ from rollback_operator.cdn import (
     Purged,
     Refused,
     Retry,
-    SecretKeyRef,
     auth_headers,
     backoff,
     cdn_spec,
@@ -37,7 +36,7 @@ from rollback_operator.cdn import (
 )
 from rollback_operator.kube import Kube
 from rollback_operator.ledger import StatusLedger
-from rollback_operator.model import RollbackSpec
+from rollback_operator.model import RollbackSpec, SecretKeyRef
 from rollback_operator.registry import STEPS
 from rollback_operator.status import Status
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait

@@ -17,7 +17,7 @@ from rollback_operator.database import scripts
 from rollback_operator.database import spec as db
 from rollback_operator.database.preflight import inspection_template
 from rollback_operator.ledger import StatusLedger
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.model import RollbackSpec, SecretKeyRef, StepName
 from rollback_operator.status import Status
 from rollback_operator.steps.base import Fail, NeedsApproval, StepContext
 from rollback_operator.steps.jobs import job_manifest, job_name
@@ -69,7 +69,7 @@ def sh(script: str, tmp_path: Path, **env: str) -> tuple[int, str, str]:
 
 def test_parse_applies_the_defaults() -> None:
     spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
-    assert spec.connection == db.SecretKeyRef("lawyershub-db", "DATABASE_URL")
+    assert spec.connection == SecretKeyRef("lawyershub-db", "DATABASE_URL")
     assert spec.migrate_down == db.MigrateDownSpec(
         migrations=("20260110094500_user_phone", "20260110093000_add_case_documents"),
         configmap="lawyershub-down-migrations",

@@ -14,7 +14,7 @@ import pytest
 
 from rollback_operator import notify
 from rollback_operator.engine import aborted, started, stepped
-from rollback_operator.model import RollbackSpec, StepName, StepState
+from rollback_operator.model import RollbackSpec, SecretKeyRef, StepName, StepState
 from rollback_operator.notify import (
     Event,
     Format,
@@ -93,7 +93,7 @@ def test_parse_defaults_to_json_and_every_event() -> None:
     assert plain.format == Format.JSON and plain.events == frozenset(Event)
     assert plain.url == "http://x/y" and plain.url_secret is None
     assert slack.format == Format.SLACK and slack.url is None
-    assert slack.url_secret == notify.SecretKeyRef("hooks", "slack")
+    assert slack.url_secret == SecretKeyRef("hooks", "slack")
     assert slack.wants(Event.FAILED) and not slack.wants(Event.STARTED)
     assert NotifySpec.parse(None).webhooks == ()
 

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rollback_operator.model import RollbackSpec, parse_duration
+from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
 
 DATE_PLACEHOLDER = "YYYYMMDD"
 DEFAULT_IMAGE = "postgres:16"
@@ -37,19 +37,6 @@ PUBLIC = "public"
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_$]*")
 _MIGRATION = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-    def env(self, variable: str) -> dict[str, Any]:
-        """A container env var taken from this key: the only way a credential reaches a Job."""
-        return {
-            "name": variable,
-            "valueFrom": {"secretKeyRef": {"name": self.name, "key": self.key}},
-        }
 
 
 @dataclass(frozen=True)
@@ -116,11 +103,10 @@ class DatabaseSpec:
 def parse(raw: dict[str, Any]) -> DatabaseSpec:
     """`spec.database` as typed values. The API server validated it (CRD schema and CEL) and
     applied the defaults; the defaults are repeated here for objects built by hand."""
-    secret = raw["connection"]["secretRef"]
     migrate = raw.get("migrateDown")
     restore = raw.get("restore")
     return DatabaseSpec(
-        connection=SecretKeyRef(name=secret["name"], key=secret["key"]),
+        connection=SecretKeyRef.parse(raw["connection"]["secretRef"]),
         migrate_down=None if migrate is None else _parse_migrate_down(migrate),
         restore=None if restore is None else _parse_restore(restore),
     )
