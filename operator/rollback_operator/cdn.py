@@ -19,7 +19,8 @@ plain functions, unit-tested against each provider's documented shapes. The step
 with retries and the deadline, is `steps/purge_cdn.py`.
 
 The API token never leaves `send`'s arguments: it is not part of a `PurgeRequest`, and every
-text built from an answer goes through `redact`, in case a provider or gateway echoes it back.
+text built from an answer goes through `redaction.redact`, in case a provider or gateway echoes
+it back.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from urllib.parse import quote
 import httpx
 
 from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
+from rollback_operator.redaction import display_url, redact
 
 CLOUDFLARE = "cloudflare"
 FASTLY = "fastly"
@@ -153,16 +155,6 @@ class CdnSpec:
         return {CLOUDFLARE: "Cloudflare", FASTLY: "Fastly"}.get(self.provider, "the webhook")
 
 
-def display_url(url: str) -> str:
-    """A URL as messages show it: without user info or query string, where a gateway's URL
-    may carry a credential (the ledger and Events reach more people than the spec)."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return "<an invalid URL>"
-    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
-
-
 def cdn_spec(spec: RollbackSpec) -> CdnSpec | None:
     """The request's `spec.cdn`, or None when the request has none (PurgeCDN is Skipped)."""
     raw = spec.sections.get("cdn")
@@ -272,12 +264,6 @@ def clean_token(raw: str | None) -> str | None:
     """The Secret's value without surrounding whitespace: `echo token | kubectl create secret
     --from-file` leaves a trailing newline that no API would accept."""
     return None if raw is None else raw.strip()
-
-
-def redact(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, "<redacted>")
-    return text
 
 
 # --- the answers

@@ -23,12 +23,12 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rollback_operator.clock import stamp
 from rollback_operator.model import parse_duration
+from rollback_operator.redaction import without_credentials
 
 ERROR_RATE = "errorRate"
 LATENCY = "latency"
@@ -149,17 +149,6 @@ class QueryFailed:
 Result = Measured | NoData | QueryFailed
 
 
-def redacted(url: str) -> str:
-    """The URL as messages show it: without user and password, should it carry them."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
 class Prometheus:
     """Instant queries through Prometheus' HTTP API (`POST /api/v1/query`, form-encoded, so
     that a long query never meets a URL length limit)."""
@@ -175,7 +164,7 @@ class Prometheus:
         self.transport = transport
 
     def query(self, expression: str) -> Result:
-        where = f"Prometheus at {redacted(self.url)}"
+        where = f"Prometheus at {without_credentials(self.url)}"
         try:
             with httpx.Client(timeout=self.timeout, transport=self.transport) as client:
                 response = client.post(
@@ -444,8 +433,8 @@ def blind_message(watch: Watch, prometheus_url: str) -> str:
         f"could not measure for {watch.unmeasured_streak} consecutive evaluations "
         f"({watch.errors} Prometheus error(s), {watch.no_data} without data, of "
         f"{watch.evaluations}): {watch.last_error}. Traffic stays on the application; check "
-        f"Prometheus at {redacted(prometheus_url)} and the queries in status.monitoring.rules, "
-        "and watch the error rate and latency by hand (runbook §2.5)"
+        f"Prometheus at {without_credentials(prometheus_url)} and the queries in "
+        "status.monitoring.rules, and watch the error rate and latency by hand (runbook §2.5)"
     )
 
 

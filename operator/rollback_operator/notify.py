@@ -34,6 +34,7 @@ import httpx
 
 from rollback_operator import clock
 from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef
+from rollback_operator.redaction import redact, url_secrets
 from rollback_operator.status import Status
 
 SECTION = "notifications"  # status.notifications
@@ -292,6 +293,11 @@ def post(
     410 channel_is_archived) is final: asking again would get the same answer.
     """
     deadline = monotonic() + budget
+    secrets = url_secrets(url)
+
+    def hide(text: str) -> str:
+        return redact(text, *secrets, placeholder="<webhook url>")
+
     error = ""
     attempt = 0
     with httpx.Client(
@@ -309,12 +315,12 @@ def post(
             except httpx.TimeoutException:
                 error = f"no answer within {timeout.read:.1f}s"
             except httpx.TransportError as failure:
-                error = f"could not connect: {_scrub(str(failure) or type(failure).__name__, url)}"
+                error = f"could not connect: {hide(str(failure) or type(failure).__name__)}"
             else:
                 if response.is_success:
                     return Attempted(ok=True, attempts=attempt)
                 error = f"HTTP {response.status_code}"
-                said = _scrub(" ".join(response.text.split()), url)[:ERROR_BODY_CHARS]
+                said = hide(" ".join(response.text.split()))[:ERROR_BODY_CHARS]
                 if said:
                     error += f": {said}"
                 if response.status_code != 429 and response.status_code < 500:
@@ -347,20 +353,6 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
-
-
-def _scrub(text: str, url: str) -> str:
-    """`text` without the URL or its secret-bearing parts (path and query)."""
-    secrets = [url, url.split("://", 1)[-1]]
-    try:
-        tail = httpx.URL(url).raw_path.decode(errors="replace")
-    except (httpx.InvalidURL, ValueError):
-        tail = ""
-    if len(tail) > 1:
-        secrets.append(tail)
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "<webhook url>")
-    return text
 
 
 # --- what the runner calls

@@ -25,11 +25,9 @@ from rollback_operator.cdn import (
     backoff,
     cdn_spec,
     clean_token,
-    display_url,
     idempotency_key,
     interpret,
     purge_requests,
-    redact,
     retry_after,
     send,
     token_problem,
@@ -37,6 +35,7 @@ from rollback_operator.cdn import (
 from rollback_operator.kube import Kube
 from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, SecretKeyRef
+from rollback_operator.redaction import display_url, redact
 from rollback_operator.registry import STEPS
 from rollback_operator.status import Status
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait

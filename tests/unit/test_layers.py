@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "monitoring",
         "verification",
         "notify",
+        "redaction",
         "postmortem",
         "database.spec",
         "database.scripts",

@@ -35,6 +35,7 @@ from rollback_operator.monitoring import (
     Watch,
     interpret,
 )
+from rollback_operator.redaction import without_credentials
 from rollback_operator.registry import STEPS
 from rollback_operator.status import Status
 from rollback_operator.steps import monitor
@@ -190,8 +191,8 @@ def test_unreachable_and_slow_prometheus_are_failures_without_credentials() -> N
     )
     slow = Prometheus(url, timeout=2, transport=httpx.MockTransport(hang)).query("up")
     assert slow == QueryFailed("Prometheus at http://prometheus:9090 did not answer within 2s")
-    assert monitoring.redacted(url) == "http://prometheus:9090"
-    assert monitoring.redacted(URL) == URL
+    assert without_credentials(url) == "http://prometheus:9090"
+    assert without_credentials(URL) == URL
 
 
 # --- the tally

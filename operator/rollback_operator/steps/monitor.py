@@ -23,6 +23,7 @@ from rollback_operator import monitoring
 from rollback_operator.clock import parse
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.monitoring import MonitoringSpec, Prometheus, Watch
+from rollback_operator.redaction import without_credentials
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
@@ -78,7 +79,7 @@ class Monitor:
             else "fail, leaving traffic on the application"
         )
         return (
-            f"would watch Prometheus at {monitoring.redacted(spec.prometheus_url)} for "
+            f"would watch Prometheus at {without_credentials(spec.prometheus_url)} for "
             f"{monitoring.show_duration(spec.duration_seconds)}, every "
             f"{monitoring.show_duration(spec.interval_seconds)}: {rules}; on a breach "
             f"({spec.for_count} consecutive evaluations over a threshold) {then}"

@@ -38,13 +38,13 @@ from rollback_operator.cdn import (
     cdn_spec,
     clean_token,
     describe_wait,
-    display_url,
     purge_requests,
     send,
     token_problem,
 )
 from rollback_operator.clock import stamp
 from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.redaction import display_url
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 
 logger = logging.getLogger(__name__)
