@@ -30,13 +30,13 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from rollback_operator import throttling
 from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
 from rollback_operator.redaction import display_url, redact
 
@@ -406,20 +406,9 @@ def retry_after(headers: Mapping[str, str], now: datetime) -> tuple[float, str] 
     """Seconds to wait as the server asks, and the header that asks: `Retry-After` (seconds
     or an HTTP date), else Fastly's `Fastly-RateLimit-Reset` (the epoch second its rate-limit
     window resets). None when neither says."""
-    value = (headers.get("retry-after") or "").strip()
-    if value:
-        try:
-            return max(0.0, float(value)), "Retry-After"
-        except ValueError:
-            pass
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            return max(0.0, (when - now).total_seconds()), "Retry-After"
+    asked = throttling.retry_after(headers.get("retry-after"), now)
+    if asked is not None:
+        return asked, "Retry-After"
     reset = (headers.get("fastly-ratelimit-reset") or "").strip()
     if reset:
         try:

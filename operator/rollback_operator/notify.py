@@ -21,12 +21,11 @@ code and the receiver's body, with any trace of the URL removed.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +35,7 @@ from rollback_operator import clock
 from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef
 from rollback_operator.redaction import redact, url_secrets
 from rollback_operator.status import Status
+from rollback_operator.throttling import retry_after
 
 SECTION = "notifications"  # status.notifications
 
@@ -336,23 +336,6 @@ def post(
                     break
                 sleep(wait)
     return Attempted(ok=False, attempts=attempt, error=f"{error} (after {attempt} attempt(s))")
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Retry-After in seconds, given as seconds or as an HTTP date (RFC 9110); None if absent
-    or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 # --- what the runner calls

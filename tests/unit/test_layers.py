@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "verification",
         "notify",
         "redaction",
+        "throttling",
         "postmortem",
         "database.spec",
         "database.scripts",

@@ -26,7 +26,6 @@ from rollback_operator.notify import (
     json_payload,
     post,
     rank,
-    retry_after,
     slack_payload,
 )
 from rollback_operator.status import Status
@@ -314,14 +313,6 @@ def test_the_whole_delivery_fits_in_the_budget() -> None:
     assert not result.ok
     assert clock.now <= notify.BUDGET
     assert len(seen) == 2  # waited 4 s once; a second 4 s would overrun the budget
-
-
-def test_retry_after_reads_seconds_and_http_dates() -> None:
-    assert retry_after("3", T0) == 3.0
-    assert retry_after("Sat, 10 Jan 2026 03:00:05 GMT", T0) == 5.0
-    assert retry_after("Sat, 10 Jan 2026 02:00:00 GMT", T0) == 0.0
-    assert retry_after("soon", T0) is None
-    assert retry_after(None, T0) is None
 
 
 def test_the_error_body_quoted_never_echoes_the_url() -> None:
