@@ -134,6 +134,12 @@ class CdnSpec:
             timeout_seconds=parse_duration(raw.get("timeout") or DEFAULT_TIMEOUT),
         )
 
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> CdnSpec | None:
+        """The request's `spec.cdn`, or None when the request has none (PurgeCDN is Skipped)."""
+        raw = spec.sections.get("cdn")
+        return None if raw is None else cls.parse(raw)
+
     @property
     def base(self) -> str:
         """The API's base URL, without a trailing slash (the webhook's URL as written)."""
@@ -153,12 +159,6 @@ class CdnSpec:
     @property
     def who(self) -> str:
         return {CLOUDFLARE: "Cloudflare", FASTLY: "Fastly"}.get(self.provider, "the webhook")
-
-
-def cdn_spec(spec: RollbackSpec) -> CdnSpec | None:
-    """The request's `spec.cdn`, or None when the request has none (PurgeCDN is Skipped)."""
-    raw = spec.sections.get("cdn")
-    return None if raw is None else CdnSpec.parse(raw)
 
 
 # --- the requests

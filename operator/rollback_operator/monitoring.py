@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from rollback_operator.clock import stamp
-from rollback_operator.model import parse_duration
+from rollback_operator.model import RollbackSpec, parse_duration
 from rollback_operator.redaction import without_credentials
 
 ERROR_RATE = "errorRate"
@@ -108,6 +108,12 @@ class MonitoringSpec:
             queries=queries,
             thresholds=thresholds,
         )
+
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> MonitoringSpec | None:
+        """The request's `spec.monitoring`, or None when it has none (Monitor is Skipped)."""
+        raw = spec.sections.get("monitoring")
+        return None if raw is None else cls.parse(raw)
 
     def rules(self, namespace: str) -> tuple[Rule, ...]:
         """The rules with their queries as evaluated: the default ones, or the request's own,

@@ -105,6 +105,12 @@ class NotifySpec:
     def parse(cls, raw: Sequence[dict[str, Any]] | None) -> NotifySpec:
         return cls(tuple(Webhook.parse(dict(w)) for w in raw or ()))
 
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> NotifySpec | None:
+        """The request's `spec.notify`, or None when it has none (nobody is notified)."""
+        raw = spec.sections.get("notify")
+        return None if raw is None else cls.parse(raw)
+
 
 # --- what is sent
 

@@ -135,8 +135,15 @@ class VerificationSpec:
         )
 
     @classmethod
-    def of(cls, spec: RollbackSpec) -> VerificationSpec:
-        return cls.parse(spec.sections.get("verification"))
+    def of(cls, spec: RollbackSpec) -> VerificationSpec | None:
+        """The request's `spec.verification`, or None when it has none (Verify then checks the
+        Deployments only: see `ONLY_DEPLOYMENTS`)."""
+        raw = spec.sections.get("verification")
+        return None if raw is None else cls.parse(raw)
+
+
+# What Verify does for a request without spec.verification: no checks, no sign-off.
+ONLY_DEPLOYMENTS = VerificationSpec()
 
 
 def _parse_check(raw: dict[str, Any]) -> Check:

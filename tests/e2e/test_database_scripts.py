@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from rollback_operator.database import scripts as database_scripts
-from rollback_operator.database import spec as db_module
 from rollback_operator.database.spec import DatabaseSpec
 from tests.e2e.lawyershub_db import (
     MIGRATIONS,
@@ -54,7 +53,9 @@ def run(script: str, db: Database, tmp_path: Path, *, url: str | None = None) ->
 
 
 def spec(**database: Any) -> DatabaseSpec:
-    return db_module.parse({"connection": {"secretRef": {"name": "db", "key": "url"}}, **database})
+    return DatabaseSpec.parse(
+        {"connection": {"secretRef": {"name": "db", "key": "url"}}, **database}
+    )
 
 
 def restore_spec(directory: Path, file: str = SNAPSHOT, **extra: Any) -> DatabaseSpec:

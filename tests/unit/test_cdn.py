@@ -23,7 +23,6 @@ from rollback_operator.cdn import (
     Retry,
     auth_headers,
     backoff,
-    cdn_spec,
     clean_token,
     idempotency_key,
     interpret,
@@ -115,7 +114,7 @@ def test_the_step_is_skipped_without_spec_cdn() -> None:
     assert isinstance(step, PurgeCDN)
     assert step.skip_reason(request_spec(None), None) == "no spec.cdn"
     assert step.skip_reason(request_spec(CLOUDFLARE), None) is None
-    assert cdn_spec(request_spec(None)) is None
+    assert CdnSpec.of(request_spec(None)) is None
 
 
 # --- the requests, as each provider documents them

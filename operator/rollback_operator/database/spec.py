@@ -49,6 +49,24 @@ class MigrateDownSpec:
     command: tuple[str, ...] | None  # the team's own migrator, instead of the built-in script
     timeout_seconds: int
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> MigrateDownSpec:
+        migrations = tuple(raw["migrations"])
+        for migration in migrations:
+            if not _MIGRATION.fullmatch(migration):  # the CRD refuses these; never trust a path
+                raise ValueError(f"not a migration directory name: {migration!r}")
+        source = raw.get("source") or {}
+        command = raw.get("command")
+        return cls(
+            migrations=migrations,
+            configmap=source.get("configMap"),
+            source_image=source.get("image"),
+            source_path=source.get("path"),
+            image=raw.get("image") or DEFAULT_IMAGE,
+            command=None if command is None else tuple(command),
+            timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
+        )
+
     def down_sql_path(self, migration: str, root: str = MIGRATIONS_DIR) -> str:
         """Where the Job finds a migration's down.sql, the source being mounted at `root`."""
         if self.configmap is not None:
@@ -85,6 +103,26 @@ class RestoreSpec:
     schemas: tuple[str, ...]
     timeout_seconds: int
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> RestoreSpec:
+        backup = raw["backup"]
+        schemas = tuple(raw.get("schemas") or (PUBLIC,))
+        for schema in schemas:
+            if not _SCHEMA.fullmatch(schema):
+                raise ValueError(f"not a plain schema name: {schema!r}")
+        return cls(
+            backup=BackupSpec(
+                claim_name=backup["claimName"],
+                directory=(backup.get("directory") or "/backups").rstrip("/") or "/",
+                file=backup["file"],
+                not_after=backup.get("notAfter"),
+            ),
+            image=raw.get("image") or DEFAULT_IMAGE,
+            require_approval=bool(raw.get("requireApproval", True)),
+            schemas=schemas,
+            timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
+        )
+
 
 @dataclass(frozen=True)
 class DatabaseSpec:
@@ -92,68 +130,30 @@ class DatabaseSpec:
     migrate_down: MigrateDownSpec | None
     restore: RestoreSpec | None
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> DatabaseSpec:
+        """`spec.database` as typed values. The API server validated it (CRD schema and CEL)
+        and applied the defaults; the defaults are repeated here for objects built by hand."""
+        migrate = raw.get("migrateDown")
+        restore = raw.get("restore")
+        return cls(
+            connection=SecretKeyRef.parse(raw["connection"]["secretRef"]),
+            migrate_down=None if migrate is None else MigrateDownSpec.parse(migrate),
+            restore=None if restore is None else RestoreSpec.parse(restore),
+        )
+
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> DatabaseSpec | None:
+        """The request's database section; None when it asks for no database step."""
+        raw = spec.sections.get("database")
+        return None if raw is None else cls.parse(raw)
+
     @property
     def runs_migrate_down(self) -> bool:
         """Whether MigrateDatabaseDown runs: not when a restore is asked for too, because the
         pre-go-live snapshot already holds the old schema and the old `_prisma_migrations`
         table, which the restore puts back whole (see docs/database.md)."""
         return self.migrate_down is not None and self.restore is None
-
-
-def parse(raw: dict[str, Any]) -> DatabaseSpec:
-    """`spec.database` as typed values. The API server validated it (CRD schema and CEL) and
-    applied the defaults; the defaults are repeated here for objects built by hand."""
-    migrate = raw.get("migrateDown")
-    restore = raw.get("restore")
-    return DatabaseSpec(
-        connection=SecretKeyRef.parse(raw["connection"]["secretRef"]),
-        migrate_down=None if migrate is None else _parse_migrate_down(migrate),
-        restore=None if restore is None else _parse_restore(restore),
-    )
-
-
-def database_spec(spec: RollbackSpec) -> DatabaseSpec | None:
-    """The request's database section, typed; None when it asks for no database step."""
-    raw = spec.sections.get("database")
-    return None if raw is None else parse(raw)
-
-
-def _parse_migrate_down(raw: dict[str, Any]) -> MigrateDownSpec:
-    migrations = tuple(raw["migrations"])
-    for migration in migrations:
-        if not _MIGRATION.fullmatch(migration):  # the CRD refuses these; never trust a path
-            raise ValueError(f"not a migration directory name: {migration!r}")
-    source = raw.get("source") or {}
-    command = raw.get("command")
-    return MigrateDownSpec(
-        migrations=migrations,
-        configmap=source.get("configMap"),
-        source_image=source.get("image"),
-        source_path=source.get("path"),
-        image=raw.get("image") or DEFAULT_IMAGE,
-        command=None if command is None else tuple(command),
-        timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
-    )
-
-
-def _parse_restore(raw: dict[str, Any]) -> RestoreSpec:
-    backup = raw["backup"]
-    schemas = tuple(raw.get("schemas") or (PUBLIC,))
-    for schema in schemas:
-        if not _SCHEMA.fullmatch(schema):
-            raise ValueError(f"not a plain schema name: {schema!r}")
-    return RestoreSpec(
-        backup=BackupSpec(
-            claim_name=backup["claimName"],
-            directory=(backup.get("directory") or "/backups").rstrip("/") or "/",
-            file=backup["file"],
-            not_after=backup.get("notAfter"),
-        ),
-        image=raw.get("image") or DEFAULT_IMAGE,
-        require_approval=bool(raw.get("requireApproval", True)),
-        schemas=schemas,
-        timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
-    )
 
 
 def _seconds(duration: str) -> int:

@@ -38,10 +38,9 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     """For Preflight (read-only): the watch's settings fit together, Prometheus answers, and
     it accepts both queries. A request whose watch could not run is refused before the site is
     touched; the message says how to go on without the watch."""
-    raw = ctx.spec.sections.get(SECTION)
-    if raw is None:
+    spec = MonitoringSpec.of(ctx.spec)
+    if spec is None:
         return []
-    spec = MonitoringSpec.parse(raw)
     problems = monitoring.configuration_problems(spec)
     prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
     for rule in spec.rules(ctx.namespace):
@@ -64,10 +63,10 @@ class Monitor:
     preflight = References(preflight_problems)
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None if SECTION in spec.sections else "no spec.monitoring"
+        return None if MonitoringSpec.of(spec) is not None else "no spec.monitoring"
 
     def plan(self, ctx: StepContext) -> str:
-        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        spec = _spec(ctx)
         rules = "; ".join(
             f"{monitoring.describe_rule(r.name)} above "
             f"{monitoring.show_value(r.name, r.threshold)} ({r.query})"
@@ -86,7 +85,7 @@ class Monitor:
         )
 
     def run(self, ctx: StepContext) -> Outcome:
-        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        spec = _spec(ctx)
         watch = Watch.load(
             ctx.ledger.section(SECTION), spec.rules(ctx.namespace), spec.duration_seconds
         )
@@ -199,3 +198,10 @@ def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
         patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
         switched.append(name)
     return switched, notes
+
+
+def _spec(ctx: StepContext) -> MonitoringSpec:
+    spec = MonitoringSpec.of(ctx.spec)
+    if spec is None:  # the engine skips the step without spec.monitoring
+        raise ValueError("Monitor run without spec.monitoring")
+    return spec

@@ -35,7 +35,6 @@ from rollback_operator.cdn import (
     Refused,
     Retry,
     backoff,
-    cdn_spec,
     clean_token,
     describe_wait,
     purge_requests,
@@ -74,7 +73,7 @@ class _Progress:
 def preflight_problems(ctx: StepContext) -> list[str]:
     """What Preflight must refuse before the site is touched: a token Secret or key that is
     missing, empty, or unusable in a header. Reads the Secret; never quotes its value."""
-    spec = cdn_spec(ctx.spec)
+    spec = CdnSpec.of(ctx.spec)
     if spec is None or spec.credentials is None:
         return []
     ref = spec.credentials
@@ -93,7 +92,7 @@ class PurgeCDN:
         self._runs: dict[_Key, _Progress] = {}
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None if cdn_spec(spec) is not None else "no spec.cdn"
+        return None if CdnSpec.of(spec) is not None else "no spec.cdn"
 
     def plan(self, ctx: StepContext) -> str:
         spec = _spec(ctx)
@@ -208,7 +207,7 @@ class PurgeCDN:
 
 
 def _spec(ctx: StepContext) -> CdnSpec:
-    spec = cdn_spec(ctx.spec)
+    spec = CdnSpec.of(ctx.spec)
     if spec is None:  # the engine skips the step without spec.cdn
         raise ValueError("PurgeCDN run without spec.cdn")
     return spec
