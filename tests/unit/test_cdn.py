@@ -18,19 +18,13 @@ import pytest
 
 from rollback_operator.cdn import (
     CdnSpec,
-    Purged,
-    Refused,
-    Retry,
     auth_headers,
-    backoff,
     clean_token,
     idempotency_key,
-    interpret,
     purge_requests,
-    retry_after,
-    send,
     token_problem,
 )
+from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, interpret, retry_after, send
 from rollback_operator.kube import Kube
 from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, SecretKeyRef

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
         "rollout",
         "takeover",
         "cdn",
+        "cdn_http",
         "monitoring",
         "verification",
         "notify",

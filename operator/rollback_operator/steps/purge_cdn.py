@@ -28,19 +28,8 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from rollback_operator.cdn import (
-    CdnSpec,
-    Purged,
-    PurgeRequest,
-    Refused,
-    Retry,
-    backoff,
-    clean_token,
-    describe_wait,
-    purge_requests,
-    send,
-    token_problem,
-)
+from rollback_operator.cdn import CdnSpec, PurgeRequest, clean_token, purge_requests, token_problem
+from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, describe_wait, send
 from rollback_operator.clock import stamp
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.redaction import display_url
