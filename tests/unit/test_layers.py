@@ -26,6 +26,8 @@ LAYERS: list[set[str]] = [
         "cdn",
         "cdn_http",
         "monitoring",
+        "monitoring_watch",
+        "prometheus",
         "verification",
         "notify",
         "redaction",

@@ -19,10 +19,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from rollback_operator import monitoring
+from rollback_operator import monitoring, monitoring_watch
 from rollback_operator.clock import parse
 from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.monitoring import MonitoringSpec, Prometheus, Watch
+from rollback_operator.monitoring import MonitoringSpec
+from rollback_operator.monitoring_watch import Watch
+from rollback_operator.prometheus import Prometheus, QueryFailed
 from rollback_operator.redaction import without_credentials
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
@@ -45,7 +47,7 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
     for rule in spec.rules(ctx.namespace):
         result = prometheus.query(rule.query)
-        if not isinstance(result, monitoring.QueryFailed):
+        if not isinstance(result, QueryFailed):
             continue
         if result.invalid_query:
             problems.append(f"monitoring.{rule.name}.query is refused: {result.detail}")
@@ -105,38 +107,38 @@ class Monitor:
             if watch.evaluations == 0 and ctx.ledger.section(SECTION) is None:
                 ctx.ledger.put_section(SECTION, watch.to_dict())  # the watch shows from its start
             return Wait(
-                monitoring.progress_message(watch),
+                monitoring_watch.progress_message(watch),
                 retry_after=min(MAX_WAIT_SECONDS, (due - now).total_seconds()),
             )
 
         prometheus = Prometheus(spec.prometheus_url)
         results = {rule.name: prometheus.query(rule.query) for rule in spec.rules(ctx.namespace)}
         now = ctx.now()
-        watch = monitoring.record(watch, results, now, (now - start).total_seconds())
+        watch = monitoring_watch.record(watch, results, now, (now - start).total_seconds())
 
-        found = monitoring.verdict(watch, spec.for_count)
+        found = monitoring_watch.verdict(watch, spec.for_count)
         if found is not None:
             kind, rule = found
             if kind == "breach" and rule is not None:
-                watch.breach = monitoring.breach_message(rule, watch)
+                watch.breach = monitoring_watch.breach_message(rule, watch)
                 watch.maintenance_on = spec.switches_maintenance_on
                 # Durable before any Ingress changes: see the module's docstring.
                 ctx.ledger.put_section(SECTION, watch.to_dict(), durable=watch.maintenance_on)
                 return self._breached(ctx, spec, watch)
             ctx.ledger.put_section(SECTION, watch.to_dict())
-            return Fail(monitoring.blind_message(watch, spec.prometheus_url))
+            return Fail(monitoring_watch.blind_message(watch, spec.prometheus_url))
 
         ctx.ledger.put_section(SECTION, watch.to_dict())
         if now >= end:
             return self._concluded(ctx, watch)
         due = min(now + timedelta(seconds=spec.interval_seconds), end)
         return Wait(
-            monitoring.progress_message(watch),
+            monitoring_watch.progress_message(watch),
             retry_after=min(MAX_WAIT_SECONDS, max(0.0, (due - ctx.now()).total_seconds())),
         )
 
     def _concluded(self, ctx: StepContext, watch: Watch) -> Outcome:
-        succeeded, message, warnings = monitoring.conclusion(watch)
+        succeeded, message, warnings = monitoring_watch.conclusion(watch)
         if succeeded:
             return Done(message, warnings=warnings, warning_reason="MonitoringWarning")
         return Fail(message)
