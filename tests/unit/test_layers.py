@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
         "prometheus",
         "verification",
         "notify",
+        "webhook_post",
         "redaction",
         "throttling",
         "postmortem",
