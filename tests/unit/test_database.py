@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rollback_operator.database import scripts
+from rollback_operator.database import inspection, scripts
 from rollback_operator.database import spec as db
 from rollback_operator.database.preflight import inspection_template
 from rollback_operator.ledger import StatusLedger
@@ -171,14 +171,14 @@ def test_configmap_keys_and_image_paths() -> None:
 
 
 def test_parse_inspection_reads_the_last_line() -> None:
-    found = scripts.parse_inspection(
+    found = inspection.parse_inspection(
         'checking\n{"server":"16.4","backup":{"file":"a.sql","sizeBytes":12,'
         '"sha256":"ab","considered":3,"later":1}}\n'
     )
-    assert found == scripts.Inspection(scripts.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
-    assert scripts.parse_inspection('{"server":"15.1"}') == scripts.Inspection(None, "15.1")
+    assert found == inspection.Inspection(inspection.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
+    assert inspection.parse_inspection('{"server":"15.1"}') == inspection.Inspection(None, "15.1")
     with pytest.raises(ValueError):
-        scripts.parse_inspection("psql: error: connection refused")
+        inspection.parse_inspection("psql: error: connection refused")
 
 
 # --- quoting
@@ -228,7 +228,7 @@ def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
             },
         }
     )
-    rc, message, _ = sh(scripts.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
+    rc, message, _ = sh(inspection.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
     assert rc == 1
     assert message.startswith("no backup matching *-YYYYMMDD.sql in")
 
@@ -238,7 +238,7 @@ def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
 
 def url_of(raw: str, tmp_path: Path) -> tuple[int, str, str]:
     """What `database_url` makes of a DATABASE_URL: (rc, "url|schema|PGOPTIONS", message)."""
-    script = scripts._COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
+    script = scripts.COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
     rc, message, out = sh(script, tmp_path, DATABASE_URL=raw)
     return rc, out, message
 
@@ -386,7 +386,7 @@ def test_no_secret_value_is_in_any_script() -> None:
     )
     assert spec.restore is not None and spec.migrate_down is not None
     for script in (
-        scripts.inspect_script(spec),
+        inspection.inspect_script(spec),
         scripts.restore_script(spec.restore, "a.sql", "0" * 64),
         scripts.migrate_down_script(spec.migrate_down),
     ):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from rollback_operator.clock import stamp
+from rollback_operator.database.inspection import Inspection, inspect_script, parse_inspection
 from rollback_operator.database.jobs import (
     COMPONENT,
     JobParts,
@@ -22,7 +23,6 @@ from rollback_operator.database.jobs import (
     describe_backup,
     migrations_parts,
 )
-from rollback_operator.database.scripts import Inspection, inspect_script, parse_inspection
 from rollback_operator.database.spec import (
     DEFAULT_IMAGE,
     DatabaseSpec,

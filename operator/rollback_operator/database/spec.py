@@ -13,9 +13,9 @@ that the migrations to roll back are applied and have their `down.sql`. So a req
 cannot finish fails before the site is touched.
 
 This module is only what the request says: every step reads it (if only to know whether it
-runs), so it holds no script and no Job. The scripts are in database_scripts.py, what the Jobs
-share in steps/database_jobs.py, Preflight's part in steps/database_preflight.py, and each step
-in its own module (steps/migrate_database_down.py, steps/restore_database.py).
+runs), so it holds no script and no Job. The scripts are in scripts.py and inspection.py, what
+the Jobs share in jobs.py, Preflight's part in preflight.py, and each step in its own module
+(steps/migrate_database_down.py, steps/restore_database.py).
 """
 
 from __future__ import annotations
