@@ -461,9 +461,9 @@ def remove_leftovers(api: Api) -> list[str]:
 BUCKETS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "watch", "*", "*"),
     ("list", "list", "*", "*"),
-    ("get rollbackrequests", "get", GROUP, "rollbackrequests"),
-    ("patch rollbackrequests", "patch,update", GROUP, "rollbackrequests"),
-    ("patch rollbackrequests/status", "patch,update", GROUP, "rollbackrequests/status"),
+    (f"get {PLURAL}", "get", GROUP, PLURAL),
+    (f"patch {PLURAL}", "patch,update", GROUP, PLURAL),
+    (f"patch {PLURAL}/status", "patch,update", GROUP, f"{PLURAL}/status"),
     ("create events", "create", "", "events"),
     ("create events", "create", "events.k8s.io", "events"),
     ("get ingresses", "get", "networking.k8s.io", "ingresses"),
