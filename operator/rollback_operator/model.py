@@ -7,6 +7,7 @@ gives it names and types; it does not re-validate.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -17,6 +18,9 @@ ABORT_ANNOTATION = f"{GROUP}/abort"
 APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 
+
+# The tag every reverted container is set to when the request names none (runbook §2.1).
+DEFAULT_TARGET_TAG = "stable-last-known"
 
 # The spec's optional parts, one per capability: a request without one skips its steps.
 OPTIONAL_SECTIONS = ("cdn", "database", "verification", "monitoring", "notify")
@@ -71,6 +75,35 @@ class StepState(StrEnum):
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the request's namespace: how the spec names every credential (the
+    database URL, a CDN token, a webhook URL), so that none is ever written into the spec."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.name} key {self.key}"
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> SecretKeyRef:
+        """`{name, key}`, as the spec writes a secretRef."""
+        return cls(name=raw["name"], key=raw["key"])
+
+    @classmethod
+    def optional(cls, raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+        """`parse`, for a reference the spec may leave out."""
+        return None if not raw else cls.parse(raw)
+
+    def env(self, variable: str) -> dict[str, Any]:
+        """A container env var taken from this key: the only way a credential reaches a Job."""
+        return {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": self.name, "key": self.key}},
+        }
+
+
+@dataclass(frozen=True)
 class BackendRef:
     """The maintenance Service; `port` is a number or a port name, exactly as written."""
 
@@ -112,7 +145,7 @@ class RollbackSpec:
             reason=spec["reason"],
             trigger=spec["trigger"],
             dry_run=bool(spec.get("dryRun", False)),
-            target_tag=spec.get("targetTag", "stable-last-known"),
+            target_tag=spec.get("targetTag", DEFAULT_TARGET_TAG),
             ingresses=tuple(traffic["ingresses"]),
             maintenance_backend=BackendRef(service=backend["service"], port=backend["port"]),
             hpas=None if hpas is None else tuple(hpas),

@@ -19,9 +19,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rollback_operator import GROUP, PLURAL, VERSION
 from tests.e2e.support import REPO_ROOT, stop_process, wait_until
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 MAINTENANCE = {"service": {"name": "maintenance-page", "port": {"number": 80}}}
 REGISTRY = "registry.lawyershub.example:5000/lawyershub"
 

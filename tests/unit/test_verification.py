@@ -23,6 +23,7 @@ import pytest
 from rollback_operator.kube import Kube
 from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, Targets
+from rollback_operator.redaction import display_url
 from rollback_operator.status import Status
 from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, StepContext, Wait
 from rollback_operator.steps.jobs import JobResult, JobState
@@ -34,7 +35,6 @@ from rollback_operator.verification import (
     ProbeResult,
     TcpProbe,
     VerificationSpec,
-    display_url,
     probe_http,
     probe_tcp,
     quote,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from rollback_operator.clock import stamp
+from rollback_operator.database.inspection import Inspection, inspect_script, parse_inspection
 from rollback_operator.database.jobs import (
     COMPONENT,
     JobParts,
@@ -22,12 +23,10 @@ from rollback_operator.database.jobs import (
     describe_backup,
     migrations_parts,
 )
-from rollback_operator.database.scripts import Inspection, inspect_script, parse_inspection
 from rollback_operator.database.spec import (
     DEFAULT_IMAGE,
     DatabaseSpec,
     configmap_key,
-    database_spec,
 )
 from rollback_operator.model import StepName
 from rollback_operator.steps import jobs
@@ -40,7 +39,7 @@ INSPECT_DEADLINE_SECONDS = 1800
 def preflight_problems(ctx: StepContext) -> list[str]:
     """The references of spec.database, through the API: the connection Secret and its key
     (whose value is not read), the migrations' ConfigMap and its keys, the backups' claim."""
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     if database is None:
         return []
     problems: list[str] = []
@@ -117,7 +116,7 @@ def preflight_inspect(ctx: StepContext) -> Wait | Fail | str | None:
     database check runs in a read-only transaction), so it runs on a dry run too: a dry run
     is where a team wants to learn which backup a restore would take.
     """
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     template = None if database is None else inspection_template(database)
     if database is None or template is None:
         return None

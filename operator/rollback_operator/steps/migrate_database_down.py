@@ -24,7 +24,7 @@ from rollback_operator.database.jobs import (
 )
 from rollback_operator.database.preflight import DATABASE_PREFLIGHT
 from rollback_operator.database.scripts import migrate_down_script
-from rollback_operator.database.spec import DatabaseSpec, MigrateDownSpec, database_spec
+from rollback_operator.database.spec import DatabaseSpec, MigrateDownSpec
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps import jobs
 from rollback_operator.steps.base import Done, Outcome, StepContext
@@ -63,7 +63,7 @@ class MigrateDatabaseDown:
     preflight = DATABASE_PREFLIGHT
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        database = database_spec(spec)
+        database = DatabaseSpec.of(spec)
         if database is None or database.migrate_down is None:
             return NOT_CONFIGURED
         if not database.runs_migrate_down:
@@ -97,7 +97,7 @@ class MigrateDatabaseDown:
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, MigrateDownSpec]:
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     if database is None or database.migrate_down is None:
         raise ValueError("MigrateDatabaseDown runs only with spec.database.migrateDown")
     return database, database.migrate_down

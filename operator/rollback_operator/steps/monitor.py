@@ -19,10 +19,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from rollback_operator import monitoring
+from rollback_operator import monitoring, monitoring_watch
 from rollback_operator.clock import parse
 from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.monitoring import MonitoringSpec, Prometheus, Watch
+from rollback_operator.monitoring import MonitoringSpec
+from rollback_operator.monitoring_watch import Watch
+from rollback_operator.prometheus import Prometheus, QueryFailed
+from rollback_operator.redaction import without_credentials
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
@@ -37,15 +40,14 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     """For Preflight (read-only): the watch's settings fit together, Prometheus answers, and
     it accepts both queries. A request whose watch could not run is refused before the site is
     touched; the message says how to go on without the watch."""
-    raw = ctx.spec.sections.get(SECTION)
-    if raw is None:
+    spec = MonitoringSpec.of(ctx.spec)
+    if spec is None:
         return []
-    spec = MonitoringSpec.parse(raw)
     problems = monitoring.configuration_problems(spec)
     prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
     for rule in spec.rules(ctx.namespace):
         result = prometheus.query(rule.query)
-        if not isinstance(result, monitoring.QueryFailed):
+        if not isinstance(result, QueryFailed):
             continue
         if result.invalid_query:
             problems.append(f"monitoring.{rule.name}.query is refused: {result.detail}")
@@ -63,10 +65,10 @@ class Monitor:
     preflight = References(preflight_problems)
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None if SECTION in spec.sections else "no spec.monitoring"
+        return None if MonitoringSpec.of(spec) is not None else "no spec.monitoring"
 
     def plan(self, ctx: StepContext) -> str:
-        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        spec = _spec(ctx)
         rules = "; ".join(
             f"{monitoring.describe_rule(r.name)} above "
             f"{monitoring.show_value(r.name, r.threshold)} ({r.query})"
@@ -78,14 +80,14 @@ class Monitor:
             else "fail, leaving traffic on the application"
         )
         return (
-            f"would watch Prometheus at {monitoring.redacted(spec.prometheus_url)} for "
+            f"would watch Prometheus at {without_credentials(spec.prometheus_url)} for "
             f"{monitoring.show_duration(spec.duration_seconds)}, every "
             f"{monitoring.show_duration(spec.interval_seconds)}: {rules}; on a breach "
             f"({spec.for_count} consecutive evaluations over a threshold) {then}"
         )
 
     def run(self, ctx: StepContext) -> Outcome:
-        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        spec = _spec(ctx)
         watch = Watch.load(
             ctx.ledger.section(SECTION), spec.rules(ctx.namespace), spec.duration_seconds
         )
@@ -105,38 +107,38 @@ class Monitor:
             if watch.evaluations == 0 and ctx.ledger.section(SECTION) is None:
                 ctx.ledger.put_section(SECTION, watch.to_dict())  # the watch shows from its start
             return Wait(
-                monitoring.progress_message(watch),
+                monitoring_watch.progress_message(watch),
                 retry_after=min(MAX_WAIT_SECONDS, (due - now).total_seconds()),
             )
 
         prometheus = Prometheus(spec.prometheus_url)
         results = {rule.name: prometheus.query(rule.query) for rule in spec.rules(ctx.namespace)}
         now = ctx.now()
-        watch = monitoring.record(watch, results, now, (now - start).total_seconds())
+        watch = monitoring_watch.record(watch, results, now, (now - start).total_seconds())
 
-        found = monitoring.verdict(watch, spec.for_count)
+        found = monitoring_watch.verdict(watch, spec.for_count)
         if found is not None:
             kind, rule = found
             if kind == "breach" and rule is not None:
-                watch.breach = monitoring.breach_message(rule, watch)
+                watch.breach = monitoring_watch.breach_message(rule, watch)
                 watch.maintenance_on = spec.switches_maintenance_on
                 # Durable before any Ingress changes: see the module's docstring.
                 ctx.ledger.put_section(SECTION, watch.to_dict(), durable=watch.maintenance_on)
                 return self._breached(ctx, spec, watch)
             ctx.ledger.put_section(SECTION, watch.to_dict())
-            return Fail(monitoring.blind_message(watch, spec.prometheus_url))
+            return Fail(monitoring_watch.blind_message(watch, spec.prometheus_url))
 
         ctx.ledger.put_section(SECTION, watch.to_dict())
         if now >= end:
             return self._concluded(ctx, watch)
         due = min(now + timedelta(seconds=spec.interval_seconds), end)
         return Wait(
-            monitoring.progress_message(watch),
+            monitoring_watch.progress_message(watch),
             retry_after=min(MAX_WAIT_SECONDS, max(0.0, (due - ctx.now()).total_seconds())),
         )
 
     def _concluded(self, ctx: StepContext, watch: Watch) -> Outcome:
-        succeeded, message, warnings = monitoring.conclusion(watch)
+        succeeded, message, warnings = monitoring_watch.conclusion(watch)
         if succeeded:
             return Done(message, warnings=warnings, warning_reason="MonitoringWarning")
         return Fail(message)
@@ -198,3 +200,10 @@ def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
         patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
         switched.append(name)
     return switched, notes
+
+
+def _spec(ctx: StepContext) -> MonitoringSpec:
+    spec = MonitoringSpec.of(ctx.spec)
+    if spec is None:  # the engine skips the step without spec.monitoring
+        raise ValueError("Monitor run without spec.monitoring")
+    return spec

@@ -28,23 +28,11 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from rollback_operator.cdn import (
-    CdnSpec,
-    Purged,
-    PurgeRequest,
-    Refused,
-    Retry,
-    backoff,
-    cdn_spec,
-    clean_token,
-    describe_wait,
-    display_url,
-    purge_requests,
-    send,
-    token_problem,
-)
+from rollback_operator.cdn import CdnSpec, PurgeRequest, clean_token, purge_requests, token_problem
+from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, describe_wait, send
 from rollback_operator.clock import stamp
 from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.redaction import display_url
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 
 logger = logging.getLogger(__name__)
@@ -74,7 +62,7 @@ class _Progress:
 def preflight_problems(ctx: StepContext) -> list[str]:
     """What Preflight must refuse before the site is touched: a token Secret or key that is
     missing, empty, or unusable in a header. Reads the Secret; never quotes its value."""
-    spec = cdn_spec(ctx.spec)
+    spec = CdnSpec.of(ctx.spec)
     if spec is None or spec.credentials is None:
         return []
     ref = spec.credentials
@@ -93,7 +81,7 @@ class PurgeCDN:
         self._runs: dict[_Key, _Progress] = {}
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None if cdn_spec(spec) is not None else "no spec.cdn"
+        return None if CdnSpec.of(spec) is not None else "no spec.cdn"
 
     def plan(self, ctx: StepContext) -> str:
         spec = _spec(ctx)
@@ -208,7 +196,7 @@ class PurgeCDN:
 
 
 def _spec(ctx: StepContext) -> CdnSpec:
-    spec = cdn_spec(ctx.spec)
+    spec = CdnSpec.of(ctx.spec)
     if spec is None:  # the engine skips the step without spec.cdn
         raise ValueError("PurgeCDN run without spec.cdn")
     return spec

@@ -28,7 +28,7 @@ from rollback_operator.database.jobs import (
 )
 from rollback_operator.database.preflight import DATABASE_PREFLIGHT
 from rollback_operator.database.scripts import restore_script
-from rollback_operator.database.spec import DatabaseSpec, RestoreSpec, database_spec
+from rollback_operator.database.spec import DatabaseSpec, RestoreSpec
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps import jobs
 from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, StepContext
@@ -67,7 +67,7 @@ class RestoreDatabase:
     preflight = DATABASE_PREFLIGHT
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        database = database_spec(spec)
+        database = DatabaseSpec.of(spec)
         return NOT_CONFIGURED if database is None or database.restore is None else None
 
     def plan(self, ctx: StepContext) -> str:
@@ -108,7 +108,7 @@ class RestoreDatabase:
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, RestoreSpec]:
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     if database is None or database.restore is None:
         raise ValueError("RestoreDatabase runs only with spec.database.restore")
     return database, database.restore

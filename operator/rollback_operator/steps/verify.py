@@ -53,6 +53,7 @@ from rollback_operator.steps.base import (
     poll_interval,
 )
 from rollback_operator.verification import (
+    ONLY_DEPLOYMENTS,
     Check,
     HttpProbe,
     JobProbe,
@@ -151,7 +152,7 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     names a Secret key that does not exist would only fail after the maintenance page is on.
     (The value is read to know it exists, and goes nowhere.)"""
     problems = []
-    for check, secret, key in secret_refs(VerificationSpec.of(ctx.spec)):
+    for check, secret, key in secret_refs(VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS):
         if ctx.kube.secret_value(ctx.namespace, secret, key) is None:
             problems.append(
                 f"verification check {check!r}: Secret {secret!r} has no key {key!r} "
@@ -174,7 +175,7 @@ class Verify:
     def plan(self, ctx: StepContext) -> str:
         names = ", ".join(ctx.spec.deployments)
         text = f"would check that {names} are Available at {ctx.spec.target_tag}"
-        verification = VerificationSpec.of(ctx.spec)
+        verification = VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS
         if verification.checks:
             text += (
                 f", then run {len(verification.checks)} check(s) for up to "
@@ -186,7 +187,7 @@ class Verify:
         return text
 
     def run(self, ctx: StepContext) -> Outcome:
-        verification = VerificationSpec.of(ctx.spec)
+        verification = VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS
         records = _load(ctx.ledger.section("checks"), verification.checks)
         awaiting = verification.require_approval and ctx.approval is None
         if awaiting and verification.checks and all(r.passed for r in records.values()):
