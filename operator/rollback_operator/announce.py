@@ -77,7 +77,7 @@ class Announcer:
     ) -> None:
         self.kube, self.meta, self.spec, self.ledger, self.logger = kube, meta, spec, ledger, logger
         self.namespace: str = meta["namespace"]
-        self.notify = notify.NotifySpec.parse(spec.sections.get("notify"))
+        self.notify = notify.NotifySpec.of(spec) or notify.NotifySpec()
         self._events: set[asyncio.Task[None]] = set()
         self._notified: set[str] = set()  # notification keys handed to `_notifying`
         self._notifying: asyncio.Task[None] | None = None  # the latest, chained after the others
