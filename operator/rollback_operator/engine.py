@@ -30,7 +30,7 @@ class Signals:
 
 @dataclass(frozen=True)
 class Idle:
-    """Terminal: nothing more to do."""
+    """Terminal: nothing more to decide (the end may still have to be announced)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def stepped(
         new.message = f"{step} awaits approval: {outcome.message}"
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
-        new.phase, new.finished_at = Phase.FAILED, stamp(now)
+        new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False
         new.message = f"{step} failed: {outcome.message}"
     return _with_conditions(new, spec, now)
 
@@ -173,6 +173,7 @@ def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
         current.state, current.finished_at = StepState.ABORTED, stamp(now)
         current.message = "aborted at the request of the abort annotation"
     new.phase, new.finished_at, new.queued_behind = Phase.ABORTED, stamp(now), None
+    new.announced = False
     where = ""
     if current is not None:
         started = current.state == StepState.ABORTED
@@ -181,9 +182,17 @@ def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
     return _with_conditions(new, spec, now)
 
 
+def announced(status: Status) -> Status:
+    """The end of the run was announced (Event, notifications, post-mortem)."""
+    new = status.copy()
+    new.announced = True
+    return new
+
+
 def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
     new = status.copy()
     new.phase, new.finished_at, new.step = Phase.SUCCEEDED, stamp(now), StepName.REPORT
+    new.announced = False
     took = ""
     if new.started_at:
         took = f" in {(now - parse(new.started_at)).total_seconds():.1f}s"

@@ -56,7 +56,9 @@ def rollback_claims(
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return not Phase(status.get("phase", Phase.PENDING)).terminal
+    """Not yet terminal, or terminal and its end not yet announced (status.announced)."""
+    terminal = Phase(status.get("phase", Phase.PENDING)).terminal
+    return not terminal or status.get("announced") is False
 
 
 # Kopf passes indices as extra keyword arguments, which its DaemonFn protocol does not declare.

@@ -104,6 +104,8 @@ class Runner:
         now = clock.now()
         match decision:
             case engine.Idle():
+                if status.announced is False:  # decided, not yet announced: a crash between
+                    await self._announce_end()
                 await self._flush()
                 return True
             case engine.Queue(blocker=blocker):
@@ -117,11 +119,11 @@ class Runner:
                 self.ledger.update(engine.skipped, step, reason, self.spec, now)
             case engine.Abort():
                 self.ledger.update(engine.aborted, self.spec, now)
-                await self._finish("Aborted")
+                await self._finish()
                 return True
             case engine.Complete():
                 self.ledger.update(engine.completed, self.spec, now)
-                await self._finish("Succeeded")
+                await self._finish()
                 return True
             case engine.Approve(step=step, by=by):
                 status = self.ledger.update(engine.approved, step, by, self.spec, now)
@@ -158,22 +160,31 @@ class Runner:
         assert isinstance(outcome, Done | Fail)
         await self.announcer.announce(StepEnded(step, outcome), status)
         if isinstance(outcome, Fail):
-            await self._finish("StepFailed")
+            await self._finish()
         # A success is written with the next transition (the next step's start, or the
         # outcome): were the operator killed in between, the step would run again, and steps
         # converge.
         return outcome
 
-    async def _finish(self, reason: str) -> None:
-        """Announces the end, then writes the terminal status.
+    async def _finish(self) -> None:
+        """Writes the terminal decision, then announces it.
 
-        In this order because the terminal phase ends the daemon (its filter stops matching),
-        and with it anything still to be done.
+        In this order so that no crash can undo the decision (a watch that breached, resumed
+        after a crash in the slow work, must not go on and succeed). `status.announced` stays
+        False until the announcing is done; the daemon runs while it is False, so a crash in
+        between has a restarted operator announce the end (notifications are sent once: see
+        notify.py).
         """
+        await self._flush()
+        await self._announce_end()
+
+    async def _announce_end(self) -> None:
         status = self.ledger.status
         if status.phase != Phase.SUCCEEDED and not self.spec.dry_run:
             await self._report_anyway()
+        reason = _END_REASONS[status.phase]
         await self.announcer.announce(Finished(reason), self.ledger.status)
+        self.ledger.update(engine.announced)
         await self._flush()
 
     async def _report_anyway(self) -> None:
@@ -245,6 +256,10 @@ class Runner:
             if error.status == 409:
                 raise ConflictError(str(error)) from None
             raise
+
+
+# The reason of the Event that tells how a run ended.
+_END_REASONS = {Phase.SUCCEEDED: "Succeeded", Phase.ABORTED: "Aborted", Phase.FAILED: "StepFailed"}
 
 
 def _observed(status: Status, generation: int) -> Status:

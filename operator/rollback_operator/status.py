@@ -75,6 +75,8 @@ class Status:
     finished_at: str | None = None
     message: str = ""
     sections: dict[str, Any] = field(default_factory=dict)
+    # False from the terminal write until the end is announced (see the CRD); None before.
+    announced: bool | None = None
 
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
@@ -106,6 +108,7 @@ class Status:
             "observedGeneration": self.observed_generation,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
+            "announced": self.announced,
         }
         out.update(copy.deepcopy(self.sections))
         return out
@@ -129,5 +132,6 @@ class Status:
             started_at=raw.get("startedAt"),
             finished_at=raw.get("finishedAt"),
             message=raw.get("message", ""),
+            announced=raw.get("announced"),
             sections={k: copy.deepcopy(raw[k]) for k in SECTIONS if raw.get(k) is not None},
         )

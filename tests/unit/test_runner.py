@@ -372,3 +372,34 @@ def test_a_change_of_the_requests_metadata_alone_is_written_through(
     drive(api)
     assert api.status["phase"] == "Succeeded"
     assert all(s.calls == 1 for s in steps.values())
+
+
+def test_the_end_is_written_before_it_is_announced_and_announced_after_a_crash(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Safety rule 12: a terminal decision is durable before the slow work (the post-mortem,
+    the outcome's Event, the notifications); a crash in that work leaves it to be announced
+    by the next operator, never to be decided again."""
+    api = FakeApi()
+    steps[StepName.MONITOR].outcomes = [Fail("error rate 7.1 % > 5 % on 3 evaluations")]
+    post = api.post_event
+
+    def crash_on_the_outcome(meta: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        if reason == "StepFailed":
+            raise Crash
+        post(meta, kind, reason, message)
+
+    api.post_event = crash_on_the_outcome  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        drive(api)
+    assert api.status["phase"] == "Failed"
+    assert api.status["announced"] is False
+    assert ("Warning", "StepFailed") not in api.events
+
+    api.post_event = post  # type: ignore[method-assign]
+    drive(api)
+    assert api.status["phase"] == "Failed"  # not decided again: the watch does not go on
+    assert steps[StepName.MONITOR].calls == 1
+    assert api.status["announced"] is True
+    assert ("Warning", "StepFailed") in api.events
+    assert steps[StepName.REPORT].calls == 2  # the post-mortem, written again after the crash
