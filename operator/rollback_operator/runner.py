@@ -41,7 +41,11 @@ from rollback_operator.status import Status
 from rollback_operator.steps.base import StepContext
 
 QUEUE_POLL_SECONDS = 1.0
+# Transient API errors (5xx, 429, 409, unreachable) are retried, waiting 2 s, then twice as
+# long each time up to 30 s, until the step's deadline: spec.rolloutTimeout from the step's
+# start. Then the step fails, the site left as it is (maintenance on).
 API_RETRY_SECONDS = 2.0
+API_RETRY_MAX_SECONDS = 30.0
 
 
 class Stopped(Protocol):
@@ -77,6 +81,7 @@ class Runner:
         )
         self.announcer = Announcer(kube, _plain(body["metadata"]), spec, self.ledger, logger)
         self._resumed: set[StepName] = set()
+        self._api_errors = 0  # transient API errors in a row, for the retries' backoff
 
     async def drive(self, stopped: Stopped) -> None:
         metrics.IN_PROGRESS.inc()
@@ -203,12 +208,14 @@ class Runner:
         try:
             if self.spec.dry_run and step != StepName.PREFLIGHT:
                 return Done(f"dry run: {implementation.plan(ctx)}")
-            return implementation.run(ctx)
+            outcome = implementation.run(ctx)
+            self._api_errors = 0
+            return outcome
         except SupersededError:
             raise
         except ApiError as error:
             if error.transient:
-                return Wait(f"retrying after an API error: {error}", API_RETRY_SECONDS)
+                return self._api_trouble(ctx, error)
             return Fail(
                 f"the API server refused a call ({error}); check the operator's permissions "
                 "and the objects named in the spec"
@@ -216,6 +223,21 @@ class Runner:
         except Exception as error:
             self.logger.exception("step %s crashed", step)
             return Fail(f"internal error in {step}: {type(error).__name__}: {error}")
+
+    def _api_trouble(self, ctx: StepContext, error: ApiError) -> Wait | Fail:
+        """A transient API error: retried with backoff within the step's deadline, then the
+        step fails (see API_RETRY_SECONDS)."""
+        waited = (ctx.now() - ctx.step_started_at).total_seconds()
+        if waited >= self.spec.rollout_timeout_seconds:
+            return Fail(
+                f"the API server kept failing ({error}) for {waited:.0f}s, past the step's "
+                "deadline (spec.rolloutTimeout); nothing more was changed and the site is left "
+                "as the ledger shows. Check the API server and its admission webhooks, then "
+                "create a new RollbackRequest"
+            )
+        self._api_errors += 1
+        delay = min(API_RETRY_MAX_SECONDS, API_RETRY_SECONDS * 2 ** (self._api_errors - 1))
+        return Wait(f"retrying after an API error: {error}", delay)
 
     def _context(self, step: StepName) -> StepContext:
         status = self.ledger.status

@@ -403,3 +403,22 @@ def test_the_end_is_written_before_it_is_announced_and_announced_after_a_crash(
     assert api.status["announced"] is True
     assert ("Warning", "StepFailed") in api.events
     assert steps[StepName.REPORT].calls == 2  # the post-mortem, written again after the crash
+
+
+def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
+    steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: a 500 from a down admission webhook retried every 2 s forever, maintenance on."""
+    monkeypatch.setitem(SPEC, "rolloutTimeout", "1s")
+    api = FakeApi()
+
+    def webhook_down(ctx: StepContext, call: int) -> None:
+        raise ApiError(500, "InternalError", 'failed calling webhook "policy.example": timeout')
+
+    steps[StepName.REVERT_WORKLOADS].act = webhook_down
+    stopped = drive(api)
+    assert api.status["phase"] == "Failed"
+    assert "kept failing (500 InternalError" in api.status["message"]
+    assert "spec.rolloutTimeout" in api.status["message"]
+    assert stopped.waits[:6] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert steps[StepName.VERIFY].calls == 0
