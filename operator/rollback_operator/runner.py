@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from rollback_operator import clock, engine, metrics, registry
@@ -26,6 +26,7 @@ from rollback_operator.announce import (
 )
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
+from rollback_operator.locks import Gate
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -62,7 +63,7 @@ class Runner:
         kube: Kube,
         body: Any,
         spec: RollbackSpec,
-        find_blocker: Callable[[], str | None],
+        gate: Gate,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self.kube = kube
@@ -70,7 +71,7 @@ class Runner:
         self.namespace: str = body["metadata"]["namespace"]
         self.name: str = body["metadata"]["name"]
         self.spec = spec
-        self.find_blocker = find_blocker
+        self.gate = gate  # whether the run may start (the queue), and its targets' Leases
         self.logger = logger
         self.ledger = StatusLedger(
             Status.from_dict(_plain(body.get("status"))),
@@ -105,7 +106,8 @@ class Runner:
     async def _step(self, stopped: Stopped) -> bool:
         """One decision, acted on; True when the run is over (for this process)."""
         status = self.ledger.status
-        decision = engine.decide(self.spec, status, self._signals(), registry.skip_reason)
+        signals = await self._signals(status)
+        decision = engine.decide(self.spec, status, signals, registry.skip_reason)
         now = clock.now()
         match decision:
             case engine.Idle():
@@ -189,6 +191,10 @@ class Runner:
             await self._report_anyway()
         reason = _END_REASONS[status.phase]
         await self.announcer.announce(Finished(reason), self.ledger.status)
+        try:
+            await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
+        except ApiError as error:  # a later request takes over the Leases of a finished one
+            self.logger.warning("could not give back the targets' Leases: %s", error)
         self.ledger.update(engine.announced)
         await self._flush()
 
@@ -258,12 +264,16 @@ class Runner:
             approval=approval,
         )
 
-    def _signals(self) -> engine.Signals:
+    async def _signals(self, status: Status) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
         step, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
+        abort = annotations.get(ABORT_ANNOTATION) == "true"
+        blocker = None
+        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
+            blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start
         return engine.Signals(
-            abort=annotations.get(ABORT_ANNOTATION) == "true",
-            blocker=self.find_blocker(),
+            abort=abort,
+            blocker=blocker,
             approval=(step, by) if step and by else None,
         )
 

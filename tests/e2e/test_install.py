@@ -52,8 +52,9 @@ def _grants(group: str, resource: str, *verbs: str) -> set[Grant]:
 # Every call the operator makes in a namespace it watches. Growing this set needs a reason, in
 # docs/install.md, and the code that makes the call.
 IN_NAMESPACE: frozenset[Grant] = frozenset(
-    _grants(GROUP, PLURAL, "list", "watch", "patch")
+    _grants(GROUP, PLURAL, "get", "list", "watch", "patch")
     | _grants(GROUP, f"{PLURAL}/status", "patch")
+    | _grants("coordination.k8s.io", "leases", "get", "create", "update", "delete")
     | _grants("", "events", "create")
     | _grants("", "configmaps", "get", "create", "patch")
     | _grants("networking.k8s.io", "ingresses", "get", "patch")
