@@ -24,6 +24,7 @@ from rollback_operator.announce import (
     StepEnded,
     StepStarted,
 )
+from rollback_operator.database.spec import DatabaseSpec
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
 from rollback_operator.locks import Gate
@@ -39,6 +40,7 @@ from rollback_operator.model import (
 )
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
+from rollback_operator.steps import jobs
 from rollback_operator.steps.base import StepContext
 
 QUEUE_POLL_SECONDS = 1.0
@@ -125,7 +127,8 @@ class Runner:
                 # Written with the next transition: a run of skips costs one write.
                 self.ledger.update(engine.skipped, step, reason, self.spec, now)
             case engine.Abort():
-                self.ledger.update(engine.aborted, self.spec, now)
+                jobs = await asyncio.to_thread(self._stop_jobs, status)
+                self.ledger.update(engine.aborted, self.spec, now, jobs)
                 await self._finish()
                 return True
             case engine.Complete():
@@ -229,6 +232,22 @@ class Runner:
         except Exception as error:
             self.logger.exception("step %s crashed", step)
             return Fail(f"internal error in {step}: {type(error).__name__}: {error}")
+
+    def _stop_jobs(self, status: Status) -> tuple[str, ...]:
+        """On abort: the running step's Jobs still running, stopped where that is safe (see
+        steps/jobs.py), each fate a sentence for the abort message and the post-mortem."""
+        step = status.step
+        if step is None or status.record(step).state != StepState.RUNNING:
+            return ()
+        database = DatabaseSpec.of(self.spec)
+        migrate = database.migrate_down if database else None
+        custom = step == StepName.MIGRATE_DATABASE_DOWN and migrate is not None and migrate.command
+        records = list(status.sections.get("jobs") or [])
+        try:
+            fates = jobs.stop_on_abort(self.kube, self.namespace, records, str(step), not custom)
+        except ApiError as error:
+            return (f"the step's Jobs could not be checked or stopped ({error}): check them",)
+        return tuple(fates)
 
     def _api_trouble(self, ctx: StepContext, error: ApiError) -> Wait | Fail:
         """A transient API error: retried with backoff within the step's deadline, then the

@@ -61,7 +61,7 @@ IN_NAMESPACE: frozenset[Grant] = frozenset(
     | _grants("", "services", "get")
     | _grants("apps", "deployments", "get", "patch")
     | _grants("autoscaling", "horizontalpodautoscalers", "get", "list", "patch")
-    | _grants("batch", "jobs", "get", "create")
+    | _grants("batch", "jobs", "get", "create", "delete")
     | _grants("", "pods", "list")
     | _grants("", "serviceaccounts", "create")
     | _grants("", "persistentvolumeclaims", "get")
@@ -469,7 +469,7 @@ def test_calls_outside_the_grants_are_refused(
         "delete a ConfigMap": lambda: my_core.delete_namespaced_config_map(
             "kube-root-ca.crt", "default"
         ),
-        "delete a Job": lambda: client.BatchV1Api(me).delete_namespaced_job("any", namespace),
+        "delete a Pod": lambda: my_core.delete_namespaced_pod("any", namespace),
         "read a Pod's logs": lambda: my_core.read_namespaced_pod_log("any", namespace),
         "bind itself to cluster-admin": lambda: my_rbac.create_namespaced_role_binding(
             namespace, escalation
@@ -477,8 +477,8 @@ def test_calls_outside_the_grants_are_refused(
         "create a RollbackRequest": lambda: my_custom.create_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, request_body("sneaky")
         ),
-        "read a RollbackRequest": lambda: my_custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "any"
+        "replace a RollbackRequest": lambda: my_custom.replace_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "any", request_body("any")
         ),
         "delete a RollbackRequest": lambda: my_custom.delete_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "any"
