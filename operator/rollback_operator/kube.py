@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -113,7 +114,7 @@ class Kube:
             return self.api_client.call_api(*params, _request_timeout=timeout)
         except ApiException as error:
             raise _api_error(error) from None
-        except OSError as error:  # connection refused, reset, DNS, TLS
+        except (OSError, urllib3.exceptions.HTTPError) as error:  # refused, reset, DNS, TLS
             API_ERRORS.labels(status="0").inc()
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
 
@@ -128,7 +129,7 @@ class Kube:
         response = self.send(method, path, body, content_type, query)
         try:
             response.read()
-        except OSError as error:
+        except (OSError, urllib3.exceptions.HTTPError) as error:
             API_ERRORS.labels(status="0").inc()
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
         if response.status >= 400:

@@ -434,3 +434,17 @@ def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
     assert "spec.rolloutTimeout" in api.status["message"]
     assert stopped.waits[:6] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert steps[StepName.VERIFY].calls == 0
+
+
+def test_an_unreachable_api_server_is_an_api_error_the_steps_retry() -> None:
+    """urllib3's connection errors are not OSErrors: they must still read as unreachable."""
+    from kubernetes import client
+
+    from rollback_operator.kube import Kube
+
+    configuration = client.Configuration()
+    configuration.host, configuration.retries = "https://127.0.0.1:1", 0
+    kube = Kube(client.ApiClient(configuration))
+    with pytest.raises(ApiError) as raised:
+        kube.get("/api/v1/namespaces")
+    assert raised.value.status == 0 and raised.value.transient
