@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from rollback_operator import registry
-from rollback_operator.kube import ApiError
+from rollback_operator.kube import ApiError, Kube
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -438,10 +439,6 @@ def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
 
 def test_an_unreachable_api_server_is_an_api_error_the_steps_retry() -> None:
     """urllib3's connection errors are not OSErrors: they must still read as unreachable."""
-    from kubernetes import client
-
-    from rollback_operator.kube import Kube
-
     configuration = client.Configuration()
     configuration.host, configuration.retries = "https://127.0.0.1:1", 0
     kube = Kube(client.ApiClient(configuration))
