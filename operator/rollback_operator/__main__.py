@@ -94,12 +94,14 @@ async def run(args: argparse.Namespace) -> None:
     await leadership.acquire(lead)
     if health is not None:
         await health.cleanup()
-    stop = asyncio.Event()
-    lost = asyncio.Event()
 
     def on_lost() -> None:
-        lost.set()
-        stop.set()
+        # Another instance may be leading already: exit at once, without finishing any work
+        # or waiting for a call that hangs (a restart makes this pod a standby; every step
+        # resumes from the ledger).
+        logging.getLogger("rollback_operator").error("lost the leader Lease: exiting")
+        logging.shutdown()
+        os._exit(1)
 
     keeper = asyncio.create_task(leadership.keep(lead, on_lost))
     try:
@@ -108,16 +110,9 @@ async def run(args: argparse.Namespace) -> None:
             clusterwide=args.all_namespaces,
             namespaces=args.namespaces or (),
             liveness_endpoint=args.liveness or None,
-            stop_flag=stop,
         )
     finally:
         keeper.cancel()
-        if lost.is_set():
-            # Another instance may be leading already: exit at once rather than finish any
-            # work (a restart makes this pod a standby).
-            logging.getLogger("rollback_operator").error("lost the leader Lease: exiting")
-            logging.shutdown()
-            os._exit(1)
         await asyncio.to_thread(lead.release)
 
 

@@ -140,9 +140,15 @@ def get_request(api: client.ApiClient, namespace: str, name: str) -> dict[str, A
 def wait_phase(
     api: client.ApiClient, namespace: str, name: str, *phases: str, timeout: float = 90
 ) -> dict[str, Any]:
+    """The request once in one of `phases`; for a terminal phase, once its end is announced
+    too (status.announced: the post-mortem, the outcome Event and the notifications are in)."""
+
     def reached() -> dict[str, Any] | None:
         obj = get_request(api, namespace, name)
-        return obj if obj.get("status", {}).get("phase") in phases else None
+        status = obj.get("status", {})
+        if status.get("phase") not in phases or status.get("announced") is False:
+            return None
+        return obj
 
     return wait_until(reached, timeout=timeout, what=f"{name} to reach {'/'.join(phases)}")
 
