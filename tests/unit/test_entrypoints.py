@@ -1,0 +1,94 @@
+"""The operator's and the plugin's entry points: one version, log formats, and the plugin
+working where the operator's dependencies are not installed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib.metadata import version as installed
+
+import pytest
+
+import rollback_operator
+from rollback_operator import __main__ as operator_main
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    """Kopf configures the root logger: put it back as it was after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_the_version_is_the_distributions(capsys):
+    assert rollback_operator.__version__ == installed("rollback-operator")
+    with pytest.raises(SystemExit) as exited:
+        operator_main.parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"rollback-operator {rollback_operator.__version__}\n"
+
+
+def test_json_logs_cover_the_operators_own_loggers(root_logger, capsys):
+    operator_main.configure_logging("json", verbose=False)
+    logging.getLogger("rollback_operator.steps.purge_cdn").warning("purge refused: %s", "403")
+    logging.getLogger("kopf.objects").info("Handler succeeded.")
+    lines = capsys.readouterr().err.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["message"] for r in records] == ["purge refused: 403", "Handler succeeded."]
+    assert records[0]["severity"] == "warn"
+
+
+def test_text_logs_are_the_default(root_logger, capsys):
+    assert operator_main.parse_args(["-A"]).log_format == "text"
+    operator_main.configure_logging("text", verbose=False)
+    logging.getLogger("rollback_operator.runner").info("step Preflight started")
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("step Preflight started")
+    assert not line.startswith("{")
+
+
+# Runs in a fresh interpreter where the operator's extra cannot be imported.
+WITHOUT_EXTRA = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NotInstalled(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("kopf", "aiohttp", "httpx", "prometheus_client"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+from kubectl_rollback.cli import main
+print("plugin", main(sys.argv[1:]))
+"""
+
+
+def test_the_plugin_runs_without_the_operators_dependencies():
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRA, "__complete", "rest"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "restore-traffic\n:4\nplugin 0\n"
+
+
+def test_the_operator_without_its_extra_says_which_to_install():
+    script = WITHOUT_EXTRA.replace(
+        "from kubectl_rollback.cli import main",
+        "from rollback_operator.__main__ import main",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "-A"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "pip install 'rollback-operator[operator]'" in result.stderr
+    assert "Traceback" not in result.stderr
