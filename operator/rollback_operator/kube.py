@@ -21,7 +21,22 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_operator import GROUP, KIND, PLURAL, VERSION
-from rollback_operator.metrics import API_ERRORS
+
+try:
+    from rollback_operator.metrics import API_ERRORS
+except ModuleNotFoundError as missing:
+    # kubectl-rollback installed alone, without the operator's extra: nothing to count for.
+    if missing.name != "prometheus_client":
+        raise
+
+    class _Uncounted:
+        def labels(self, **_: str) -> _Uncounted:
+            return self
+
+        def inc(self) -> None:
+            pass
+
+    API_ERRORS = _Uncounted()  # type: ignore[assignment]
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -134,6 +149,14 @@ class Kube:
         if response.status >= 400:
             raise _api_error(ApiException(http_resp=response))
         return json.loads(response.data) if response.data else None
+
+    def stream(self, path: str, query: dict[str, str]) -> Any:
+        """An open watch (`query` has watch=true): the urllib3 response, read line by line by
+        the caller, one JSON event a line."""
+        response = self.send("GET", path, query=query, timeout=(10, None))
+        if response.status >= 400:
+            raise _api_error(ApiException(http_resp=response))
+        return response.response
 
     def get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -252,9 +275,16 @@ class Kube:
     def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patch(f"{request_path(namespace, name)}/status", {"status": status})
 
-    def post_event(self, meta: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+    def post_event(
+        self,
+        meta: dict[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+        component: str = FIELD_MANAGER,
+    ) -> None:
         """A core/v1 Event on the RollbackRequest (given its metadata), as `kubectl describe`
-        shows them."""
+        shows them, reported by `component`."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
@@ -273,9 +303,9 @@ class Kube:
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": FIELD_MANAGER,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": component,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
@@ -297,6 +327,12 @@ def hpa_path(namespace: str, name: str) -> str:
 
 def job_path(namespace: str, name: str) -> str:
     return f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+
+
+def requests_path(namespace: str | None) -> str:
+    """The RollbackRequests of a namespace, or of every namespace (None)."""
+    where = f"namespaces/{namespace}/" if namespace is not None else ""
+    return f"/apis/{GROUP}/{VERSION}/{where}{PLURAL}"
 
 
 def request_path(namespace: str, name: str) -> str:

@@ -16,6 +16,12 @@ from rollback_operator import GROUP
 ABORT_ANNOTATION = f"{GROUP}/abort"
 APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
+# Written by `kubectl rollback`: what `restore-traffic` put back by hand, and the request a
+# `retry` was made from.
+TRAFFIC_RESTORED_ANNOTATION = f"{GROUP}/traffic-restored"
+RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
+# The image tag RevertWorkloads targets when the spec names none (runbook §2.2).
+DEFAULT_TARGET_TAG = "stable-last-known"
 
 
 # The spec's optional parts, one per capability: a request without one skips its steps.
@@ -112,7 +118,7 @@ class RollbackSpec:
             reason=spec["reason"],
             trigger=spec["trigger"],
             dry_run=bool(spec.get("dryRun", False)),
-            target_tag=spec.get("targetTag", "stable-last-known"),
+            target_tag=spec.get("targetTag", DEFAULT_TARGET_TAG),
             ingresses=tuple(traffic["ingresses"]),
             maintenance_backend=BackendRef(service=backend["service"], port=backend["port"]),
             hpas=None if hpas is None else tuple(hpas),

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rollback_operator.plugin import STEPS
+from kubectl_rollback import STEPS
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
