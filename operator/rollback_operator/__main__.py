@@ -11,7 +11,7 @@ from rollback_operator import __version__
 
 # The operator's own dependencies are the `operator` extra: the distribution installed without
 # it (for kubectl-rollback alone) must say so rather than fail with a traceback.
-OPERATOR_EXTRA = ("kopf", "aiohttp", "httpx", "httpcore", "prometheus_client")
+OPERATOR_EXTRA = ("kopf", "httpx", "httpcore", "prometheus_client")
 try:
     import kopf
     import prometheus_client

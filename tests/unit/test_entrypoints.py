@@ -7,13 +7,17 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.metadata import version as installed
 
 import pytest
+from kubernetes import client
 
 import rollback_operator
 from rollback_operator import __main__ as operator_main
+from rollback_operator.kube import Kube
 
 
 @pytest.fixture
@@ -60,7 +64,7 @@ from importlib.abc import MetaPathFinder
 
 class NotInstalled(MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("kopf", "aiohttp", "httpx", "prometheus_client"):
+        if name.split(".")[0] in ("kopf", "httpx", "prometheus_client"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -92,3 +96,30 @@ def test_the_operator_without_its_extra_says_which_to_install():
     assert result.returncode == 1
     assert "pip install 'rollback-operator[operator]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_transport_works_with_the_installed_kubernetes_client():
+    """Kube builds its calls with ApiClient.param_serialize (kubernetes >= 37; with an older
+    client, an AttributeError on the first call): a GET to a local server, answered."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"kind": "Namespace", "path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        got = Kube(client.ApiClient(configuration)).get("/api/v1/namespaces/default")
+    finally:
+        server.server_close()
+    assert got == {"kind": "Namespace", "path": "/api/v1/namespaces/default"}
