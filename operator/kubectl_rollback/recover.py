@@ -131,13 +131,21 @@ def plan_traffic(
     return plan
 
 
-def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
+def _finished_run(
+    args: argparse.Namespace, verb: str
+) -> tuple[Kube, str, dict[str, Any], list[dict[str, Any]]]:
+    """The request NAME and every request of its namespace, once `verb` applies to it."""
     kube, namespace = connect(args)
     obj = fetch(kube, namespace, args.name)
     requests = list_requests(kube, namespace).get("items") or []
-    why = refusal(obj, requests, "restore-traffic")
+    why = refusal(obj, requests, verb)
     if why:
         raise PluginError(why)
+    return kube, namespace, obj, requests
+
+
+def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
+    kube, namespace, obj, requests = _finished_run(args, "restore-traffic")
     saved = (obj.get("status") or {}).get("saved") or {}
     ingresses = {n: kube.ingress(namespace, n) for n in saved.get("ingresses") or {}}
     hpas = {n: kube.hpa(namespace, n) for n in saved.get("hpas") or {}}
@@ -218,12 +226,7 @@ def adopted(kube: Kube, obj: dict[str, Any], requests: list[dict[str, Any]], new
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
-    kube, namespace = connect(args)
-    obj = fetch(kube, namespace, args.name)
-    requests = list_requests(kube, namespace).get("items") or []
-    why = refusal(obj, requests, "retry")
-    if why:
-        raise PluginError(why)
+    kube, namespace, obj, requests = _finished_run(args, "retry")
     name = args.new_name or retry_name(args.name, {r["metadata"]["name"] for r in requests})
     takes = adopted(kube, obj, requests, name)
     query = {"fieldValidation": "Strict", "fieldManager": FIELD_MANAGER}
