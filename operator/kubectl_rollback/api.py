@@ -30,6 +30,29 @@ from rollback_operator.model import Phase
 WATCH_SECONDS = 300
 
 
+def connection_flags() -> argparse.ArgumentParser:
+    """The flags every subcommand takes to reach the API server (kubectl's own)."""
+    common = argparse.ArgumentParser(add_help=False)
+    flags = common.add_argument_group("connection")
+    flags.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG)")
+    flags.add_argument("--context", help="the kubeconfig context to use (default: current)")
+    flags.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="act as this user, as kubectl --as does (needs the impersonate permission)",
+    )
+    flags.add_argument(
+        "--as-group", metavar="GROUP", help="with --as: the group to act as (one group)"
+    )
+    flags.add_argument(
+        "-n",
+        "--namespace",
+        help="the request's namespace (default: the context's namespace, else default)",
+    )
+    return common
+
+
 def context_namespace(kubeconfig: str | None, context: str | None) -> str:
     # The kubernetes client's configuration loaders carry no annotations.
     contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
@@ -57,7 +80,9 @@ def connect(args: argparse.Namespace) -> tuple[Kube, str]:
         api.set_default_header("Impersonate-User", args.as_user)  # type: ignore[no-untyped-call]
         if args.as_group:
             api.set_default_header("Impersonate-Group", args.as_group)  # type: ignore[no-untyped-call]
-    return Kube(api), namespace
+    kube = Kube(api)
+    kube.field_manager = FIELD_MANAGER  # its patches and Events say they are the plugin's
+    return kube, namespace
 
 
 def fetch(kube: Kube, namespace: str, name: str) -> dict[str, Any]:

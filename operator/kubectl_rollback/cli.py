@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from kubectl_rollback import EXIT_ERROR, EXIT_INTERRUPTED, STEPS, PluginError, completion
+from kubectl_rollback.api import connection_flags
 from kubectl_rollback.commands import (
     cmd_abort,
     cmd_approve,
@@ -77,28 +78,6 @@ SUBCOMMANDS: dict[str, tuple[str, str, Command]] = {
 }
 
 
-def _connection_flags() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    flags = common.add_argument_group("connection")
-    flags.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG)")
-    flags.add_argument("--context", help="the kubeconfig context to use (default: current)")
-    flags.add_argument(
-        "--as",
-        dest="as_user",
-        metavar="USER",
-        help="act as this user, as kubectl --as does (needs the impersonate permission)",
-    )
-    flags.add_argument(
-        "--as-group", metavar="GROUP", help="with --as: the group to act as (one group)"
-    )
-    flags.add_argument(
-        "-n",
-        "--namespace",
-        help="the request's namespace (default: the context's namespace, else default)",
-    )
-    return common
-
-
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -123,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kubectl-rollback {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    common = _connection_flags()
+    common = connection_flags()
     subs: dict[str, argparse.ArgumentParser] = {}
     for name, (description, example, _) in SUBCOMMANDS.items():
         subs[name] = commands.add_parser(

@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from kubectl_rollback import EXIT_OK, STEPS
+from kubectl_rollback import EXIT_OK, STEPS, api
 
 HIDDEN = "__complete"
 SHELLS = ("bash", "zsh")
@@ -84,7 +84,7 @@ def candidates(parser: argparse.ArgumentParser, words: list[str]) -> tuple[list[
     elif command == "approve" and position == 1:
         found = list(STEPS)
     elif position == 0 and command not in ("create", "list"):
-        found = _request_names(sub, before[before.index(command) + 1 :])
+        found = _request_names(before[before.index(command) + 1 :])
     else:
         found = []
     return [c for c in found if c.lower().startswith(current.lower())], NO_FILES
@@ -102,15 +102,13 @@ def _positionals_typed(words: list[str], options: dict[str, argparse.Action]) ->
     return count
 
 
-def _request_names(sub: argparse.ArgumentParser, words: list[str]) -> list[str]:
+def _request_names(words: list[str]) -> list[str]:
     """The requests of the namespace the typed flags name (or the context's)."""
-    from kubectl_rollback.api import connect, list_requests  # noqa: PLC0415 (only when asked)
-
     try:
-        args, _ = sub.parse_known_args([w for w in words if w.startswith("-") or w], None)
-        kube, namespace = connect(args)
-        items = list_requests(kube, namespace).get("items") or []
-    except Exception:  # completion must never print an error into the shell
+        args, _ = api.connection_flags().parse_known_args(words)
+        kube, namespace = api.connect(args)
+        items = api.list_requests(kube, namespace).get("items") or []
+    except (Exception, SystemExit):  # completion must never print an error into the shell
         return []
     return sorted(str(item["metadata"]["name"]) for item in items)
 

@@ -167,7 +167,6 @@ def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
             "Normal",
             "TrafficRestored",
             f"put back by {user}: {done}",
-            component=FIELD_MANAGER,
         )
         print(f"rollbackrequest/{args.name}: put back {done}", file=out)
         print(f"  recorded in annotation {TRAFFIC_RESTORED_ANNOTATION} and an Event", file=out)

@@ -79,6 +79,8 @@ class Kube:
         self.configuration: client.Configuration = api_client.configuration
         self._lock = threading.Lock()
         self.requests = 0  # calls made, for the operator's own metrics
+        # Who the patches and Events are from: the operator, or kubectl-rollback.
+        self.field_manager = FIELD_MANAGER
 
     @classmethod
     def from_environment(cls, pool_size: int = 32) -> Kube:
@@ -169,7 +171,7 @@ class Kube:
 
     def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
-            "PATCH", path, body, content_type, query={"fieldManager": FIELD_MANAGER}
+            "PATCH", path, body, content_type, query={"fieldManager": self.field_manager}
         )
         return result
 
@@ -275,16 +277,9 @@ class Kube:
     def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.patch(f"{request_path(namespace, name)}/status", {"status": status})
 
-    def post_event(
-        self,
-        meta: dict[str, Any],
-        event_type: str,
-        reason: str,
-        message: str,
-        component: str = FIELD_MANAGER,
-    ) -> None:
+    def post_event(self, meta: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the RollbackRequest (given its metadata), as `kubectl describe`
-        shows them, reported by `component`."""
+        shows them."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
@@ -303,9 +298,9 @@ class Kube:
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": component},
-            "reportingComponent": component,
-            "reportingInstance": component,
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager,
+            "reportingInstance": self.field_manager,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

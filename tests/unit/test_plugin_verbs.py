@@ -383,3 +383,24 @@ def test_version_comes_from_the_package_metadata(capsys):
         cli.main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"kubectl-rollback {installed('rollback-operator')}\n"
+
+
+def test_completion_of_a_name_lists_the_requests_of_the_namespace_typed(monkeypatch):
+    seen: list[str | None] = []
+
+    def connect(args: Any) -> tuple[None, str]:
+        seen.append(args.namespace)
+        return None, args.namespace or "default"
+
+    listed = {"items": [{"metadata": {"name": n}} for n in ("golive-b", "golive-a", "other")]}
+    monkeypatch.setattr(completion.api, "connect", connect)
+    monkeypatch.setattr(completion.api, "list_requests", lambda kube, ns: listed)
+    words = ["restore-traffic", "-n", "lawyershub", "gol"]
+    assert completion.candidates(cli.build_parser(), words) == (["golive-a", "golive-b"], 4)
+    assert seen == ["lawyershub"]
+
+    def unreachable(args: Any) -> None:
+        raise SystemExit(2)  # whatever goes wrong, the shell gets no candidates and no error
+
+    monkeypatch.setattr(completion.api, "connect", unreachable)
+    assert completion.candidates(cli.build_parser(), ["status", ""]) == ([], 4)
