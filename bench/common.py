@@ -43,7 +43,9 @@ from typing import Any
 import urllib3
 from kubernetes.watch.watch import iter_resp_lines
 
+from rollback_operator import GROUP, PLURAL, VERSION
 from rollback_operator.kube import ApiError, Kube
+from rollback_operator.model import DEFAULT_TARGET_TAG, Phase
 
 JSON = dict[str, Any]
 
@@ -51,15 +53,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 ADMIN_KUBECONFIG = Path(os.environ.get("KUBECONFIG") or REPO_ROOT / ".cluster" / "kubeconfig")
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 FIELD_MANAGER = "rollback-bench"
 
 # Every object a benchmark creates carries this label, so leftovers of an interrupted run can
 # be found and removed, and cluster-wide watches see only the benchmark's own objects.
-BENCH_LABEL = "rollback.lawyershub.io/bench"
-TERMINAL_PHASES = ("Succeeded", "Failed", "Aborted")
+BENCH_LABEL = f"{GROUP}/bench"
+TERMINAL_PHASES = frozenset(phase for phase in Phase if phase.terminal)
 
 # The identity the operator and the plain script use (see the module docstring).
 IDENTITY_NAMESPACE = "rollback-bench-system"
@@ -273,7 +274,7 @@ def rollback_request(ns: str, name: str = "golive-2026-01-10") -> JSON:
         "spec": {
             "reason": "Error rate 7.2 % for 15 min after the 2026-01-10 go-live",
             "trigger": "ErrorRate",
-            "targetTag": "stable-last-known",
+            "targetTag": DEFAULT_TARGET_TAG,
             "traffic": {
                 "ingresses": ["lawyershub"],
                 "maintenanceBackend": {"service": "maintenance-page", "port": 80},
@@ -460,9 +461,9 @@ def remove_leftovers(api: Api) -> list[str]:
 BUCKETS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "watch", "*", "*"),
     ("list", "list", "*", "*"),
-    ("get rollbackrequests", "get", GROUP, "rollbackrequests"),
-    ("patch rollbackrequests", "patch,update", GROUP, "rollbackrequests"),
-    ("patch rollbackrequests/status", "patch,update", GROUP, "rollbackrequests/status"),
+    (f"get {PLURAL}", "get", GROUP, PLURAL),
+    (f"patch {PLURAL}", "patch,update", GROUP, PLURAL),
+    (f"patch {PLURAL}/status", "patch,update", GROUP, f"{PLURAL}/status"),
     ("create events", "create", "", "events"),
     ("create events", "create", "events.k8s.io", "events"),
     ("get ingresses", "get", "networking.k8s.io", "ingresses"),

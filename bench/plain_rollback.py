@@ -27,12 +27,12 @@ from bench.common import (
     ingress_path,
     service_path,
 )
+from rollback_operator.model import DEFAULT_TARGET_TAG
 
 INGRESS = "lawyershub"
 MAINTENANCE_SERVICE = "maintenance-page"
 HPAS = ("backend", "frontend")
 WORKLOADS: dict[str, tuple[str, ...] | None] = {"backend": ("api",), "frontend": None}
-TARGET_TAG = "stable-last-known"
 FREEZE = {
     "spec": {
         "behavior": {
@@ -78,7 +78,7 @@ def with_tag(image: str, tag: str) -> str:
 
 def image_patch(deployment: JSON, containers: tuple[str, ...] | None) -> JSON:
     selected = [
-        {"name": c["name"], "image": with_tag(c["image"], TARGET_TAG)}
+        {"name": c["name"], "image": with_tag(c["image"], DEFAULT_TARGET_TAG)}
         for c in deployment["spec"]["template"]["spec"]["containers"]
         if containers is None or c["name"] in containers
     ]

@@ -1,21 +1,22 @@
 """The rollback engine: from spec, status and signals, the next thing to do; and what it does
 to the status. Pure: no I/O, no clock (time is passed in), so every transition is unit-tested.
 
-The runner (`runner.py`) asks `decide` for a decision, performs it (running a step, or just
+The runner (`runner.py`) asks `decide` for a decision (handing it the registry's answer to
+whether a step applies), performs it (running a step, or just
 recording a skip), and records the result with the transition functions below. Because the
 whole state lives in the status, deciding again after a crash picks up where the run stopped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from rollback_operator.clock import parse, stamp
-from rollback_operator.model import Phase, RollbackSpec, StepName, StepState
+from rollback_operator.model import Phase, RollbackSpec, StepName, StepState, Targets
+from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
-from rollback_operator.steps import STEPS
-from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, Wait
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,14 @@ class Abort:
 
 Decision = Idle | Queue | Skip | Run | Approve | Complete | Abort
 
+# Why a step does not apply to a request (None: it does). The registry answers it; the engine
+# is handed the answer so that it needs nothing of the steps themselves.
+SkipReason = Callable[[StepName, RollbackSpec, Targets | None], str | None]
 
-def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
+
+def decide(
+    spec: RollbackSpec, status: Status, signals: Signals, skip_reason: SkipReason
+) -> Decision:
     if status.phase.terminal:
         return Idle()
     if signals.abort:
@@ -79,7 +86,7 @@ def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
     record = next((r for r in status.steps if not r.state.finished), None)
     if record is None:
         return Complete()
-    reason = STEPS[record.name].skip_reason(spec, status.targets)
+    reason = skip_reason(record.name, spec, status.targets)
     if reason is not None and record.state == StepState.PENDING:
         return Skip(record.name, reason)
     if (

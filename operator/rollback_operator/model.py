@@ -7,6 +7,7 @@ gives it names and types; it does not re-validate.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,9 +21,10 @@ APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 # `retry` was made from.
 TRAFFIC_RESTORED_ANNOTATION = f"{GROUP}/traffic-restored"
 RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
-# The image tag RevertWorkloads targets when the spec names none (runbook §2.2).
-DEFAULT_TARGET_TAG = "stable-last-known"
 
+
+# The tag every reverted container is set to when the request names none (runbook §2.1).
+DEFAULT_TARGET_TAG = "stable-last-known"
 
 # The spec's optional parts, one per capability: a request without one skips its steps.
 OPTIONAL_SECTIONS = ("cdn", "database", "verification", "monitoring", "notify")
@@ -74,6 +76,35 @@ class StepState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (StepState.SUCCEEDED, StepState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the request's namespace: how the spec names every credential (the
+    database URL, a CDN token, a webhook URL), so that none is ever written into the spec."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.name} key {self.key}"
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> SecretKeyRef:
+        """`{name, key}`, as the spec writes a secretRef."""
+        return cls(name=raw["name"], key=raw["key"])
+
+    @classmethod
+    def optional(cls, raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+        """`parse`, for a reference the spec may leave out."""
+        return None if not raw else cls.parse(raw)
+
+    def env(self, variable: str) -> dict[str, Any]:
+        """A container env var taken from this key: the only way a credential reaches a Job."""
+        return {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": self.name, "key": self.key}},
+        }
 
 
 @dataclass(frozen=True)
@@ -140,23 +171,36 @@ class RollbackSpec:
 
 @dataclass(frozen=True)
 class Targets:
-    """The objects a request touches; two requests sharing any of them run one after the other."""
+    """The objects a request touches, in the spec's order; two requests sharing any of them run
+    one after the other. From the spec before Preflight; Preflight adds the HPAs it discovered
+    and records the whole in status.targets, which the steps then work on."""
 
-    ingresses: frozenset[str] = field(default_factory=frozenset)
-    deployments: frozenset[str] = field(default_factory=frozenset)
-    hpas: frozenset[str] = field(default_factory=frozenset)
+    ingresses: tuple[str, ...] = ()
+    deployments: tuple[str, ...] = ()
+    hpas: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: RollbackSpec) -> Targets:
-        return cls(
-            frozenset(spec.ingresses), frozenset(spec.deployments), frozenset(spec.hpas or ())
-        )
+        return cls(spec.ingresses, spec.deployments, spec.hpas or ())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Targets | None:
+        if raw is None:
+            return None
+        return cls(*(tuple(raw.get(kind) or ()) for kind in ("ingresses", "deployments", "hpas")))
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            "ingresses": list(self.ingresses),
+            "deployments": list(self.deployments),
+            "hpas": list(self.hpas),
+        }
 
     def claim_keys(self) -> list[tuple[str, str]]:
         return (
-            [("Ingress", n) for n in sorted(self.ingresses)]
-            + [("Deployment", n) for n in sorted(self.deployments)]
-            + [("HorizontalPodAutoscaler", n) for n in sorted(self.hpas)]
+            [("Ingress", n) for n in sorted(set(self.ingresses))]
+            + [("Deployment", n) for n in sorted(set(self.deployments))]
+            + [("HorizontalPodAutoscaler", n) for n in sorted(set(self.hpas))]
         )
 
 
