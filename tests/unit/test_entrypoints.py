@@ -3,6 +3,7 @@ working where the operator's dependencies are not installed."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import subprocess
@@ -11,10 +12,12 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.metadata import version as installed
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+import kubectl_rollback
 import rollback_operator
 from rollback_operator import __main__ as operator_main
 from rollback_operator.kube import Kube
@@ -123,3 +126,36 @@ def test_the_transport_works_with_the_installed_kubernetes_client():
     finally:
         server.server_close()
     assert got == {"kind": "Namespace", "path": "/api/v1/namespaces/default"}
+
+
+PLUGIN = Path(kubectl_rollback.__file__).parent
+# What the plugin may use of the operator: its vocabulary and pure helpers, and the transport.
+# Never the steps, the runner or Kopf: those need the operator's extra.
+PLUGIN_MAY_IMPORT = {
+    "rollback_operator",
+    "rollback_operator.model",
+    "rollback_operator.kube",
+    "rollback_operator.images",
+    "rollback_operator.traffic",
+    "rollback_operator.autoscaling",
+    "rollback_operator.status",
+    "rollback_operator.takeover",
+}
+
+
+@pytest.mark.parametrize("path", sorted(PLUGIN.glob("*.py")), ids=lambda p: p.name)
+def test_the_plugin_uses_the_operators_vocabulary_not_its_machinery(path: Path) -> None:
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    operator_modules = {name for name in imported if name.startswith("rollback_operator")}
+    assert operator_modules <= PLUGIN_MAY_IMPORT, operator_modules - PLUGIN_MAY_IMPORT
+    assert not {n.split(".")[0] for n in imported} & {"kopf", "httpx", "prometheus_client"}
+    assert len(path.read_text().splitlines()) <= 450
