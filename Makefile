@@ -5,11 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv cluster cluster-down lint test test-unit test-e2e demo demo-down bench clean
+.PHONY: help venv cluster cluster-down lint test test-unit test-lowest test-packaging test-e2e demo demo-down bench clean
 
 help:
 	@echo "make demo          run the product on a local cluster, end to end"
-	@echo "make test          lint, unit and e2e tests (brings the local cluster up and back down)"
+	@echo "make test          lint, unit, packaging and e2e tests (brings the local cluster up and down)"
+	@echo "make test-lowest   the unit tests against the lowest dependency versions allowed"
+	@echo "make test-packaging  the plugin installed alone from the wheel, in a fresh venv"
 	@echo "make cluster       start the local control plane (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         run the benchmarks, results in BENCHMARKS.md"
@@ -42,6 +44,12 @@ test: venv
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
 
+test-lowest:
+	scripts/test-lowest.sh
+
+test-packaging: venv
+	$(BIN)/pytest -q tests/packaging
+
 demo: venv
 	scripts/demo.sh
 
@@ -49,4 +57,4 @@ bench: venv
 	scripts/bench.sh
 
 clean: cluster-down
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest .pytest_cache .mypy_cache .ruff_cache

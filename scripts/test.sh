@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: lint, unit tests, then e2e tests against the local control plane.
+# `make test`: lint, unit tests (also against the lowest dependency versions allowed), the
+# plugin installed alone, then e2e tests against the local control plane.
 #
 # The cluster is started if it is not up and, in that case, stopped again at the end, so the
 # machine is left as it was found. With ROLLBACK_E2E_EXISTING_CLUSTER=1 the e2e tests use the
@@ -11,6 +12,7 @@ source cluster/lib.sh
 
 make --no-print-directory lint
 .venv/bin/pytest -q tests/unit
+make --no-print-directory test-lowest test-packaging
 
 started_here=0
 if [[ "${ROLLBACK_E2E_EXISTING_CLUSTER:-0}" != 1 ]]; then

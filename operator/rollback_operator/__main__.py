@@ -6,16 +6,30 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 from urllib.parse import urlparse
 
-import kopf
-import prometheus_client
-from aiohttp import web
+from rollback_operator import __version__
 
-import rollback_operator.handlers  # noqa: F401  (registers the handlers with Kopf)
-from rollback_operator import leadership
-from rollback_operator.kube import Kube
+# The operator's own dependencies are the `operator` extra: the distribution installed without
+# it (for kubectl-rollback alone) must say so rather than fail with a traceback.
+OPERATOR_EXTRA = ("kopf", "httpx", "httpcore", "prometheus_client")
+try:
+    import kopf
+    import prometheus_client
+    from aiohttp import web
 
+    import rollback_operator.handlers  # noqa: F401  (registers the handlers with Kopf)
+    from rollback_operator import leadership
+    from rollback_operator.kube import Kube
+except ModuleNotFoundError as missing:
+    if (missing.name or "").split(".")[0] not in OPERATOR_EXTRA:
+        raise
+    _MISSING: str | None = missing.name
+else:
+    _MISSING = None
+
+LOG_FORMATS = ("text", "json")
 # Where a pod finds its own namespace (the ServiceAccount's mount).
 POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -54,7 +68,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "namespace, else the first --namespace, else `default`)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default): one readable line a record; json: one JSON object a line, "
+        "for log pipelines",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
+
+
+def configure_logging(log_format: str, verbose: bool) -> None:
+    """Kopf's handler on the root logger, so the operator's own loggers, Kopf's and the
+    libraries' all write in the one format chosen."""
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+    )
 
 
 def lease_namespace(args: argparse.Namespace) -> str:
@@ -118,7 +149,13 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    if _MISSING is not None:
+        sys.exit(
+            f"rollback-operator: {_MISSING} is not installed: the operator needs the "
+            "`operator` extra: pip install 'rollback-operator[operator]' "
+            "(kubectl-rollback alone does not)"
+        )
+    configure_logging(args.log_format, args.verbose)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per probe otherwise
     # httpx logs every request with its full URL at INFO, and a URL may be a credential (a

@@ -37,3 +37,16 @@ def is_frozen(hpa: dict[str, Any]) -> bool:
         (behavior.get(direction) or {}).get("selectPolicy") == "Disabled"
         for direction in ("scaleUp", "scaleDown")
     )
+
+
+def resume_patch(hpa: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that gives a frozen HPA its saved behavior back, guarded by the
+    resourceVersion read; None when the HPA is no longer frozen: then its behavior is someone
+    else's change, not the freeze, and is left alone."""
+    if not is_frozen(hpa):
+        return None
+    return {
+        "metadata": {"resourceVersion": hpa["metadata"]["resourceVersion"]},
+        # No saved behavior (status drops nulls): None removes the freeze.
+        "spec": {"behavior": saved.get("behavior")},
+    }

@@ -22,7 +22,22 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_operator import GROUP, KIND, PLURAL, VERSION
-from rollback_operator.metrics import API_ERRORS
+
+try:
+    from rollback_operator.metrics import API_ERRORS
+except ModuleNotFoundError as missing:
+    # kubectl-rollback installed alone, without the operator's extra: nothing to count for.
+    if missing.name != "prometheus_client":
+        raise
+
+    class _Uncounted:
+        def labels(self, **_: str) -> _Uncounted:
+            return self
+
+        def inc(self) -> None:
+            pass
+
+    API_ERRORS = _Uncounted()  # type: ignore[assignment]
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -65,6 +80,8 @@ class Kube:
         self.configuration: client.Configuration = api_client.configuration
         self._lock = threading.Lock()
         self.requests = 0  # calls made, for the operator's own metrics
+        # Who the patches and Events are from: the operator, or kubectl-rollback.
+        self.field_manager = FIELD_MANAGER
 
     @classmethod
     def from_environment(cls, pool_size: int = 32) -> Kube:
@@ -136,6 +153,14 @@ class Kube:
             raise _api_error(ApiException(http_resp=response))
         return json.loads(response.data) if response.data else None
 
+    def stream(self, path: str, query: dict[str, str]) -> Any:
+        """An open watch (`query` has watch=true): the urllib3 response, read line by line by
+        the caller, one JSON event a line."""
+        response = self.send("GET", path, query=query, timeout=(10, None))
+        if response.status >= 400:
+            raise _api_error(ApiException(http_resp=response))
+        return response.response
+
     def get(self, path: str) -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = self.request("GET", path)
@@ -147,7 +172,7 @@ class Kube:
 
     def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
-            "PATCH", path, body, content_type, query={"fieldManager": FIELD_MANAGER}
+            "PATCH", path, body, content_type, query={"fieldManager": self.field_manager}
         )
         return result
 
@@ -293,9 +318,9 @@ class Kube:
             "type": event_type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": FIELD_MANAGER,
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager,
+            "reportingInstance": self.field_manager,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
@@ -317,6 +342,12 @@ def hpa_path(namespace: str, name: str) -> str:
 
 def job_path(namespace: str, name: str) -> str:
     return f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+
+
+def requests_path(namespace: str | None) -> str:
+    """The RollbackRequests of a namespace, or of every namespace (None)."""
+    where = f"namespaces/{namespace}/" if namespace is not None else ""
+    return f"/apis/{GROUP}/{VERSION}/{where}{PLURAL}"
 
 
 def request_path(namespace: str, name: str) -> str:

@@ -17,6 +17,10 @@ from rollback_operator import GROUP
 ABORT_ANNOTATION = f"{GROUP}/abort"
 APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
+# Written by `kubectl rollback`: what `restore-traffic` put back by hand, and the request a
+# `retry` was made from.
+TRAFFIC_RESTORED_ANNOTATION = f"{GROUP}/traffic-restored"
+RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
 
 
 # The tag every reverted container is set to when the request names none (runbook §2.1).

@@ -119,3 +119,39 @@ def describe(backend: dict[str, Any] | None) -> str:
         return f"{service['name']}:{port.get('number', port.get('name'))}"
     resource = backend.get("resource", {})
     return f"{resource.get('kind', '?')}/{resource.get('name', '?')}"
+
+
+def still_ours(
+    ingress: dict[str, Any], saved_backends: list[dict[str, Any]], maintenance: dict[str, Any]
+) -> tuple[list[tuple[Location, dict[str, Any]]], list[str]]:
+    """What putting an Ingress back from its record (`status.saved.ingresses.<name>.backends`)
+    changes: each location still served by the maintenance backend gets its saved backend back.
+
+    A location already back needs nothing; one serving anything else is someone's newer change,
+    described in the second list and left alone.
+    """
+    changes: list[tuple[Location, dict[str, Any]]] = []
+    theirs: list[str] = []
+    for entry in saved_backends:
+        location, original = entry["location"], entry["backend"]
+        current = backend_at(ingress, location)
+        if current == maintenance:
+            changes.append((location, original))
+        elif current != original:
+            theirs.append(
+                f"{where(location)} now points to {describe(current)} "
+                f"(was {describe(original)}), left as is"
+            )
+    return changes, theirs
+
+
+def where(location: Location) -> str:
+    """A backend's place in its Ingress: `defaultBackend`, or `host/path` (`*` for any host)."""
+    if location.get("default"):
+        return "defaultBackend"
+    return f"{location['host'] or '*'}{location['pathValue'] or '/'}"
+
+
+def serves_maintenance(ingress: dict[str, Any], maintenance: dict[str, Any]) -> bool:
+    """Whether any backend of the Ingress is the maintenance page."""
+    return any(backend == maintenance for _, backend in backend_locations(ingress))

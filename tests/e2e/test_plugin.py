@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pty
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +17,18 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rollback_operator.plugin import STEPS
+from kubectl_rollback import STEPS
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
     VERSION,
+    backends,
+    events_for,
     get_request,
+    on_maintenance,
     request_body,
+    snapshot,
+    wait_outcome,
     wait_phase,
 )
 from tests.e2e.people import QA, install_approval_policy
@@ -31,16 +39,18 @@ pytestmark = pytest.mark.e2e
 VENV_BIN = str(Path(sys.executable).parent)
 
 
+PATH = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def kubectl_rollback(
     kubeconfig: str, *args: str, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     """`kubectl rollback ARGS`, with the venv's bin (where `kubectl-rollback` is) on PATH."""
-    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    kubectl = shutil.which("kubectl", path=path)
+    kubectl = shutil.which("kubectl", path=PATH)
     assert kubectl, "kubectl is not on PATH"
     return subprocess.run(
         [kubectl, "rollback", *args, "--kubeconfig", kubeconfig],
-        env={**os.environ, "PATH": path, "KUBECONFIG": kubeconfig},
+        env={**os.environ, "PATH": PATH, "KUBECONFIG": kubeconfig},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -70,7 +80,10 @@ def annotations(api: client.ApiClient, namespace: str, name: str) -> dict[str, s
     return dict(get_request(api, namespace, name)["metadata"].get("annotations") or {})
 
 
-@pytest.mark.parametrize("command", ["create", "status", "approve", "abort", "report"])
+@pytest.mark.parametrize(
+    "command",
+    ["create", "list", "status", "approve", "abort", "restore-traffic", "retry", "report"],
+)
 def test_help_for_each_subcommand(kubeconfig, command):
     result = kubectl_rollback(kubeconfig, command, "--help")
     assert result.returncode == 0, result.stderr
@@ -224,3 +237,274 @@ def test_the_api_servers_refusal_is_printed(namespace, crds_installed, kubeconfi
     assert result.returncode == 2
     assert 'Unsupported value: "Panic"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def set_status(api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+    )
+
+
+def test_list_this_namespace_or_all_with_who_approved_what(
+    api, namespace, crds_installed, kubeconfig, tmp_path
+):
+    for name in ("first", "second"):
+        path = request_file(tmp_path, namespace, name)
+        assert kubectl_rollback(kubeconfig, "create", "-f", str(path)).returncode == 0
+    approved = {
+        "name": "RestoreDatabase",
+        "state": "Succeeded",
+        "approvedBy": "dba-alice",
+        "approvedAt": "2026-01-10T12:00:00Z",
+    }
+    set_status(
+        api,
+        namespace,
+        "second",
+        {"phase": "AwaitingApproval", "step": "Verify", "steps": [approved]},
+    )
+    wait_until(
+        lambda: get_request(api, namespace, "second").get("status", {}).get("step"),
+        timeout=10,
+        what="the status stored",
+    )
+
+    listed = kubectl_rollback(kubeconfig, "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows[0] == ["NAME", "PHASE", "STEP", "AGE", "APPROVED"]
+    assert rows[1][:3] == ["first", "Pending", "-"]
+    assert rows[2][:3] == ["second", "AwaitingApproval", "Verify"]
+    assert listed.stdout.splitlines()[2].endswith("RestoreDatabase by dba-alice")
+
+    everywhere = kubectl_rollback(kubeconfig, "list", "-A")
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert everywhere.stdout.splitlines()[0].split()[0] == "NAMESPACE"
+    assert [namespace, "first", "Pending"] in [
+        r.split()[:3] for r in everywhere.stdout.splitlines()
+    ]
+
+    as_json = kubectl_rollback(kubeconfig, "list", "-n", namespace, "-o", "json")
+    assert [i["metadata"]["name"] for i in json.loads(as_json.stdout)["items"]] == [
+        "first",
+        "second",
+    ]
+    as_yaml = kubectl_rollback(kubeconfig, "status", "second", "-n", namespace, "-o", "yaml")
+    assert as_yaml.returncode == 3  # still running: the exit code does not depend on -o
+    assert yaml.safe_load(as_yaml.stdout)["status"]["phase"] == "AwaitingApproval"
+
+    empty = kubectl_rollback(kubeconfig, "list", "-n", f"{namespace}-none")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "No RollbackRequests found" in empty.stderr
+
+
+def test_status_watch_times_out_with_exit_3(namespace, crds_installed, kubeconfig, tmp_path):
+    path = request_file(tmp_path, namespace, "stuck")  # no operator: it stays Pending
+    assert kubectl_rollback(kubeconfig, "create", "-f", str(path)).returncode == 0
+    began = time.monotonic()
+    result = kubectl_rollback(
+        kubeconfig, "status", "stuck", "-n", namespace, "-w", "--timeout", "2s"
+    )
+    took = time.monotonic() - began
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr == "timed out after 2.00s: rollbackrequest/stuck is Pending\n"
+    assert 2 <= took < 10
+
+
+def test_colours_on_a_terminal_unless_no_color(namespace, crds_installed, kubeconfig, tmp_path):
+    path = request_file(tmp_path, namespace, "painted")
+    assert kubectl_rollback(kubeconfig, "create", "-f", str(path)).returncode == 0
+
+    def on_a_terminal(**env: str) -> str:
+        main, child = pty.openpty()
+        process = subprocess.Popen(
+            [f"{VENV_BIN}/kubectl-rollback", "status", "painted", "-n", namespace],
+            env={**os.environ, "KUBECONFIG": kubeconfig, **env},
+            stdout=child,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(child)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            output += chunk
+        process.wait(timeout=30)
+        os.close(main)
+        return output.decode()
+
+    coloured = on_a_terminal()
+    assert "\x1b[2mPending\x1b[0m" in coloured
+    assert "[............] 0/12 steps done" in coloured
+    plain = on_a_terminal(NO_COLOR="1")
+    assert "\x1b[" not in plain
+    assert "0/12 steps done" in plain  # still a terminal's view, without colours
+
+
+def test_completion_through_kubectl_and_bash(namespace, crds_installed, kubeconfig, tmp_path):
+    path = request_file(tmp_path, namespace, "to-complete")
+    assert kubectl_rollback(kubeconfig, "create", "-f", str(path)).returncode == 0
+    env = {**os.environ, "PATH": PATH, "KUBECONFIG": kubeconfig}
+
+    # kubectl completes its plugins through kubectl_complete-rollback on PATH.
+    kubectl = shutil.which("kubectl", path=PATH)
+    assert kubectl
+    through_kubectl = subprocess.run(
+        [kubectl, "__complete", "rollback", "re"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert through_kubectl.stdout.splitlines()[:3] == ["restore-traffic", "retry", "report"]
+
+    # bash, with the script the plugin prints; request names come from the API server.
+    script = subprocess.run(
+        [f"{VENV_BIN}/kubectl-rollback", "completion", "bash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    bash = subprocess.run(
+        [
+            "bash",
+            "-c",
+            script + "\nCOMP_WORDS=(kubectl-rollback status -n " + namespace + " to-)\n"
+            "COMP_CWORD=4\n_kubectl_rollback\nprintf '%s\\n' \"${COMPREPLY[@]}\"",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bash.stdout == "to-complete\n", bash.stderr
+
+
+def aborted_with_traffic_on_maintenance(
+    api: client.ApiClient, namespace: str, kubeconfig: str, tmp_path: Path, name: str
+) -> dict[str, Any]:
+    """A run stopped where the runbook leaves the site down: the checks passed, QA's sign-off
+    awaited, then aborted, with the maintenance page on and the HPAs frozen."""
+    path = request_file(tmp_path, namespace, name, verification={"requireApproval": True})
+    assert kubectl_rollback(kubeconfig, "create", "-f", str(path)).returncode == 0
+    wait_outcome(api, namespace, name, "AwaitingApproval")
+    assert kubectl_rollback(kubeconfig, "abort", name, "-n", namespace).returncode == 0
+    done = wait_phase(api, namespace, name, "Aborted", "Failed", "Succeeded")
+    assert done["status"]["phase"] == "Aborted", done["status"].get("message")
+    assert on_maintenance(api, namespace)
+    return done
+
+
+def test_restore_traffic_puts_back_what_an_aborted_run_left(
+    api, app, operator, kubeconfig, tmp_path
+):
+    namespace, name = app, "left-down"
+    before = snapshot(api, namespace)
+    aborted_with_traffic_on_maintenance(api, namespace, kubeconfig, tmp_path, name)
+    frozen = snapshot(api, namespace)["hpas"]
+    assert frozen["backend"]["spec"]["behavior"]["scaleUp"]["selectPolicy"] == "Disabled"
+
+    planned = kubectl_rollback(kubeconfig, "restore-traffic", name, "-n", namespace, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.startswith(
+        f"rollbackrequest/{name}: would put back Ingress lawyershub (2 backend(s)), "
+        "HPA backend (behavior), HPA frontend (behavior)"
+    )
+    assert on_maintenance(api, namespace)  # a dry run changes nothing
+
+    restored = kubectl_rollback(kubeconfig, "restore-traffic", name, "-n", namespace)
+    assert restored.returncode == 0, restored.stderr
+    assert "put back Ingress lawyershub (2 backend(s))" in restored.stdout
+    after = snapshot(api, namespace)
+    assert after["ingresses"]["lawyershub"]["spec"] == before["ingresses"]["lawyershub"]["spec"]
+    for hpa in ("backend", "frontend"):
+        assert after["hpas"][hpa]["spec"] == before["hpas"][hpa]["spec"]
+    record = annotations(api, namespace, name)[f"{GROUP}/traffic-restored"]
+    assert record.endswith(
+        "by admin: Ingress lawyershub (2 backend(s)), HPA backend (behavior), "
+        "HPA frontend (behavior)"
+    )
+    assert any(e.reason == "TrafficRestored" for e in events_for(api, namespace, name))
+
+    again = kubectl_rollback(kubeconfig, "restore-traffic", name, "-n", namespace)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"rollbackrequest/{name}: nothing to put back")
+    assert "Ingress lawyershub: already back" in again.stdout
+
+
+def test_restore_traffic_leaves_what_someone_changed_since(
+    api, app, operator, kubeconfig, tmp_path
+):
+    namespace, name = app, "hand-fixed"
+    aborted_with_traffic_on_maintenance(api, namespace, kubeconfig, tmp_path, name)
+    # Someone points the API path at a hotfix by hand: that is theirs now.
+    net = client.NetworkingV1Api(api)
+    ingress = api.sanitize_for_serialization(net.read_namespaced_ingress("lawyershub", namespace))
+    hotfix = {"service": {"name": "hotfix", "port": {"number": 8080}}}
+    ingress["spec"]["rules"][0]["http"]["paths"][1]["backend"] = hotfix
+    net.replace_namespaced_ingress("lawyershub", namespace, ingress)
+
+    restored = kubectl_rollback(kubeconfig, "restore-traffic", name, "-n", namespace)
+    assert restored.returncode == 0, restored.stderr
+    assert "now points to hotfix:8080" in restored.stdout and "left as is" in restored.stdout
+    now = backends(api, namespace)
+    assert now[1] == hotfix
+    assert now[0]["service"]["name"] != "maintenance-page"
+
+
+def test_retry_takes_over_the_failed_runs_record_and_restores_the_originals(
+    api, app, operator, kubeconfig, tmp_path
+):
+    namespace, name = app, "to-retry"
+    before = snapshot(api, namespace)
+    aborted_with_traffic_on_maintenance(api, namespace, kubeconfig, tmp_path, name)
+
+    refused = kubectl_rollback(kubeconfig, "retry", f"{name}-nope", "-n", namespace)
+    assert refused.returncode == 2
+
+    retried = kubectl_rollback(kubeconfig, "retry", name, "-n", namespace)
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"rollbackrequest/{name}-retry-1 created: a retry of {name}")
+    assert (
+        f"takes over the record of the originals: Ingress lawyershub (from {name}), "
+        f"HPA backend (from {name}), HPA frontend (from {name})"
+    ) in retried.stdout
+    new = get_request(api, namespace, f"{name}-retry-1")
+    assert new["metadata"]["annotations"][f"{GROUP}/retry-of"] == name
+    old_spec = get_request(api, namespace, name)["spec"]
+    assert new["spec"] == old_spec
+
+    # The retry still asks QA; once signed off it ends with the site as it was before.
+    wait_outcome(api, namespace, f"{name}-retry-1", "AwaitingApproval")
+    install_approval_policy(api, kubeconfig, namespace)  # QA's role, and the policy
+    signed = kubectl_rollback(
+        kubeconfig,
+        "approve",
+        f"{name}-retry-1",
+        "Verify",
+        "-n",
+        namespace,
+        "--as",
+        QA[0],
+        "--as-group",
+        QA[1],
+    )
+    assert signed.returncode == 0, signed.stderr
+    done = wait_outcome(api, namespace, f"{name}-retry-1", "Succeeded")
+    preflight = done["status"]["steps"][0]
+    assert (
+        f"takes over the original state recorded for Ingress lawyershub (from {name})"
+        in (preflight["message"])
+    )
+    after = snapshot(api, namespace)
+    assert after["ingresses"]["lawyershub"]["spec"] == before["ingresses"]["lawyershub"]["spec"]
+    for hpa in ("backend", "frontend"):
+        assert after["hpas"][hpa]["spec"] == before["hpas"][hpa]["spec"]
+
+    again = kubectl_rollback(kubeconfig, "retry", f"{name}-retry-1", "-n", namespace)
+    assert again.returncode == 2
+    assert "is Succeeded: retry is for a Failed or Aborted run" in again.stderr

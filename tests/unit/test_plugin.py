@@ -1,4 +1,5 @@
-"""`kubectl rollback`: the parts that need no API server (rendering, plans, exit codes, flags)."""
+"""`kubectl rollback`: the parts that need no API server (rendering, plans, exit codes, flags,
+completion), and the watch of `status -w` against a fake transport."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rollback_operator import plugin
+from kubectl_rollback import STEPS, PluginError, api, cli, render
 from rollback_operator.model import STEP_ORDER
 
 NOW = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)
@@ -56,7 +57,7 @@ RUNNING_LEDGER = [
 
 
 def test_the_step_names_are_the_runbooks():
-    assert tuple(str(s) for s in STEP_ORDER) == plugin.STEPS
+    assert tuple(str(s) for s in STEP_ORDER) == STEPS
 
 
 @pytest.mark.parametrize(
@@ -64,26 +65,26 @@ def test_the_step_names_are_the_runbooks():
     [(0.17, "0.17s"), (9.994, "9.99s"), (12.34, "12.3s"), (125, "2m05s"), (3720, "1h02m")],
 )
 def test_durations(seconds, text):
-    assert plugin.format_seconds(seconds) == text
+    assert render.format_seconds(seconds) == text
 
 
 @pytest.mark.parametrize(
     ("seconds", "text"), [(5.9, "5s"), (125, "2m"), (7300, "2h"), (200000, "2d"), (-3, "0s")]
 )
 def test_ages(seconds, text):
-    assert plugin.format_age(seconds) == text
+    assert render.format_age(seconds) == text
 
 
 def test_took_is_start_to_end_and_elapsed_so_far_while_running():
     done = {"state": "Succeeded", "startedAt": stamp(20), "finishedAt": stamp(19.83)}
-    assert plugin.took(done, NOW) == "0.17s"
-    assert plugin.took({"state": "Running", "startedAt": stamp(12.5)}, NOW) == "12.5s"
-    assert plugin.took({"state": "Pending"}, NOW) == ""
-    assert plugin.took({"state": "Failed", "startedAt": "not a time"}, NOW) == ""
+    assert render.took(done, NOW) == "0.17s"
+    assert render.took({"state": "Running", "startedAt": stamp(12.5)}, NOW) == "12.5s"
+    assert render.took({"state": "Pending"}, NOW) == ""
+    assert render.took({"state": "Failed", "startedAt": "not a time"}, NOW) == ""
 
 
 def test_plain_table_has_every_step_no_ansi_and_fits_the_width():
-    lines = plugin.render_status(request(steps=RUNNING_LEDGER), NOW, tty=False, width=100)
+    lines = render.render_status(request(steps=RUNNING_LEDGER), NOW, tty=False, width=100)
     text = "\n".join(lines)
     assert "\x1b" not in text
     assert lines[0] == (
@@ -91,7 +92,7 @@ def test_plain_table_has_every_step_no_ansi_and_fits_the_width():
     )
     assert lines[1].split() == ["STEP", "STATE", "STARTED", "TOOK", "MESSAGE"]
     rows = lines[2:]
-    assert [row.split()[0] for row in rows] == list(plugin.STEPS)
+    assert [row.split()[0] for row in rows] == list(STEPS)
     assert rows[0].split()[:5] == ["Preflight", "Succeeded", "20s", "ago", "0.17s"]
     assert rows[0].endswith("4 objects checked")
     assert rows[3].split()[:5] == ["RevertWorkloads", "Running", "12s", "ago", "12.5s"]
@@ -101,12 +102,12 @@ def test_plain_table_has_every_step_no_ansi_and_fits_the_width():
 
 
 def test_plain_table_without_a_width_keeps_whole_messages():
-    lines = plugin.render_status(request(steps=RUNNING_LEDGER), NOW, tty=False, width=None)
+    lines = render.render_status(request(steps=RUNNING_LEDGER), NOW, tty=False, width=None)
     assert lines[5].endswith("x" * 200)
 
 
 def test_tty_table_has_colors_and_a_progress_bar():
-    lines = plugin.render_status(request(steps=RUNNING_LEDGER), NOW, tty=True, width=80)
+    lines = render.render_status(request(steps=RUNNING_LEDGER), NOW, tty=True, width=80, color=True)
     assert "\x1b[33mRunning\x1b[0m" in lines[0]
     assert lines[1] == "[###.........] 3/12 steps done"  # Succeeded and Skipped count
     assert "\x1b[32mSucceeded" in lines[3]
@@ -117,12 +118,12 @@ def test_header_says_queued_behind_and_dry_run():
     obj = request("Queued")
     obj["status"]["queuedBehind"] = "earlier"
     obj["spec"]["dryRun"] = True
-    header = plugin.render_status(obj, NOW, tty=False, width=None)[0]
+    header = render.render_status(obj, NOW, tty=False, width=None)[0]
     assert header.endswith("dry run  behind earlier")
 
 
 def test_change_follower_prints_only_what_changed():
-    follower = plugin.ChangeFollower(width=None)
+    follower = render.ChangeFollower(width=None)
     first = follower.lines(request(steps=RUNNING_LEDGER), NOW)
     assert len(first) == 2 + 12
     # One second later, nothing but the elapsed time changed: nothing printed.
@@ -147,11 +148,11 @@ def test_change_follower_prints_only_what_changed():
     ],
 )
 def test_exit_codes_by_phase(phase, code):
-    assert plugin.exit_code(phase) == code
+    assert render.exit_code(phase) == code
 
 
 def test_outcome_line():
-    assert plugin.outcome(request("Failed")) == "golive-2026-01-10: Failed: Rolling back"
+    assert render.outcome(request("Failed")) == "golive-2026-01-10: Failed: Rolling back"
 
 
 SPEC: dict[str, Any] = {
@@ -170,7 +171,7 @@ SPEC: dict[str, Any] = {
 
 
 def planned(spec: dict[str, Any], images: dict[str, dict[str, str]] | None = None) -> str:
-    return plugin.plan_text(
+    return render.plan_text(
         {"metadata": {"name": "golive", "namespace": "lawyershub"}, "spec": spec}, images
     )
 
@@ -205,16 +206,10 @@ def test_plan_without_hpas_names_the_discovery_and_flags_a_dry_run_spec():
     assert "spec.dryRun is true" in text
 
 
-def test_repository_of_an_image():
-    assert plugin.repository("reg:5000/team/app:1.2@sha256:00") == "reg:5000/team/app"
-    assert plugin.repository("reg:5000/team/app") == "reg:5000/team/app"
-    assert plugin.repository("nginx:1.27") == "nginx"
-
-
 def test_step_names_are_validated_and_spelt_as_the_runbook():
-    assert plugin.canonical_step("verify") == "Verify"
-    with pytest.raises(plugin.PluginError) as refused:
-        plugin.canonical_step("Verfy")
+    assert render.canonical_step("verify") == "Verify"
+    with pytest.raises(PluginError) as refused:
+        render.canonical_step("Verfy")
     assert 'unknown step "Verfy"' in refused.value.message
     assert "RestoreDatabase" in refused.value.message
     assert refused.value.code == 2
@@ -235,15 +230,15 @@ def test_step_names_are_validated_and_spelt_as_the_runbook():
 )
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exited:
-        plugin.main(argv)
+        cli.main(argv)
     assert exited.value.code == 2
     assert "usage: kubectl rollback" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["create", "status", "approve", "abort", "report"])
+@pytest.mark.parametrize("command", list(cli.SUBCOMMANDS.keys() - {"completion"}))
 def test_every_subcommand_has_help_with_an_example_and_the_global_flags(command, capsys):
     with pytest.raises(SystemExit) as exited:
-        plugin.main([command, "--help"])
+        cli.main([command, "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert f"example:\n  kubectl rollback {command}" in text
@@ -252,7 +247,7 @@ def test_every_subcommand_has_help_with_an_example_and_the_global_flags(command,
 
 
 def test_global_flags_parse_after_the_subcommand():
-    args = plugin.build_parser().parse_args(
+    args = cli.build_parser().parse_args(
         ["status", "golive", "-w", "-n", "lh", "--context", "prod", "--kubeconfig", "/k"]
     )
     assert (args.name, args.watch, args.namespace, args.context, args.kubeconfig) == (
@@ -265,7 +260,7 @@ def test_global_flags_parse_after_the_subcommand():
 
 
 def test_an_unknown_step_fails_before_any_api_call(capsys):
-    code = plugin.main(["approve", "golive", "Nope", "--kubeconfig", "/nonexistent"])
+    code = cli.main(["approve", "golive", "Nope", "--kubeconfig", "/nonexistent"])
     assert code == 2
     assert 'unknown step "Nope"' in capsys.readouterr().err
 
@@ -273,12 +268,12 @@ def test_an_unknown_step_fails_before_any_api_call(capsys):
 def test_a_file_that_is_not_a_rollback_request_is_refused(tmp_path, capsys):
     path = tmp_path / "x.yaml"
     path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
-    assert plugin.main(["create", "-f", str(path)], io.StringIO()) == 2
+    assert cli.main(["create", "-f", str(path)], io.StringIO()) == 2
     assert "document 1 is a ConfigMap, not a RollbackRequest" in capsys.readouterr().err
 
 
 def test_a_missing_kubeconfig_is_an_error_not_a_traceback(tmp_path, capsys):
-    assert plugin.main(["status", "golive", "--kubeconfig", str(tmp_path / "none")]) == 2
+    assert cli.main(["status", "golive", "--kubeconfig", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("error: kubeconfig:")
 
 
@@ -296,5 +291,5 @@ contexts:
 current-context: plain
 """
     )
-    assert plugin.context_namespace(str(path), None) == "default"
-    assert plugin.context_namespace(str(path), "prod") == "lawyershub"
+    assert api.context_namespace(str(path), None) == "default"
+    assert api.context_namespace(str(path), "prod") == "lawyershub"
