@@ -422,7 +422,7 @@ def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
     steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue: a 500 from a down admission webhook retried every 2 s forever, maintenance on."""
-    monkeypatch.setitem(SPEC, "rolloutTimeout", "1s")
+    monkeypatch.setitem(SPEC, "rolloutTimeout", "2s")  # stamps have 1 s resolution
     api = FakeApi()
 
     def webhook_down(ctx: StepContext, call: int) -> None:
