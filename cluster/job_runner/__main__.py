@@ -24,7 +24,9 @@ log = logging.getLogger("job-runner")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.job_runner", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--state-dir", required=True, type=Path, help="pod files and logs")
     parser.add_argument(
