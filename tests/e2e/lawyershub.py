@@ -19,7 +19,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.support import REPO_ROOT, stop_process, wait_until
+from standins.local import stop_process, wait_until
+from tests.e2e.support import REPO_ROOT
 
 GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 MAINTENANCE = {"service": {"name": "maintenance-page", "port": {"number": 80}}}

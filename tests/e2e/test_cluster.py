@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.support import wait_until
+from standins.local import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from standins.local import wait_until
 from tests.e2e.people import DBA, approve, as_person, install_approval_policy
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

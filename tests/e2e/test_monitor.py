@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from standins.local import wait_until
+from standins.prometheus import PrometheusServer, Traffic, TrafficTarget
 from tests.e2e.lawyershub import (
     MAINTENANCE,
     Operator,
@@ -25,14 +27,7 @@ from tests.e2e.lawyershub import (
     refusal,
     wait_outcome,
 )
-from tests.e2e.prometheus import (  # noqa: F401  (fixtures)
-    PrometheusServer,
-    Traffic,
-    TrafficTarget,
-    prometheus_server,
-    traffic_target,
-)
-from tests.e2e.support import wait_until
+from tests.e2e.prometheus import prometheus_server, traffic_target  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.e2e
 

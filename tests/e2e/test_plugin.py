@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rollback_operator.plugin import STEPS
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -24,7 +25,6 @@ from tests.e2e.lawyershub import (
     wait_phase,
 )
 from tests.e2e.people import QA, install_approval_policy
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -38,7 +38,8 @@ from rollback_operator.kube import Kube
 from rollback_operator.model import RollbackSpec
 from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, StepContext, Wait
 from rollback_operator.steps.verify import Verify, job_template, preflight_problems
-from tests.e2e.support import TcpHandler, free_port, redis_like, tcp_listeners
+from standins.local import free_port
+from standins.sites import TcpHandler, redis_like, tcp_listeners
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
