@@ -15,6 +15,7 @@ from typing import Any
 
 import urllib3
 
+from rollback_operator import GROUP, PLURAL, VERSION
 from rollback_operator.kube import ApiError, Kube
 
 JSON = dict[str, Any]
@@ -22,12 +23,11 @@ JSON = dict[str, Any]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KUBECONFIG = Path(os.environ.get("KUBECONFIG") or REPO_ROOT / ".cluster" / "kubeconfig")
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 # Every object a benchmark creates carries this label, so leftovers of an interrupted run can
 # be found and removed, and cluster-wide watches see only the benchmark's own objects.
-BENCH_LABEL = "rollback.lawyershub.io/bench"
+BENCH_LABEL = f"{GROUP}/bench"
 
 
 class Api(Kube):

@@ -27,6 +27,7 @@ from bench.api import (
 )
 from bench.process import OperatorProcess
 from rollback_operator.kube import ApiError
+from rollback_operator.model import DEFAULT_TARGET_TAG, Phase
 
 SAMPLE = REPO_ROOT / "examples" / "lawyershub.yaml"
 # Left out of the sample: its namespace (each benchmark makes its own), and the maintenance
@@ -39,7 +40,7 @@ COLLECTIONS: dict[str, Callable[[str], str]] = {
     "Ingress": ingress_path,
     "HorizontalPodAutoscaler": hpa_path,
 }
-TERMINAL_PHASES = ("Succeeded", "Failed", "Aborted")
+TERMINAL_PHASES = frozenset(phase for phase in Phase if phase.terminal)
 MAINTENANCE_BACKEND: JSON = {"service": {"name": "maintenance-page", "port": {"number": 80}}}
 
 
@@ -72,7 +73,7 @@ def rollback_request(ns: str, name: str = "golive-2026-01-10") -> JSON:
         "spec": {
             "reason": "Error rate 7.2 % for 15 min after the 2026-01-10 go-live",
             "trigger": "ErrorRate",
-            "targetTag": "stable-last-known",
+            "targetTag": DEFAULT_TARGET_TAG,
             "traffic": {
                 "ingresses": ["lawyershub"],
                 "maintenanceBackend": {"service": "maintenance-page", "port": 80},

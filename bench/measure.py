@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.api import BENCH_LABEL, GROUP, JSON, REPO_ROOT, Api
+from bench.api import BENCH_LABEL, GROUP, JSON, PLURAL, REPO_ROOT, Api
 
 # Buckets of the bench identity's requests, each a FlowSchema: (bucket, verbs, group, resource).
 # The API server evaluates FlowSchemas by precedence, so the first bucket that matches a request
@@ -35,9 +35,9 @@ from bench.api import BENCH_LABEL, GROUP, JSON, REPO_ROOT, Api
 BUCKETS: tuple[tuple[str, str, str, str], ...] = (
     ("watch", "watch", "*", "*"),
     ("list", "list", "*", "*"),
-    ("get rollbackrequests", "get", GROUP, "rollbackrequests"),
-    ("patch rollbackrequests", "patch,update", GROUP, "rollbackrequests"),
-    ("patch rollbackrequests/status", "patch,update", GROUP, "rollbackrequests/status"),
+    (f"get {PLURAL}", "get", GROUP, PLURAL),
+    (f"patch {PLURAL}", "patch,update", GROUP, PLURAL),
+    (f"patch {PLURAL}/status", "patch,update", GROUP, f"{PLURAL}/status"),
     ("create events", "create", "", "events"),
     ("create events", "create", "events.k8s.io", "events"),
     ("get ingresses", "get", "networking.k8s.io", "ingresses"),

@@ -26,12 +26,12 @@ from bench.api import (
     service_path,
 )
 from bench.app import MAINTENANCE_BACKEND, deployment_rolled_out
+from rollback_operator.model import DEFAULT_TARGET_TAG
 
 INGRESS = "lawyershub"
 MAINTENANCE_SERVICE = "maintenance-page"
 HPAS = ("backend", "frontend")
 WORKLOADS: dict[str, tuple[str, ...] | None] = {"backend": ("api",), "frontend": None}
-TARGET_TAG = "stable-last-known"
 FREEZE = {
     "spec": {
         "behavior": {
@@ -77,7 +77,7 @@ def with_tag(image: str, tag: str) -> str:
 
 def image_patch(deployment: JSON, containers: tuple[str, ...] | None) -> JSON:
     selected = [
-        {"name": c["name"], "image": with_tag(c["image"], TARGET_TAG)}
+        {"name": c["name"], "image": with_tag(c["image"], DEFAULT_TARGET_TAG)}
         for c in deployment["spec"]["template"]["spec"]["containers"]
         if containers is None or c["name"] in containers
     ]

@@ -23,8 +23,8 @@ from typing import Any
 
 from kubernetes import client, config
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
-TERMINAL = {"Succeeded", "Failed", "Aborted"}
+from rollback_operator import GROUP, PLURAL, VERSION
+from rollback_operator.model import Phase
 
 
 def _seconds(start: str | None, end: str | None) -> str:
@@ -74,7 +74,7 @@ def follow(
             if step["state"] != "Pending" and seen.get(step["name"]) != state:
                 seen[step["name"]] = state
                 print(_cut(f"  {step['state']:<10} {step['name']:<20} {state[1]}"), flush=True)
-        if phase in TERMINAL:
+        if phase and Phase(phase).terminal:
             return obj
         waiting = status.get("step", "")
         if phase == "AwaitingApproval" and waiting in approvers and waiting not in approved:

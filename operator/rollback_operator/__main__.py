@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+from urllib.parse import urlparse
 
 import kopf
 import prometheus_client
+from aiohttp import web
 
 import rollback_operator.handlers  # noqa: F401  (registers the handlers with Kopf)
+from rollback_operator import leadership
+from rollback_operator.kube import Kube
+
+# Where a pod finds its own namespace (the ServiceAccount's mount).
+POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,8 +47,78 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve Prometheus metrics on http://HOST:PORT/metrics (default: %(default)s); "
         "empty to disable",
     )
+    parser.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="the namespace of the leader Lease (default: $POD_NAMESPACE, the pod's own "
+        "namespace, else the first --namespace, else `default`)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+def lease_namespace(args: argparse.Namespace) -> str:
+    if args.leader_election_namespace:
+        return str(args.leader_election_namespace)
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if os.path.exists(POD_NAMESPACE_FILE):
+        with open(POD_NAMESPACE_FILE) as file:
+            return file.read().strip()
+    return str(args.namespaces[0]) if args.namespaces else "default"
+
+
+async def standby_health(liveness: str) -> web.AppRunner | None:
+    """The liveness endpoint while this instance waits to lead (Kopf serves it after): a
+    standby is alive, and its pod must not be restarted for waiting."""
+    if not liveness:
+        return None
+    url = urlparse(liveness)
+    app = web.Application()
+
+    async def alive(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    app.router.add_get(url.path or "/", alive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname, url.port).start()
+    return runner
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Waits for the leader Lease, then runs Kopf until it stops or the Lease is lost."""
+    kube = Kube.from_environment(pool_size=2)
+    lead = leadership.Leadership(kube, lease_namespace(args), leadership.identity())
+    health = await standby_health(args.liveness)
+    await leadership.acquire(lead)
+    if health is not None:
+        await health.cleanup()
+    stop = asyncio.Event()
+    lost = asyncio.Event()
+
+    def on_lost() -> None:
+        lost.set()
+        stop.set()
+
+    keeper = asyncio.create_task(leadership.keep(lead, on_lost))
+    try:
+        await kopf.operator(
+            standalone=True,
+            clusterwide=args.all_namespaces,
+            namespaces=args.namespaces or (),
+            liveness_endpoint=args.liveness or None,
+            stop_flag=stop,
+        )
+    finally:
+        keeper.cancel()
+        if lost.is_set():
+            # Another instance may be leading already: exit at once rather than finish any
+            # work (a restart makes this pod a standby).
+            logging.getLogger("rollback_operator").error("lost the leader Lease: exiting")
+            logging.shutdown()
+            os._exit(1)
+        await asyncio.to_thread(lead.release)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,14 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics:
         host, _, port = args.metrics.rpartition(":")
         prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
-    asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=args.all_namespaces,
-            namespaces=args.namespaces or (),
-            liveness_endpoint=args.liveness or None,
-        )
-    )
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,22 @@
 """The rollback engine: from spec, status and signals, the next thing to do; and what it does
 to the status. Pure: no I/O, no clock (time is passed in), so every transition is unit-tested.
 
-The runner (`runner.py`) asks `decide` for a decision, performs it (running a step, or just
+The runner (`runner.py`) asks `decide` for a decision (handing it the registry's answer to
+whether a step applies), performs it (running a step, or just
 recording a skip), and records the result with the transition functions below. Because the
 whole state lives in the status, deciding again after a crash picks up where the run stopped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from rollback_operator.clock import parse, stamp
-from rollback_operator.model import Phase, RollbackSpec, StepName, StepState
+from rollback_operator.model import Phase, RollbackSpec, StepName, StepState, Targets
+from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
-from rollback_operator.steps import STEPS
-from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, Wait
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Signals:
 
 @dataclass(frozen=True)
 class Idle:
-    """Terminal: nothing more to do."""
+    """Terminal: nothing more to decide (the end may still have to be announced)."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,14 @@ class Abort:
 
 Decision = Idle | Queue | Skip | Run | Approve | Complete | Abort
 
+# Why a step does not apply to a request (None: it does). The registry answers it; the engine
+# is handed the answer so that it needs nothing of the steps themselves.
+SkipReason = Callable[[StepName, RollbackSpec, Targets | None], str | None]
 
-def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
+
+def decide(
+    spec: RollbackSpec, status: Status, signals: Signals, skip_reason: SkipReason
+) -> Decision:
     if status.phase.terminal:
         return Idle()
     if signals.abort:
@@ -79,7 +86,7 @@ def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
     record = next((r for r in status.steps if not r.state.finished), None)
     if record is None:
         return Complete()
-    reason = STEPS[record.name].skip_reason(spec, status.targets)
+    reason = skip_reason(record.name, spec, status.targets)
     if reason is not None and record.state == StepState.PENDING:
         return Skip(record.name, reason)
     if (
@@ -154,7 +161,7 @@ def stepped(
         new.message = f"{step} awaits approval: {outcome.message}"
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
-        new.phase, new.finished_at = Phase.FAILED, stamp(now)
+        new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False
         new.message = f"{step} failed: {outcome.message}"
     return _with_conditions(new, spec, now)
 
@@ -166,6 +173,7 @@ def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
         current.state, current.finished_at = StepState.ABORTED, stamp(now)
         current.message = "aborted at the request of the abort annotation"
     new.phase, new.finished_at, new.queued_behind = Phase.ABORTED, stamp(now), None
+    new.announced = False
     where = ""
     if current is not None:
         started = current.state == StepState.ABORTED
@@ -174,9 +182,17 @@ def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
     return _with_conditions(new, spec, now)
 
 
+def announced(status: Status) -> Status:
+    """The end of the run was announced (Event, notifications, post-mortem)."""
+    new = status.copy()
+    new.announced = True
+    return new
+
+
 def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
     new = status.copy()
     new.phase, new.finished_at, new.step = Phase.SUCCEEDED, stamp(now), StepName.REPORT
+    new.announced = False
     took = ""
     if new.started_at:
         took = f" in {(now - parse(new.started_at)).total_seconds():.1f}s"

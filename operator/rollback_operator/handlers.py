@@ -18,7 +18,7 @@ import kopf
 
 from rollback_operator import GROUP, PLURAL, VERSION, queue
 from rollback_operator.kube import Kube
-from rollback_operator.model import Phase, RollbackSpec, Targets
+from rollback_operator.model import Phase, Targets
 from rollback_operator.runner import Runner
 
 WORKER_THREADS = 32
@@ -50,11 +50,15 @@ def rollback_claims(
     meta: kopf.Meta,
     **_: Any,
 ) -> dict[queue.ClaimKey, queue.Claim]:
-    return queue.claims(namespace or "", name, spec, status, meta["creationTimestamp"])
+    return queue.claims(
+        namespace or "", name, spec, status, meta["creationTimestamp"], uid=meta["uid"]
+    )
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return not Phase(status.get("phase", Phase.PENDING)).terminal
+    """Not yet terminal, or terminal and its end not yet announced (status.announced)."""
+    terminal = Phase(status.get("phase", Phase.PENDING)).terminal
+    return not terminal or status.get("announced") is False
 
 
 # Kopf passes indices as extra keyword arguments, which its DaemonFn protocol does not declare.
@@ -69,9 +73,10 @@ async def rollback(
     rollback_claims: kopf.Index[queue.ClaimKey, queue.Claim],
     **_: Any,
 ) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    me = queue.Claim(name=name, order=(body["metadata"]["creationTimestamp"], name), started=False)
-    spec = RollbackSpec.parse(dict(body["spec"]))
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    me = queue.Claim(name=name, order=(meta["creationTimestamp"], name), started=False)
+    spec = queue.parsed_spec(meta["uid"], body["spec"])
     keys = [(namespace, kind, target) for kind, target in Targets.of(spec).claim_keys()]
 
     def find_blocker() -> str | None:
@@ -79,4 +84,4 @@ async def rollback(
             return None
         return queue.blocker(me, keys, rollback_claims)
 
-    await Runner(memo.kube, body, find_blocker, logger).drive(stopped)
+    await Runner(memo.kube, body, spec, find_blocker, logger).drive(stopped)

@@ -249,8 +249,27 @@ class Kube:
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
         )
 
-    def patch_request_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.patch(f"{request_path(namespace, name)}/status", {"status": status})
+    def patch_request_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str:
+        """Merges `status` into the request's status; with `resource_version`, only if the
+        request is still at that version (else an ApiError 409). Returns the new version."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        written = self.patch(f"{request_path(namespace, name)}/status", body)
+        return str(written["metadata"]["resourceVersion"])
+
+    def request_status(self, namespace: str, name: str) -> tuple[dict[str, Any], str]:
+        """The request's status as the API server holds it, and its resourceVersion."""
+        request = self.get(request_path(namespace, name))
+        if request is None:
+            raise ApiError(404, "NotFound", f"RollbackRequest {namespace}/{name} is gone")
+        return request.get("status") or {}, str(request["metadata"]["resourceVersion"])
 
     def post_event(self, meta: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the RollbackRequest (given its metadata), as `kubectl describe`

@@ -7,6 +7,7 @@ gives it names and types; it does not re-validate.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -17,6 +18,9 @@ ABORT_ANNOTATION = f"{GROUP}/abort"
 APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 
+
+# The tag every reverted container is set to when the request names none (runbook §2.1).
+DEFAULT_TARGET_TAG = "stable-last-known"
 
 # The spec's optional parts, one per capability: a request without one skips its steps.
 OPTIONAL_SECTIONS = ("cdn", "database", "verification", "monitoring", "notify")
@@ -71,6 +75,35 @@ class StepState(StrEnum):
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the request's namespace: how the spec names every credential (the
+    database URL, a CDN token, a webhook URL), so that none is ever written into the spec."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.name} key {self.key}"
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> SecretKeyRef:
+        """`{name, key}`, as the spec writes a secretRef."""
+        return cls(name=raw["name"], key=raw["key"])
+
+    @classmethod
+    def optional(cls, raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+        """`parse`, for a reference the spec may leave out."""
+        return None if not raw else cls.parse(raw)
+
+    def env(self, variable: str) -> dict[str, Any]:
+        """A container env var taken from this key: the only way a credential reaches a Job."""
+        return {
+            "name": variable,
+            "valueFrom": {"secretKeyRef": {"name": self.name, "key": self.key}},
+        }
+
+
+@dataclass(frozen=True)
 class BackendRef:
     """The maintenance Service; `port` is a number or a port name, exactly as written."""
 
@@ -112,7 +145,7 @@ class RollbackSpec:
             reason=spec["reason"],
             trigger=spec["trigger"],
             dry_run=bool(spec.get("dryRun", False)),
-            target_tag=spec.get("targetTag", "stable-last-known"),
+            target_tag=spec.get("targetTag", DEFAULT_TARGET_TAG),
             ingresses=tuple(traffic["ingresses"]),
             maintenance_backend=BackendRef(service=backend["service"], port=backend["port"]),
             hpas=None if hpas is None else tuple(hpas),
@@ -134,23 +167,36 @@ class RollbackSpec:
 
 @dataclass(frozen=True)
 class Targets:
-    """The objects a request touches; two requests sharing any of them run one after the other."""
+    """The objects a request touches, in the spec's order; two requests sharing any of them run
+    one after the other. From the spec before Preflight; Preflight adds the HPAs it discovered
+    and records the whole in status.targets, which the steps then work on."""
 
-    ingresses: frozenset[str] = field(default_factory=frozenset)
-    deployments: frozenset[str] = field(default_factory=frozenset)
-    hpas: frozenset[str] = field(default_factory=frozenset)
+    ingresses: tuple[str, ...] = ()
+    deployments: tuple[str, ...] = ()
+    hpas: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: RollbackSpec) -> Targets:
-        return cls(
-            frozenset(spec.ingresses), frozenset(spec.deployments), frozenset(spec.hpas or ())
-        )
+        return cls(spec.ingresses, spec.deployments, spec.hpas or ())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Targets | None:
+        if raw is None:
+            return None
+        return cls(*(tuple(raw.get(kind) or ()) for kind in ("ingresses", "deployments", "hpas")))
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            "ingresses": list(self.ingresses),
+            "deployments": list(self.deployments),
+            "hpas": list(self.hpas),
+        }
 
     def claim_keys(self) -> list[tuple[str, str]]:
         return (
-            [("Ingress", n) for n in sorted(self.ingresses)]
-            + [("Deployment", n) for n in sorted(self.deployments)]
-            + [("HorizontalPodAutoscaler", n) for n in sorted(self.hpas)]
+            [("Ingress", n) for n in sorted(set(self.ingresses))]
+            + [("Deployment", n) for n in sorted(set(self.deployments))]
+            + [("HorizontalPodAutoscaler", n) for n in sorted(set(self.hpas))]
         )
 
 

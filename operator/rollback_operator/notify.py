@@ -5,9 +5,9 @@ of its end (Failed, Aborted or Succeeded), with the state as it is at that momen
 message, trigger, reason and the kubectl commands to follow the run from a terminal.
 
 A notification is a courtesy, never a gate: a webhook that is down, slow or refusing costs the
-run a few seconds at most (short timeouts, two quick retries on throttling and server errors),
-and its failure is reported in `status.notifications` and a Warning Event, never in the run's
-outcome.
+run a few seconds at most (short timeouts, two quick retries on throttling and server errors:
+`webhook_post.py`), and its failure is reported in `status.notifications` and a Warning
+Event, never in the run's outcome.
 
 `status.notifications[].lastEvent` also makes delivery once-only across operator restarts: an
 event is sent to a webhook only if it comes later in the run than the last event that webhook
@@ -15,37 +15,27 @@ was sent (or attempted). Events only move forward (Started, then each approval w
 order, then the end), so "later" is a plain comparison; see `rank`.
 
 The webhook URL may embed a credential (a Slack incoming-webhook URL does), so it never appears
-in the status, an Event, a log line or an error message: errors are built here, from the status
-code and the receiver's body, with any trace of the URL removed.
+in the status, an Event, a log line or an error message: errors are built from the status code
+and the receiver's body (`webhook_post.py`), with any trace of the URL removed.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import httpx
 
 from rollback_operator import clock
-from rollback_operator.model import STEP_ORDER, RollbackSpec
+from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef
 from rollback_operator.status import Status
+from rollback_operator.webhook_post import BUDGET, Attempted, post
 
 SECTION = "notifications"  # status.notifications
-
-CONNECT_TIMEOUT = 2.0  # seconds to open a connection
-READ_TIMEOUT = 3.0  # seconds for the receiver to answer
-MAX_ATTEMPTS = 3  # one try and two quick retries
-BUDGET = 6.0  # seconds one webhook may take, retries and waits included
-BACKOFF = 0.5  # first wait between attempts without a Retry-After, doubled each time
-ERROR_BODY_CHARS = 200  # of a receiver's error body, quoted in lastError
-
-USER_AGENT = "rollback-operator"
 
 
 class Event(StrEnum):
@@ -69,12 +59,6 @@ class Format(StrEnum):
 
 
 @dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
 class Webhook:
     """One entry of spec.notify: where to POST, in which format, for which events."""
 
@@ -89,12 +73,11 @@ class Webhook:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Webhook:
-        ref = raw.get("urlSecretRef")
         events = raw.get("events")
         return cls(
             name=raw["name"],
             url=raw.get("url"),
-            url_secret=SecretKeyRef(ref["name"], ref["key"]) if ref else None,
+            url_secret=SecretKeyRef.optional(raw.get("urlSecretRef")),
             format=Format(raw.get("format", Format.JSON)),
             events=frozenset(Event) if events is None else frozenset(Event(e) for e in events),
         )
@@ -110,6 +93,12 @@ class NotifySpec:
     @classmethod
     def parse(cls, raw: Sequence[dict[str, Any]] | None) -> NotifySpec:
         return cls(tuple(Webhook.parse(dict(w)) for w in raw or ()))
+
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> NotifySpec | None:
+        """The request's `spec.notify`, or None when it has none (nobody is notified)."""
+        raw = spec.sections.get("notify")
+        return None if raw is None else cls.parse(raw)
 
 
 # --- what is sent
@@ -269,105 +258,6 @@ def _mrkdwn(text: str) -> dict[str, str]:
 
 def _field(label: str, value: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": _cut(f"*{label}*\n{_escape(value)}", 2000)}
-
-
-# --- delivery
-
-
-@dataclass(frozen=True)
-class Attempted:
-    """How one POST went, after its retries. `error` never holds the URL."""
-
-    ok: bool
-    attempts: int
-    error: str = ""
-
-
-def post(
-    url: str,
-    body: dict[str, Any],
-    *,
-    budget: float = BUDGET,
-    transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> Attempted:
-    """POSTs `body` as JSON; retries throttling (429), server errors (5xx), timeouts and
-    connection failures twice at most, honouring Retry-After when it fits in `budget`.
-
-    Any other answer (Slack's 400 invalid_payload, 403 action_prohibited, 404 no_service,
-    410 channel_is_archived) is final: asking again would get the same answer.
-    """
-    deadline = monotonic() + budget
-    error = ""
-    attempt = 0
-    with httpx.Client(
-        transport=transport, headers={"User-Agent": USER_AGENT}, follow_redirects=False
-    ) as client:
-        while attempt < MAX_ATTEMPTS:
-            attempt += 1
-            left = deadline - monotonic()
-            timeout = httpx.Timeout(
-                max(0.1, min(READ_TIMEOUT, left)), connect=max(0.1, min(CONNECT_TIMEOUT, left))
-            )
-            wait = BACKOFF * 2 ** (attempt - 1)
-            try:
-                response = client.post(url, json=body, timeout=timeout)
-            except httpx.TimeoutException:
-                error = f"no answer within {timeout.read:.1f}s"
-            except httpx.TransportError as failure:
-                error = f"could not connect: {_scrub(str(failure) or type(failure).__name__, url)}"
-            else:
-                if response.is_success:
-                    return Attempted(ok=True, attempts=attempt)
-                error = f"HTTP {response.status_code}"
-                said = _scrub(" ".join(response.text.split()), url)[:ERROR_BODY_CHARS]
-                if said:
-                    error += f": {said}"
-                if response.status_code != 429 and response.status_code < 500:
-                    return Attempted(ok=False, attempts=attempt, error=error)
-                asked = retry_after(response.headers.get("Retry-After"), clock.now())
-                if asked is not None:
-                    if asked > deadline - monotonic():
-                        error += f" (asked to retry after {asked:g}s, more than the time left)"
-                        return Attempted(ok=False, attempts=attempt, error=error)
-                    wait = asked
-            if attempt < MAX_ATTEMPTS:
-                if wait > deadline - monotonic():
-                    break
-                sleep(wait)
-    return Attempted(ok=False, attempts=attempt, error=f"{error} (after {attempt} attempt(s))")
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Retry-After in seconds, given as seconds or as an HTTP date (RFC 9110); None if absent
-    or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _scrub(text: str, url: str) -> str:
-    """`text` without the URL or its secret-bearing parts (path and query)."""
-    secrets = [url, url.split("://", 1)[-1]]
-    try:
-        tail = httpx.URL(url).raw_path.decode(errors="replace")
-    except (httpx.InvalidURL, ValueError):
-        tail = ""
-    if len(tail) > 1:
-        secrets.append(tail)
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "<webhook url>")
-    return text
 
 
 # --- what the runner calls

@@ -10,6 +10,7 @@ from typing import Any
 
 from rollback_operator.clock import parse
 from rollback_operator.images import with_tag
+from rollback_operator.model import DEFAULT_TARGET_TAG
 from rollback_operator.monitoring import describe_rule, show_duration, show_value
 from rollback_operator.traffic import describe
 
@@ -32,7 +33,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
         f"- **Requested:** {meta.get('creationTimestamp', '')}",
         f"- **Started:** {status.get('startedAt') or '-'}",
         f"- **Report written:** {now.strftime('%Y-%m-%dT%H:%M:%SZ')}",
-        f"- **Target tag:** {spec.get('targetTag', 'stable-last-known')}",
+        f"- **Target tag:** {spec.get('targetTag', DEFAULT_TARGET_TAG)}",
         f"- **Dry run:** {'yes' if spec.get('dryRun') else 'no'}",
         "",
         "## Approvals",
@@ -179,7 +180,7 @@ def _notifications(notifications: list[dict[str, Any]]) -> list[str]:
 def _images(deployments: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     if not deployments:
         return []
-    tag = spec.get("targetTag", "stable-last-known")
+    tag = spec.get("targetTag", DEFAULT_TARGET_TAG)
     lines = ["### Images", "", "| Deployment/container | before | after |", "|---|---|---|"]
     for name, record in sorted(deployments.items()):
         for container, image in sorted(record["images"].items()):

@@ -26,15 +26,37 @@ class Claim:
     started: bool
 
 
+# The parsed spec of each live request, by uid. The spec is immutable (CEL), so it is parsed
+# once, not at every event the queue's index sees; a finished request's entry is dropped.
+_PARSED: dict[str, RollbackSpec] = {}
+
+
+def parsed_spec(uid: str, spec: Mapping[str, Any]) -> RollbackSpec:
+    """The request's spec, parsed once (see _PARSED; without a uid, parsed every time)."""
+    parsed = _PARSED.get(uid) if uid else None
+    if parsed is None:
+        parsed = RollbackSpec.parse(dict(spec))
+        if uid:
+            _PARSED[uid] = parsed
+    return parsed
+
+
 def claims(
-    namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], created: str
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    created: str,
+    *,
+    uid: str = "",
 ) -> dict[ClaimKey, Claim]:
     """What a request holds. Dry runs and finished requests hold nothing."""
     phase = Phase(status.get("phase", Phase.PENDING))
     if phase.terminal or spec.get("dryRun"):
+        _PARSED.pop(uid, None)
         return {}
     claim = Claim(name=name, order=(created, name), started=phase in STARTED)
-    keys = Targets.of(RollbackSpec.parse(dict(spec))).claim_keys()
+    keys = Targets.of(parsed_spec(uid, spec)).claim_keys()
     # HPAs found by discovery are known once Preflight has run: claim them too.
     discovered = (status.get("targets") or {}).get("hpas") or []
     keys += [("HorizontalPodAutoscaler", hpa) for hpa in discovered]

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollback_operator.model import STEP_ORDER, Phase, StepName, StepState
+from rollback_operator.model import STEP_ORDER, Phase, StepName, StepState, Targets
 
 # Status sections that belong to one capability each (see the CRD): the backup Preflight
 # resolved, the Jobs started, the verification checks, the monitoring watch, the notifications.
@@ -66,7 +66,7 @@ class Status:
     step: StepName | None = None
     steps: list[StepRecord] = field(default_factory=lambda: [StepRecord(n) for n in STEP_ORDER])
     saved: dict[str, dict[str, Any]] = field(default_factory=dict)
-    targets: dict[str, list[str]] | None = None
+    targets: Targets | None = None  # what Preflight resolved; None before
     report: dict[str, str] | None = None
     queued_behind: str | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +75,8 @@ class Status:
     finished_at: str | None = None
     message: str = ""
     sections: dict[str, Any] = field(default_factory=dict)
+    # False from the terminal write until the end is announced (see the CRD); None before.
+    announced: bool | None = None
 
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
@@ -100,12 +102,13 @@ class Status:
             "message": self.message,
             # Explicit nulls, so that a merge patch clears what no longer applies.
             "step": str(self.step) if self.step else None,
-            "targets": copy.deepcopy(self.targets),
+            "targets": None if self.targets is None else self.targets.to_dict(),
             "report": copy.deepcopy(self.report),
             "queuedBehind": self.queued_behind,
             "observedGeneration": self.observed_generation,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
+            "announced": self.announced,
         }
         out.update(copy.deepcopy(self.sections))
         return out
@@ -121,7 +124,7 @@ class Status:
             step=StepName(raw["step"]) if raw.get("step") else None,
             steps=[by_name.get(str(n), StepRecord(n)) for n in STEP_ORDER],
             saved=copy.deepcopy(raw.get("saved") or {}),
-            targets=copy.deepcopy(raw.get("targets")),
+            targets=Targets.from_dict(raw.get("targets")),
             report=copy.deepcopy(raw.get("report")),
             queued_behind=raw.get("queuedBehind"),
             conditions=copy.deepcopy(raw.get("conditions") or []),
@@ -129,5 +132,6 @@ class Status:
             started_at=raw.get("startedAt"),
             finished_at=raw.get("finishedAt"),
             message=raw.get("message", ""),
+            announced=raw.get("announced"),
             sections={k: copy.deepcopy(raw[k]) for k in SECTIONS if raw.get(k) is not None},
         )

@@ -19,10 +19,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rollback_operator import GROUP, PLURAL, VERSION
 from standins.local import stop_process, wait_until
 from tests.e2e.support import REPO_ROOT
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 MAINTENANCE = {"service": {"name": "maintenance-page", "port": {"number": 80}}}
 REGISTRY = "registry.lawyershub.example:5000/lawyershub"
 
@@ -240,16 +240,27 @@ class Operator:
     """The operator as a real process, watching one namespace; it can be SIGKILLed and restarted."""
 
     def __init__(
-        self, namespace: str, kubeconfig: str, log_dir: Path, metrics_port: int | None = None
+        self,
+        namespace: str,
+        kubeconfig: str,
+        log_dir: Path,
+        metrics_port: int | None = None,
+        *,
+        identity: str | None = None,
+        lease_namespace: str | None = None,
     ) -> None:
         self.namespace, self.kubeconfig, self.log_dir = namespace, kubeconfig, log_dir
         self.metrics = f"127.0.0.1:{metrics_port}" if metrics_port else ""
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # As a pod's: a restart is the same holder of the leader Lease, and leads at once.
+        self.env = {"POD_NAME": identity or f"operator-{namespace}"}
+        if lease_namespace:
+            self.env["POD_NAMESPACE"] = lease_namespace
 
     def start(self) -> None:
         self.starts += 1
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        log = (self.log_dir / f"{self.env['POD_NAME']}-{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -260,7 +271,7 @@ class Operator:
                 "--liveness=",
                 f"--metrics={self.metrics}",
             ],
-            env={**os.environ, "KUBECONFIG": self.kubeconfig},
+            env={**os.environ, "KUBECONFIG": self.kubeconfig, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -276,7 +287,8 @@ class Operator:
 
     def logs(self) -> str:
         return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
+            p.read_text(errors="replace")
+            for p in sorted(self.log_dir.glob(f"{self.env['POD_NAME']}-*.log"))
         )
 
 

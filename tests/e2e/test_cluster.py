@@ -9,11 +9,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rollback_operator import GROUP, PLURAL, VERSION
 from standins.local import wait_until
 
 pytestmark = pytest.mark.e2e
-
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 
 
 def _deployment(name: str, image: str, replicas: int) -> client.V1Deployment:

@@ -18,12 +18,13 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rollback_operator import GROUP, PLURAL, VERSION
+from rollback_operator.model import ABORT_ANNOTATION, APPROVED_BY_ANNOTATION
 from standins.local import wait_until
 from tests.e2e.people import DBA, approve, as_person, install_approval_policy
 
 pytestmark = pytest.mark.e2e
 
-GROUP, VERSION, PLURAL = "rollback.lawyershub.io", "v1alpha1", "rollbackrequests"
 
 Body = dict[str, Any]
 
@@ -396,8 +397,8 @@ def test_spec_is_immutable_but_annotations_are_not(
     # may patch the request.
     install_approval_policy(api, kubeconfig, namespace)
     approved = approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", DBA[0])
-    assert approved["metadata"]["annotations"]["rollback.lawyershub.io/approved-by"] == DBA[0]
-    abort = {"rollback.lawyershub.io/abort": "true"}
+    assert approved["metadata"]["annotations"][APPROVED_BY_ANNOTATION] == DBA[0]
+    abort = {ABORT_ANNOTATION: "true"}
     patched = objects.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "golive", {"metadata": {"annotations": abort}}
     )
@@ -547,10 +548,10 @@ def test_kubectl_explain_reads_well(kubeconfig: str) -> None:
         return " ".join(run.stdout.split()) if run.returncode == 0 else None
 
     traffic = wait_until(
-        lambda: explain("rollbackrequests.spec.traffic"),
+        lambda: explain(f"{PLURAL}.spec.traffic"),
         timeout=30,
         interval=1,
-        what="kubectl explain rollbackrequests.spec.traffic",
+        what=f"kubectl explain {PLURAL}.spec.traffic",
     )
     for text in (
         "How traffic is taken off the application",

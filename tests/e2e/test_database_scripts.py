@@ -1,7 +1,7 @@
 """The database Jobs' scripts, run with `sh -c` against a real PostgreSQL and real dump files.
 
 These are the scripts the inspect, restore and migrate-down Jobs run, exactly as
-`rollback_operator.database_scripts` writes them; here the host's psql, pg_dump and coreutils
+`rollback_operator.database.scripts` writes them; here the host's psql, pg_dump and coreutils
 stand in for the image's. Every run also checks that the database password appears nowhere in
 what the script printed or reported.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from rollback_operator import database as db_module
-from rollback_operator import database_scripts
-from rollback_operator.database import DatabaseSpec
+from rollback_operator.database import inspection
+from rollback_operator.database import scripts as database_scripts
+from rollback_operator.database.spec import DatabaseSpec
 from standins.lawyershub_db import (
     MIGRATIONS,
     NEWEST_FIRST,
@@ -50,7 +50,9 @@ def run(script: str, db: Database, tmp_path: Path, *, url: str | None = None) ->
 
 
 def spec(**database: Any) -> DatabaseSpec:
-    return db_module.parse({"connection": {"secretRef": {"name": "db", "key": "url"}}, **database})
+    return DatabaseSpec.parse(
+        {"connection": {"secretRef": {"name": "db", "key": "url"}}, **database}
+    )
 
 
 def restore_spec(directory: Path, file: str = SNAPSHOT, **extra: Any) -> DatabaseSpec:
@@ -61,7 +63,7 @@ def restore_spec(directory: Path, file: str = SNAPSHOT, **extra: Any) -> Databas
 
 
 def inspect(db: Database, tmp_path: Path, database_spec: DatabaseSpec, **kw: Any) -> ScriptRun:
-    return run(database_scripts.inspect_script(database_spec, **kw), db, tmp_path)
+    return run(inspection.inspect_script(database_spec, **kw), db, tmp_path)
 
 
 def restore(
@@ -321,7 +323,7 @@ def test_an_unreachable_database_fails_the_inspection(database: Database, tmp_pa
     (tmp_path / "snapshot.sql").write_text("SELECT 1;\n")
     bad = database.url.replace(database.password, "wrong-password")
     result = run(
-        database_scripts.inspect_script(restore_spec(tmp_path, "snapshot.sql")),
+        inspection.inspect_script(restore_spec(tmp_path, "snapshot.sql")),
         database,
         tmp_path,
         url=bad,
@@ -498,7 +500,7 @@ def test_the_inspection_changes_nothing_even_if_asked(database: Database, tmp_pa
     database.psql(PRE_GOLIVE_SQL)
     go_live(database)
     root = migrations_source(tmp_path, "configMap")
-    script = database_scripts.inspect_script(migrate_spec("configMap"), migrations_root=str(root))
+    script = inspection.inspect_script(migrate_spec("configMap"), migrations_root=str(root))
     sneaky = script.replace('-c "SHOW server_version"', '-c "DELETE FROM _prisma_migrations"')
     assert sneaky != script
     result = run(sneaky, database, tmp_path)

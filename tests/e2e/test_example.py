@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from rollback_operator.model import STEP_ORDER
+from rollback_operator.model import STEP_ORDER, Phase
 from rollback_operator.steps.migrate_database_down import REPLACED_BY_RESTORE
 from standins.example import CHOSEN_DUMP, StandIns
 from standins.lawyershub_db import contents
@@ -73,8 +73,8 @@ def wait_for(
 
     def probe() -> dict[str, Any] | None:
         obj = get_request(api, namespace, NAME)
-        phase = obj.get("status", {}).get("phase")
-        return obj if wanted(obj) or phase in ("Succeeded", "Failed", "Aborted") else None
+        phase = Phase(obj.get("status", {}).get("phase", Phase.PENDING))
+        return obj if wanted(obj) or phase.terminal else None
 
     return wait_until(probe, timeout=timeout, what=what)
 

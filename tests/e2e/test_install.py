@@ -79,6 +79,10 @@ REQUESTER: frozenset[Grant] = frozenset(
     | _grants("", "configmaps", "get")
 )
 APPROVER: frozenset[Grant] = frozenset(_grants(GROUP, PLURAL, "get", "list", "watch", "patch"))
+# Leader election, in the operator's own namespace (manifests/common/leader-election.yaml).
+LEADER_ELECTION: frozenset[Grant] = frozenset(
+    _grants("coordination.k8s.io", "leases", "create", "get", "update")
+)
 
 ALLOWED = {
     # manifests/: one ClusterRole, bound cluster-wide, for --all-namespaces.
@@ -92,6 +96,10 @@ ALLOWED = {
         (variant, "ClusterRole", name): grants
         for variant in (MANIFESTS, NAMESPACED)
         for name, grants in (("rollback-requester", REQUESTER), ("rollback-approver", APPROVER))
+    },
+    **{
+        (variant, "Role", "rollback-operator-leader-election"): LEADER_ELECTION
+        for variant in (MANIFESTS, NAMESPACED)
     },
 }
 ROLE_KINDS = ("Role", "ClusterRole")
@@ -173,10 +181,18 @@ def _whoami(kubeconfig: Path) -> str:
     return str(review.status.user_info.username)
 
 
-def _full_run(api: client.ApiClient, namespace: str, kubeconfig: Path, log_dir: Path) -> str:
-    """Deploys the sample, runs the operator with `kubeconfig` on a request, returns its logs."""
+def _full_run(
+    api: client.ApiClient,
+    namespace: str,
+    kubeconfig: Path,
+    log_dir: Path,
+    lease_namespace: str | None = None,
+) -> str:
+    """Deploys the sample, runs the operator with `kubeconfig` on a request, returns its logs.
+    The leader Lease is in `lease_namespace` (default: the watched one), as in a pod of the
+    Deployment whose leader-election Role grants it there."""
     deploy_app(api, namespace)
-    operator = Operator(namespace, str(kubeconfig), log_dir)
+    operator = Operator(namespace, str(kubeconfig), log_dir, lease_namespace=lease_namespace)
     operator.start()
     try:
         create_request(api, namespace, "golive")
@@ -293,6 +309,9 @@ def test_apply_k_creates_every_object(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "Service",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
@@ -314,11 +333,11 @@ def test_apply_k_creates_every_object(
 
     def available() -> bool:
         deployment = apps.read_namespaced_deployment("rollback-operator", OPERATOR_NAMESPACE)
-        return deployment.status.available_replicas == 1
+        return deployment.status.available_replicas == 2
 
     wait_until(available, timeout=30, what="the operator Deployment Available")
     pods = client.CoreV1Api(api).list_namespaced_pod(OPERATOR_NAMESPACE).items
-    assert [p.spec.service_account_name for p in pods] == [SERVICE_ACCOUNT]
+    assert [p.spec.service_account_name for p in pods] == [SERVICE_ACCOUNT] * 2
 
 
 def test_deployment_is_hardened() -> None:
@@ -328,8 +347,16 @@ def test_deployment_is_hardened() -> None:
     ):
         (deployment,) = [o for o in _render(variant) if o["kind"] == "Deployment"]
         spec = deployment["spec"]
-        assert spec["replicas"] == 1
-        assert spec["strategy"] == {"type": "Recreate"}
+        assert spec["replicas"] == 2  # one leads, one stands by
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
+        env = {
+            e["name"]: e.get("valueFrom") for e in spec["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
         pod = spec["template"]["spec"]
         assert pod["serviceAccountName"] == SERVICE_ACCOUNT
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -370,7 +397,7 @@ def test_full_run_as_the_service_account(
     assert _whoami(operator_kubeconfig) == identity
     subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}
     with _namespaced_variant(api, kubeconfig, namespace, subject, {"ClusterRole"}):
-        logs = _full_run(api, namespace, operator_kubeconfig, tmp_path)
+        logs = _full_run(api, namespace, operator_kubeconfig, tmp_path, OPERATOR_NAMESPACE)
     assert "Forbidden" not in logs
 
 

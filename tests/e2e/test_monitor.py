@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from rollback_operator.model import Phase
 from standins.local import wait_until
 from standins.prometheus import PrometheusServer, Traffic, TrafficTarget
 from tests.e2e.lawyershub import (
@@ -107,7 +108,7 @@ def monitoring_after(
     def reached() -> dict[str, Any] | None:
         obj = get_request(api, namespace, name)
         status, watch = obj.get("status", {}), watch_of(obj)
-        if status.get("phase") in ("Succeeded", "Failed", "Aborted"):
+        if Phase(status.get("phase", Phase.PENDING)).terminal:
             raise AssertionError(f"{name} ended before the watch got far: {status.get('message')}")
         if (
             status.get("phase") == "Monitoring"

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rollback_operator.engine import Approve, Run, Signals, approved, decide, started, stepped
+from rollback_operator import engine
+from rollback_operator.engine import Approve, Decision, Run, Signals, approved, started, stepped
 from rollback_operator.model import Phase, RollbackSpec, StepName, StepState
+from rollback_operator.outcomes import Done, NeedsApproval
 from rollback_operator.status import Status
-from rollback_operator.steps.base import Done, NeedsApproval
+
+
+def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
+    """The engine's decision for a request every step applies to."""
+    return engine.decide(spec, status, signals, lambda *_: None)
+
 
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
 SPEC = RollbackSpec.parse(

@@ -18,26 +18,19 @@ import pytest
 
 from rollback_operator.cdn import (
     CdnSpec,
-    Purged,
-    Refused,
-    Retry,
-    SecretKeyRef,
     auth_headers,
-    backoff,
-    cdn_spec,
     clean_token,
-    display_url,
     idempotency_key,
-    interpret,
     purge_requests,
-    redact,
-    retry_after,
-    send,
     token_problem,
 )
+from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, interpret, retry_after, send
 from rollback_operator.kube import Kube
-from rollback_operator.model import RollbackSpec
-from rollback_operator.steps import STEPS
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, SecretKeyRef
+from rollback_operator.redaction import display_url, redact
+from rollback_operator.registry import STEPS
+from rollback_operator.status import Status
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.purge_cdn import PurgeCDN, preflight_problems
 
@@ -115,7 +108,7 @@ def test_the_step_is_skipped_without_spec_cdn() -> None:
     assert isinstance(step, PurgeCDN)
     assert step.skip_reason(request_spec(None), None) == "no spec.cdn"
     assert step.skip_reason(request_spec(CLOUDFLARE), None) is None
-    assert cdn_spec(request_spec(None)) is None
+    assert CdnSpec.of(request_spec(None)) is None
 
 
 # --- the requests, as each provider documents them
@@ -364,12 +357,9 @@ class Harness:
             namespace=NS,
             request=REQUEST,
             spec=self.spec,
-            saved={},
-            targets={"ingresses": [], "deployments": [], "hpas": []},
+            ledger=StatusLedger(Status()),
             step_started_at=T0,
             now=lambda: self.clock,
-            persist_saved=lambda: None,
-            persist_targets=lambda _: None,
         )
 
     def run(self) -> Any:

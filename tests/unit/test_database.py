@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from rollback_operator import database as db
-from rollback_operator import database_scripts as scripts
-from rollback_operator.jobs import job_manifest, job_name
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.database import inspection, scripts
+from rollback_operator.database import spec as db
+from rollback_operator.database.preflight import inspection_template
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, SecretKeyRef, StepName
+from rollback_operator.status import Status
 from rollback_operator.steps.base import Fail, NeedsApproval, StepContext
-from rollback_operator.steps.database_preflight import inspection_template
+from rollback_operator.steps.jobs import job_manifest, job_name
 from rollback_operator.steps.migrate_database_down import (
     REPLACED_BY_RESTORE,
     MigrateDatabaseDown,
@@ -66,8 +68,10 @@ def sh(script: str, tmp_path: Path, **env: str) -> tuple[int, str, str]:
 
 
 def test_parse_applies_the_defaults() -> None:
-    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
-    assert spec.connection == db.SecretKeyRef("lawyershub-db", "DATABASE_URL")
+    spec = db.DatabaseSpec.parse(
+        {"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE}
+    )
+    assert spec.connection == SecretKeyRef("lawyershub-db", "DATABASE_URL")
     assert spec.migrate_down == db.MigrateDownSpec(
         migrations=("20260110094500_user_phone", "20260110093000_add_case_documents"),
         configmap="lawyershub-down-migrations",
@@ -90,7 +94,7 @@ def test_parse_applies_the_defaults() -> None:
 
 
 def test_parse_keeps_what_is_written() -> None:
-    spec = db.parse(
+    spec = db.DatabaseSpec.parse(
         {
             "connection": CONNECTION,
             "migrateDown": {
@@ -128,13 +132,17 @@ def test_parse_refuses_names_that_could_escape(section: str, value: dict[str, An
     """The CRD refuses these already; parsing never lets one reach a path or a statement."""
     raw = {"migrateDown": MIGRATE, "restore": RESTORE}[section]
     with pytest.raises(ValueError, match="not a"):
-        db.parse({"connection": CONNECTION, section: {**raw, **value}})
+        db.DatabaseSpec.parse({"connection": CONNECTION, section: {**raw, **value}})
 
 
 def test_migrate_down_is_replaced_by_a_restore() -> None:
-    both = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
+    both = db.DatabaseSpec.parse(
+        {"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE}
+    )
     assert not both.runs_migrate_down
-    assert db.parse({"connection": CONNECTION, "migrateDown": MIGRATE}).runs_migrate_down
+    assert db.DatabaseSpec.parse(
+        {"connection": CONNECTION, "migrateDown": MIGRATE}
+    ).runs_migrate_down
     step = MigrateDatabaseDown()
     assert step.skip_reason(request_spec(migrateDown=MIGRATE, restore=RESTORE), None) == (
         REPLACED_BY_RESTORE
@@ -148,11 +156,11 @@ def test_migrate_down_is_replaced_by_a_restore() -> None:
 
 
 def test_configmap_keys_and_image_paths() -> None:
-    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE}).migrate_down
+    spec = db.DatabaseSpec.parse({"connection": CONNECTION, "migrateDown": MIGRATE}).migrate_down
     assert spec is not None
     assert db.configmap_key("20260110093000_a") == "20260110093000_a.down.sql"
     assert spec.down_sql_path("20260110093000_a") == "/migrations/20260110093000_a.down.sql"
-    image = db.parse(
+    image = db.DatabaseSpec.parse(
         {
             "connection": CONNECTION,
             "migrateDown": {**MIGRATE, "source": {"image": "app:1", "path": "/app/migrations"}},
@@ -163,14 +171,14 @@ def test_configmap_keys_and_image_paths() -> None:
 
 
 def test_parse_inspection_reads_the_last_line() -> None:
-    found = scripts.parse_inspection(
+    found = inspection.parse_inspection(
         'checking\n{"server":"16.4","backup":{"file":"a.sql","sizeBytes":12,'
         '"sha256":"ab","considered":3,"later":1}}\n'
     )
-    assert found == scripts.Inspection(scripts.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
-    assert scripts.parse_inspection('{"server":"15.1"}') == scripts.Inspection(None, "15.1")
+    assert found == inspection.Inspection(inspection.BackupFile("a.sql", 12, "ab", 3, 1), "16.4")
+    assert inspection.parse_inspection('{"server":"15.1"}') == inspection.Inspection(None, "15.1")
     with pytest.raises(ValueError):
-        scripts.parse_inspection("psql: error: connection refused")
+        inspection.parse_inspection("psql: error: connection refused")
 
 
 # --- quoting
@@ -197,7 +205,7 @@ def test_sql_quoting() -> None:
 
 def test_a_hostile_file_name_is_only_ever_a_name(tmp_path: Path) -> None:
     name = "it's $(touch pwned) `touch pwned2`; rm -rf x.sql"
-    restore = db.parse(
+    restore = db.DatabaseSpec.parse(
         {
             "connection": CONNECTION,
             "restore": {"backup": {"claimName": "c", "directory": str(tmp_path), "file": name}},
@@ -212,7 +220,7 @@ def test_a_hostile_file_name_is_only_ever_a_name(tmp_path: Path) -> None:
 
 def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
     (tmp_path / "snapshot-20260101.sql").write_text("x")
-    spec = db.parse(
+    spec = db.DatabaseSpec.parse(
         {
             "connection": CONNECTION,
             "restore": {
@@ -220,7 +228,7 @@ def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
             },
         }
     )
-    rc, message, _ = sh(scripts.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
+    rc, message, _ = sh(inspection.inspect_script(spec), tmp_path, DATABASE_URL=SECRET)
     assert rc == 1
     assert message.startswith("no backup matching *-YYYYMMDD.sql in")
 
@@ -230,7 +238,7 @@ def test_a_glob_in_the_pattern_matches_only_itself(tmp_path: Path) -> None:
 
 def url_of(raw: str, tmp_path: Path) -> tuple[int, str, str]:
     """What `database_url` makes of a DATABASE_URL: (rc, "url|schema|PGOPTIONS", message)."""
-    script = scripts._COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
+    script = scripts.COMMON + 'database_url\nprintf "%s|%s|%s" "$url" "$schema" "${PGOPTIONS:-}"'
     rc, message, out = sh(script, tmp_path, DATABASE_URL=raw)
     return rc, out, message
 
@@ -288,7 +296,7 @@ def manifest(template: Any) -> dict[str, Any]:
 
 
 def test_the_restore_job_gets_the_url_only_through_a_secret_key_ref() -> None:
-    spec = db.parse({"connection": CONNECTION, "restore": RESTORE})
+    spec = db.DatabaseSpec.parse({"connection": CONNECTION, "restore": RESTORE})
     assert spec.restore is not None
     backup = {"file": "pre-golive-snapshot-20260109.sql", "sha256": "ab" * 32}
     job = manifest(restore_template(spec, spec.restore, backup))
@@ -315,7 +323,7 @@ def test_the_restore_job_gets_the_url_only_through_a_secret_key_ref() -> None:
 
 
 def test_the_migrate_down_job_from_an_image_copies_the_migrations_first() -> None:
-    spec = db.parse(
+    spec = db.DatabaseSpec.parse(
         {
             "connection": CONNECTION,
             "migrateDown": {**MIGRATE, "source": {"image": "app:1", "path": "/app/migrations/"}},
@@ -333,7 +341,7 @@ def test_the_migrate_down_job_from_an_image_copies_the_migrations_first() -> Non
 
 
 def test_a_team_migrator_runs_its_own_command() -> None:
-    spec = db.parse(
+    spec = db.DatabaseSpec.parse(
         {
             "connection": CONNECTION,
             "migrateDown": {
@@ -356,14 +364,16 @@ def test_a_team_migrator_runs_its_own_command() -> None:
 
 
 def test_the_inspection_mounts_what_the_restore_and_the_migrate_down_need() -> None:
-    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE})
+    spec = db.DatabaseSpec.parse({"connection": CONNECTION, "migrateDown": MIGRATE})
     template = inspection_template(spec)
     assert template is not None
     pod = manifest(template)["spec"]["template"]["spec"]
     assert {"name": "migrations", "configMap": {"name": "lawyershub-down-migrations"}} in pod[
         "volumes"
     ]
-    restore = inspection_template(db.parse({"connection": CONNECTION, "restore": RESTORE}))
+    restore = inspection_template(
+        db.DatabaseSpec.parse({"connection": CONNECTION, "restore": RESTORE})
+    )
     assert restore is not None
     assert restore.image == "postgres:16"
     assert [v["name"] for v in restore.volumes] == ["backups"]
@@ -371,10 +381,12 @@ def test_the_inspection_mounts_what_the_restore_and_the_migrate_down_need() -> N
 
 def test_no_secret_value_is_in_any_script() -> None:
     """The scripts are in the Job spec for anyone to read: they take the URL from the env."""
-    spec = db.parse({"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE})
+    spec = db.DatabaseSpec.parse(
+        {"connection": CONNECTION, "migrateDown": MIGRATE, "restore": RESTORE}
+    )
     assert spec.restore is not None and spec.migrate_down is not None
     for script in (
-        scripts.inspect_script(spec),
+        inspection.inspect_script(spec),
         scripts.restore_script(spec.restore, "a.sql", "0" * 64),
         scripts.migrate_down_script(spec.migrate_down),
     ):
@@ -387,7 +399,7 @@ def test_the_example_request_is_consistent_with_its_configmap() -> None:
     """examples/rollback-database.yaml: both parts, and a down.sql key for every migration."""
     path = Path(__file__).resolve().parents[2] / "examples" / "rollback-database.yaml"
     request, configmap = yaml.safe_load_all(path.read_text())
-    spec = db.parse(request["spec"]["database"])
+    spec = db.DatabaseSpec.parse(request["spec"]["database"])
     assert spec.restore is not None and spec.migrate_down is not None
     assert spec.migrate_down.configmap == configmap["metadata"]["name"]
     assert sorted(configmap["data"]) == sorted(
@@ -404,14 +416,10 @@ def step_context(spec: RollbackSpec, sections: dict[str, Any]) -> StepContext:
         namespace="lawyershub",
         request="golive",
         spec=spec,
-        saved={},
-        targets={"ingresses": [], "deployments": [], "hpas": []},
+        ledger=StatusLedger(Status(sections=sections)),
         step_started_at=now,
         now=lambda: now,
-        persist_saved=lambda: None,
-        persist_targets=lambda _: None,
         request_uid="uid-1",
-        sections=sections,
     )
 
 
@@ -433,7 +441,7 @@ def test_the_restore_waits_for_a_dba_before_starting_anything() -> None:
         "dba checks the file, then runs `kubectl rollback approve golive RestoreDatabase -n "
         "lawyershub`. The maintenance page stays on meanwhile"
     )
-    assert "jobs" not in ctx.sections
+    assert ctx.ledger.section("jobs") is None
     assert RestoreDatabase().plan(ctx) == (
         f"would restore pre-golive-snapshot-20260109.sql (4096 bytes, sha256 {'ab' * 32}, claim "
         "db-backups) into schema(s) public, in one transaction, after a DBA approves, with Job "

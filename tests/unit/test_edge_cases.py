@@ -7,7 +7,7 @@ import copy
 from datetime import timedelta
 
 from rollback_operator.engine import aborted, queued, stepped
-from rollback_operator.model import Phase, StepName
+from rollback_operator.model import Phase, StepName, Targets
 from rollback_operator.queue import claims
 from rollback_operator.rollout import rollout_state
 from rollback_operator.status import Status
@@ -131,7 +131,7 @@ def test_aborting_a_queued_request_clears_queued_behind() -> None:
 def test_rollout_timeout_message_does_not_claim_frozen_hpas_when_none_were() -> None:
     world = lawyershub()
     spec = make_spec(rollout_timeout="90s")
-    targets = {"ingresses": ["lawyershub"], "deployments": ["backend", "frontend"], "hpas": []}
+    targets = Targets(("lawyershub",), ("backend", "frontend"), ())
     RevertWorkloads().run(world.ctx(spec, targets))
     world.clock = T0 + timedelta(seconds=90)
     outcome = RevertWorkloads().run(world.ctx(spec, targets))

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from rollback_operator import engine
 from rollback_operator.clock import stamp
 from rollback_operator.engine import (
     Abort,
@@ -27,21 +28,19 @@ from rollback_operator.engine import (
     Skip,
     aborted,
     completed,
-    decide,
     queued,
     skipped,
     started,
     stepped,
 )
-from rollback_operator.model import STEP_ORDER, Phase, RollbackSpec, StepName, StepState
+from rollback_operator.model import STEP_ORDER, Phase, RollbackSpec, StepName, StepState, Targets
+from rollback_operator.outcomes import Done, Fail, Outcome, Wait
 from rollback_operator.status import Status, StepRecord
-from rollback_operator.steps import STEPS
-from rollback_operator.steps.base import Done, Fail, Outcome, Wait
 
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
 
-TARGETS = {"ingresses": ["site"], "deployments": ["backend", "frontend"], "hpas": ["backend"]}
-NO_HPAS = {"ingresses": ["site"], "deployments": ["backend", "frontend"], "hpas": []}
+TARGETS = Targets(("site",), ("backend", "frontend"), ("backend",))
+NO_HPAS = Targets(("site",), ("backend", "frontend"), ())
 
 # The steps every request runs, and those that run only when their spec section is present
 # (the requests here have none of them).
@@ -63,9 +62,37 @@ OPTIONAL = [
 ]
 
 
+# What the steps answer, for the requests here, when asked whether they apply: the engine is
+# handed these answers (tests/unit/test_registry.py holds the registry's real ones to them).
+NOT_CONFIGURED = {
+    StepName.PURGE_CDN: "no spec.cdn",
+    StepName.MIGRATE_DATABASE_DOWN: "no spec.database.migrateDown",
+    StepName.RESTORE_DATABASE: "no spec.database.restore",
+    StepName.MONITOR: "no spec.monitoring",
+}
+NO_HPA = {
+    StepName.PAUSE_AUTOSCALING: "no HorizontalPodAutoscaler scales the listed Deployments",
+    StepName.RESUME_AUTOSCALING: "no HorizontalPodAutoscaler was paused",
+}
+
+
+def skips(step: StepName, spec: RollbackSpec, targets: Targets | None) -> str | None:
+    """Whether a step applies to the requests here (none has an optional section)."""
+    if step in NOT_CONFIGURED:
+        return NOT_CONFIGURED[step]
+    if targets is not None and not targets.hpas:
+        return NO_HPA.get(step)
+    return None
+
+
+def decide(spec: RollbackSpec, status: Status, signals: Signals) -> Decision:
+    """The engine's decision, given the steps' answers above."""
+    return engine.decide(spec, status, signals, skips)
+
+
 def skip_reason(step: StepName) -> str:
     """Why `step` is skipped for these requests, as the step says."""
-    reason = STEPS[step].skip_reason(SPEC, TARGETS)
+    reason = skips(step, SPEC, TARGETS)
     assert reason is not None
     return reason
 
@@ -109,14 +136,14 @@ def states(status: Status) -> list[tuple[str, str]]:
     return [(str(r.name), str(r.state)) for r in status.steps]
 
 
-def save_as_the_step_would(status: Status, step: StepName, targets: dict[str, list[str]]) -> None:
+def save_as_the_step_would(status: Status, step: StepName, targets: Targets) -> None:
     """What EnableMaintenance and PauseAutoscaling record in status.saved before they change
     anything: the conditions and the abort message read the site's state from it."""
     if step == StepName.ENABLE_MAINTENANCE:
-        for name in targets["ingresses"]:
+        for name in targets.ingresses:
             status.saved.setdefault("ingresses", {})[name] = {"backends": []}
     elif step == StepName.PAUSE_AUTOSCALING:
-        for name in targets["hpas"]:
+        for name in targets.hpas:
             status.saved.setdefault("hpas", {})[name] = {"minReplicas": 1, "maxReplicas": 3}
 
 
@@ -124,13 +151,13 @@ def status_after(
     finished: list[StepName],
     *,
     running: StepName | None = None,
-    targets: dict[str, list[str]] | None = None,
+    targets: Targets | None = None,
 ) -> Status:
-    """A Running status whose listed steps are Succeeded (Skipped when not implemented)."""
+    """A Running status whose listed steps are Succeeded."""
     status = Status(phase=Phase.RUNNING, started_at=stamp(T0), targets=targets or TARGETS)
     for name in finished:
         record = status.record(name)
-        record.state = StepState.SUCCEEDED if name in STEPS else StepState.SKIPPED
+        record.state = StepState.SUCCEEDED
         record.started_at = record.finished_at = stamp(T0)
         status.step = name
         save_as_the_step_would(status, name, status.targets or TARGETS)
@@ -672,7 +699,7 @@ class Walk:
     """Drives a request as the runner does: decide, act, record, until nothing is left to do."""
 
     spec: RollbackSpec = SPEC
-    targets: dict[str, list[str]] = field(default_factory=lambda: dict(TARGETS))
+    targets: Targets = TARGETS
     outcome: Callable[[StepName, int], Outcome] = lambda step, n: Done(f"{step} done")
     signals: Callable[[Status], Signals] = lambda status: Signals()
     seconds: int = 0
@@ -710,7 +737,7 @@ class Walk:
         attempt = sum(1 for d in self.decisions if d == Run(step))
         outcome = self.outcome(step, attempt)
         if step == StepName.PREFLIGHT and isinstance(outcome, Done):
-            status.targets = self.targets  # what the runner's persist_targets does
+            status.targets = self.targets  # what Preflight records through the ledger
         if not self.spec.dry_run and status.targets:
             save_as_the_step_would(status, step, status.targets)
         return stepped(status, step, outcome, self.spec, self.now())
@@ -790,7 +817,7 @@ def test_conditions_follow_the_site_through_a_happy_run() -> None:
 
 def test_a_run_without_hpas_skips_both_autoscaling_steps() -> None:
     """No HPA found by Preflight: nothing is frozen, and the ledger says why."""
-    walk = Walk(targets=dict(NO_HPAS))
+    walk = Walk(targets=NO_HPAS)
     final = walk.run(Status())
     assert final.phase == Phase.SUCCEEDED
     assert final.record(StepName.PAUSE_AUTOSCALING).state == StepState.SKIPPED

@@ -7,7 +7,12 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from rollback_operator.jobs import (
+from rollback_operator.kube import ApiError
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.status import Status
+from rollback_operator.steps.base import StepContext
+from rollback_operator.steps.jobs import (
     REQUEST_UID_LABEL,
     SERVICE_ACCOUNT,
     JobState,
@@ -16,9 +21,6 @@ from rollback_operator.jobs import (
     job_name,
     run_job_once,
 )
-from rollback_operator.kube import ApiError
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps.base import StepContext
 
 NS, REQUEST, UID = "lawyershub", "golive-2026-01-10", "0b6f7a52-6a0e-4c5e-9a43-51f1f7b0c001"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -80,14 +82,10 @@ def _context(kube: FakeJobs, sections: dict[str, Any]) -> StepContext:
         namespace=NS,
         request=REQUEST,
         spec=SPEC,
-        saved={},
-        targets={},
+        ledger=StatusLedger(Status(sections=sections)),
         step_started_at=T0,
         now=lambda: T0,
-        persist_saved=lambda: None,
-        persist_targets=lambda _: None,
         request_uid=UID,
-        sections=sections,
     )
 
 

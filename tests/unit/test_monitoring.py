@@ -18,23 +18,29 @@ from typing import Any
 import httpx
 import pytest
 
-from rollback_operator import monitoring
-from rollback_operator.model import RollbackSpec
+from rollback_operator import monitoring_watch
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, Targets
 from rollback_operator.monitoring import (
     DEFAULT_ERROR_RATE_QUERY,
     ERROR_RATE,
     LATENCY,
-    Measured,
     MonitoringSpec,
+    Rule,
+)
+from rollback_operator.monitoring_watch import Watch
+from rollback_operator.prometheus import (
+    Measured,
     NoData,
     Prometheus,
     QueryFailed,
     Result,
-    Rule,
-    Watch,
     interpret,
 )
-from rollback_operator.steps import STEPS, monitor
+from rollback_operator.redaction import without_credentials
+from rollback_operator.registry import STEPS
+from rollback_operator.status import Status
+from rollback_operator.steps import monitor
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.monitor import Monitor
 
@@ -187,8 +193,8 @@ def test_unreachable_and_slow_prometheus_are_failures_without_credentials() -> N
     )
     slow = Prometheus(url, timeout=2, transport=httpx.MockTransport(hang)).query("up")
     assert slow == QueryFailed("Prometheus at http://prometheus:9090 did not answer within 2s")
-    assert monitoring.redacted(url) == "http://prometheus:9090"
-    assert monitoring.redacted(URL) == URL
+    assert without_credentials(url) == "http://prometheus:9090"
+    assert without_credentials(URL) == URL
 
 
 # --- the tally
@@ -202,7 +208,7 @@ def fresh() -> Watch:
 
 
 def step(watch: Watch, error_rate: Result, latency: Result, at: float = 10) -> Watch:
-    return monitoring.record(
+    return monitoring_watch.record(
         watch, {ERROR_RATE: error_rate, LATENCY: latency}, T0 + timedelta(seconds=at), at
     )
 
@@ -258,15 +264,15 @@ def test_a_breach_is_for_consecutive_measured_evaluations_over_the_threshold() -
     watch = fresh()
     for at, value in enumerate([0.06, 0.07], start=1):
         watch = step(watch, Measured(value), Measured(1), at=at)
-        assert monitoring.verdict(watch, 3) is None
+        assert monitoring_watch.verdict(watch, 3) is None
     watch = step(watch, NoData("gap"), Measured(1), at=3)
-    assert monitoring.verdict(watch, 3) is None
+    assert monitoring_watch.verdict(watch, 3) is None
     watch = step(watch, Measured(0.08), Measured(1), at=4)
-    found = monitoring.verdict(watch, 3)
+    found = monitoring_watch.verdict(watch, 3)
     assert found is not None
     assert found[0] == "breach"
     assert found[1] is watch.rule(ERROR_RATE)
-    assert monitoring.breach_message(watch.rule(ERROR_RATE), watch) == (
+    assert monitoring_watch.breach_message(watch.rule(ERROR_RATE), watch) == (
         "error rate 8.00 % is above the 5.00 % threshold for 3 consecutive evaluations "
         "(peak 8.00 %), 4s after traffic returned"
     )
@@ -276,7 +282,7 @@ def test_the_threshold_itself_is_acceptable() -> None:
     watch = fresh()
     for at in range(5):
         watch = step(watch, Measured(0.05), Measured(5.0), at=at)
-    assert monitoring.verdict(watch, 1) is None
+    assert monitoring_watch.verdict(watch, 1) is None
     assert watch.healthy == 5
 
 
@@ -284,10 +290,10 @@ def test_for_evaluations_in_a_row_without_a_measure_are_blind() -> None:
     watch = fresh()
     watch = step(watch, QueryFailed("Prometheus at http://p could not be reached"), Measured(1))
     watch = step(watch, NoData("none"), Measured(1))
-    assert monitoring.verdict(watch, 3) is None
+    assert monitoring_watch.verdict(watch, 3) is None
     watch = step(watch, QueryFailed("Prometheus at http://p could not be reached"), Measured(1))
-    assert monitoring.verdict(watch, 3) == ("blind", None)
-    message = monitoring.blind_message(watch, "http://u:p@p")
+    assert monitoring_watch.verdict(watch, 3) == ("blind", None)
+    message = monitoring_watch.blind_message(watch, "http://u:p@p")
     assert message.startswith(
         "could not measure for 3 consecutive evaluations (2 Prometheus error(s), 1 without data, "
         "of 3): errorRate: Prometheus at http://p could not be reached."
@@ -299,7 +305,7 @@ def test_the_end_of_a_healthy_watch_gives_the_figures() -> None:
     watch = fresh()
     for at in range(1, 5):
         watch = step(watch, Measured(0.001 * at), Measured(0.1 * at), at=at * 15)
-    succeeded, message, warnings = monitoring.conclusion(watch)
+    succeeded, message, warnings = monitoring_watch.conclusion(watch)
     assert succeeded
     assert message == (
         "healthy for 1m (4 evaluations: 4 healthy, 0 without data, 0 Prometheus error(s)); "
@@ -313,7 +319,7 @@ def test_gaps_and_a_rule_still_over_at_the_end_are_warned_about() -> None:
     watch = step(watch, Measured(0.01), Measured(0.1))
     watch = step(watch, NoData("no traffic"), Measured(0.1))
     watch = step(watch, Measured(0.01), Measured(6.5))
-    succeeded, _, warnings = monitoring.conclusion(watch)
+    succeeded, _, warnings = monitoring_watch.conclusion(watch)
     assert succeeded
     assert warnings == (
         "Monitor could not measure 1 of 3 evaluations (1 without data, 0 Prometheus error(s)); "
@@ -329,15 +335,17 @@ def test_a_watch_that_measured_less_than_half_the_time_is_not_a_success() -> Non
         watch = step(watch, Measured(0.01), Measured(0.1), at=at)
         watch = step(watch, QueryFailed("flaky"), Measured(0.1), at=at)
         watch = step(watch, NoData("none"), Measured(0.1), at=at)
-    succeeded, message, _ = monitoring.conclusion(watch)
+    succeeded, message, _ = monitoring_watch.conclusion(watch)
     assert not succeeded
     assert message.startswith("could measure only 3 of 9 evaluations in 3s")
 
 
 def test_progress_reads_well() -> None:
-    assert monitoring.progress_message(fresh()) == ("watching for 1m: first evaluation pending")
+    assert monitoring_watch.progress_message(fresh()) == (
+        "watching for 1m: first evaluation pending"
+    )
     watch = step(fresh(), Measured(0.0123), NoData("none"), at=95)
-    assert monitoring.progress_message(watch) == (
+    assert monitoring_watch.progress_message(watch) == (
         "watching, 1m35s of 1m: error rate 1.23 % (threshold 5.00 %), latency no data "
         "(threshold 5.00 s); 1 evaluations; 1 could not measure"
     )
@@ -444,23 +452,23 @@ class Harness:
             }
         )
 
-        def persist(durable: bool) -> None:
-            if durable:
-                self.log.append(("durable", copy.deepcopy(self.sections.get("monitoring"))))
+        def write(patch: dict[str, Any], version: str | None) -> None:
+            if "monitoring" in patch:
+                self.log.append(("durable", copy.deepcopy(patch["monitoring"])))
 
+        status = Status(
+            saved={"ingresses": {"lawyershub": copy.deepcopy(SAVED_INGRESS)}},
+            sections=self.sections,
+        )
         return StepContext(
             kube=self.kube,  # type: ignore[arg-type]
             namespace=NS,
             request="golive",
             spec=spec,
-            saved={"ingresses": {"lawyershub": copy.deepcopy(SAVED_INGRESS)}},
-            targets={"ingresses": ["lawyershub"], "deployments": ["backend"], "hpas": []},
+            ledger=StatusLedger(status, write=write),
+            targets=Targets(("lawyershub",), ("backend",), ()),
             step_started_at=T0,
             now=lambda: self.clock,
-            persist_saved=lambda: None,
-            persist_targets=lambda _: None,
-            sections=self.sections,
-            persist_sections=persist,
         )
 
     def run(self) -> Done | Wait | Fail:

@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from rollback_operator import notify
 from rollback_operator.engine import aborted, started, stepped
-from rollback_operator.model import RollbackSpec, StepName, StepState
+from rollback_operator.model import RollbackSpec, SecretKeyRef, StepName, StepState
 from rollback_operator.notify import (
     Event,
     Format,
@@ -24,13 +23,12 @@ from rollback_operator.notify import (
     deliver,
     due,
     json_payload,
-    post,
     rank,
-    retry_after,
     slack_payload,
 )
 from rollback_operator.status import Status
 from rollback_operator.steps.base import NeedsApproval
+from rollback_operator.webhook_post import BUDGET, Attempted, post
 from standins.webhooks import slack_problem
 
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -93,7 +91,7 @@ def test_parse_defaults_to_json_and_every_event() -> None:
     assert plain.format == Format.JSON and plain.events == frozenset(Event)
     assert plain.url == "http://x/y" and plain.url_secret is None
     assert slack.format == Format.SLACK and slack.url is None
-    assert slack.url_secret == notify.SecretKeyRef("hooks", "slack")
+    assert slack.url_secret == SecretKeyRef("hooks", "slack")
     assert slack.wants(Event.FAILED) and not slack.wants(Event.STARTED)
     assert NotifySpec.parse(None).webhooks == ()
 
@@ -231,7 +229,7 @@ def _server(*answers: httpx.Response | Exception) -> tuple[httpx.MockTransport, 
     return httpx.MockTransport(handler), seen
 
 
-def _post(transport: httpx.MockTransport, clock: Clock, url: str = SECRET_URL) -> notify.Attempted:
+def _post(transport: httpx.MockTransport, clock: Clock, url: str = SECRET_URL) -> Attempted:
     return post(
         url,
         {"text": "hi"},
@@ -244,7 +242,7 @@ def _post(transport: httpx.MockTransport, clock: Clock, url: str = SECRET_URL) -
 def test_a_post_is_json_and_succeeds_at_once() -> None:
     transport, seen = _server(httpx.Response(200, text="ok"))
     clock = Clock()
-    assert _post(transport, clock) == notify.Attempted(ok=True, attempts=1)
+    assert _post(transport, clock) == Attempted(ok=True, attempts=1)
     (request,) = seen
     assert request.method == "POST"
     assert request.headers["content-type"] == "application/json"
@@ -255,7 +253,7 @@ def test_a_post_is_json_and_succeeds_at_once() -> None:
 def test_server_errors_are_retried_quickly() -> None:
     transport, _ = _server(httpx.Response(500, text="rollup_error"), httpx.Response(200, text="ok"))
     clock = Clock()
-    assert _post(transport, clock) == notify.Attempted(ok=True, attempts=2)
+    assert _post(transport, clock) == Attempted(ok=True, attempts=2)
     assert clock.sleeps == [0.5]
 
 
@@ -293,7 +291,7 @@ def test_a_refusal_is_final(status: int, said: str) -> None:
     transport, seen = _server(httpx.Response(status, text=said))
     clock = Clock()
     result = _post(transport, clock)
-    assert result == notify.Attempted(ok=False, attempts=1, error=f"HTTP {status}: {said}")
+    assert result == Attempted(ok=False, attempts=1, error=f"HTTP {status}: {said}")
     assert len(seen) == 1 and clock.sleeps == []
 
 
@@ -312,16 +310,8 @@ def test_the_whole_delivery_fits_in_the_budget() -> None:
     clock = Clock()
     result = _post(transport, clock)
     assert not result.ok
-    assert clock.now <= notify.BUDGET
+    assert clock.now <= BUDGET
     assert len(seen) == 2  # waited 4 s once; a second 4 s would overrun the budget
-
-
-def test_retry_after_reads_seconds_and_http_dates() -> None:
-    assert retry_after("3", T0) == 3.0
-    assert retry_after("Sat, 10 Jan 2026 03:00:05 GMT", T0) == 5.0
-    assert retry_after("Sat, 10 Jan 2026 02:00:00 GMT", T0) == 0.0
-    assert retry_after("soon", T0) is None
-    assert retry_after(None, T0) is None
 
 
 def test_the_error_body_quoted_never_echoes_the_url() -> None:

@@ -2,9 +2,9 @@
 
 The fake stands in for `kube.Kube` with the same methods. It applies patches the way the API
 server does (JSON merge patch, or strategic merge for a Deployment's containers), checks the
-resourceVersion a patch carries, and records every patch in one log shared with the context's
-`persist_saved`, so a test can tell whether the prior state was saved before the change
-(safety rule 2). The e2e tier runs the same steps against a real control plane.
+resourceVersion a patch carries, and records every patch in one log shared with the ledger's
+durable writes of status.saved, so a test can tell whether the prior state was saved before
+the change (safety rule 2). The e2e tier runs the same steps against a real control plane.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from rollback_operator.kube import (
     hpa_path,
     ingress_path,
 )
-from rollback_operator.model import RollbackSpec
-from rollback_operator.steps import STEPS
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, Targets
+from rollback_operator.registry import STEPS
+from rollback_operator.status import Status
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait, poll_interval
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
@@ -163,7 +165,7 @@ class FakeKube:
             raise ApiError(404, "NotFound", f"{kind} {name!r} not found")
         wanted = (body.get("metadata") or {}).get("resourceVersion")
         if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
+            raise ApiError(409, "ConflictError", "the object has been modified")
         apply = strategic_merge_patch if content_type == STRATEGIC_MERGE_PATCH else merge_patch
         body = {k: v for k, v in body.items() if k != "metadata"} | {
             "metadata": {
@@ -339,18 +341,30 @@ class World:
     """The fake cluster, plus what the runner keeps for a request: status.saved and targets."""
 
     log: list[tuple[str, Any]] = field(default_factory=list)
-    saved: dict[str, dict[str, Any]] = field(default_factory=dict)
-    targets_written: list[dict[str, list[str]]] = field(default_factory=list)
+    status: Status = field(default_factory=Status)
     clock: datetime = T0
     kube: FakeKube = field(init=False)
+    ledger: StatusLedger = field(init=False)
 
     def __post_init__(self) -> None:
         self.kube = FakeKube(self.log)
+        self.ledger = StatusLedger(self.status, write=self._write)
+
+    @property
+    def saved(self) -> dict[str, dict[str, Any]]:
+        """status.saved as the ledger holds it (steps never replace it, only add to it)."""
+        return self.status.saved
+
+    @property
+    def targets_written(self) -> list[dict[str, list[str]]]:
+        """The targets Preflight recorded, if it did."""
+        targets = self.status.targets
+        return [] if targets is None else [targets.to_dict()]
 
     def ctx(
         self,
         spec: RollbackSpec,
-        targets: dict[str, list[str]] | None = None,
+        targets: Targets | None = None,
         *,
         started: datetime = T0,
     ) -> StepContext:
@@ -359,21 +373,15 @@ class World:
             namespace=NS,
             request="golive-2026-01-10",
             spec=spec,
-            saved=self.saved,
-            targets=targets
-            or {
-                "ingresses": list(spec.ingresses),
-                "deployments": list(spec.deployments),
-                "hpas": list(spec.hpas or ()),
-            },
+            ledger=self.ledger,
+            targets=targets or Targets.of(spec),
             step_started_at=started,
             now=lambda: self.clock,
-            persist_saved=self._persist_saved,
-            persist_targets=self.targets_written.append,
         )
 
-    def _persist_saved(self) -> None:
-        self.log.append(("persist_saved", copy.deepcopy(self.saved)))
+    def _write(self, patch: dict[str, Any], version: str | None) -> None:
+        if "saved" in patch:
+            self.log.append(("persist_saved", copy.deepcopy(patch["saved"])))
 
     def events(self) -> list[str]:
         return [kind for kind, _ in self.log]
@@ -539,7 +547,7 @@ def test_preflight_with_no_hpa_resolves_an_empty_list() -> None:
     outcome = Preflight().run(world.ctx(make_spec()))
     assert isinstance(outcome, Done)
     assert world.targets_written[0]["hpas"] == []
-    targets = world.targets_written[0]
+    targets = world.status.targets
     assert PauseAutoscaling().skip_reason(make_spec(), targets) is not None
     assert ResumeAutoscaling().skip_reason(make_spec(), targets) is not None
     assert PauseAutoscaling().skip_reason(make_spec(), None) is None

@@ -2,7 +2,7 @@
 
 A step may be run many times: after a `Wait`, and from the top after the operator restarts.
 So `run` converges on the desired state instead of replaying actions, and saves the prior
-state of whatever it changes (through `StepContext.save`) before it changes it.
+state of whatever it changes (through `ctx.ledger.save`) before it changes it.
 """
 
 from __future__ import annotations
@@ -10,97 +10,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from rollback_operator.kube import Kube
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.ledger import Ledger
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
 
-
-@dataclass(frozen=True)
-class Done:
-    message: str
-    warnings: tuple[str, ...] = ()  # e.g. drift found while restoring; each becomes a Warning Event
-    warning_reason: str = "Drift"  # the reason of those Events
-
-
-@dataclass(frozen=True)
-class Wait:
-    message: str
-    retry_after: float = 1.0
-
-
-@dataclass(frozen=True)
-class Fail:
-    message: str
-
-
-@dataclass(frozen=True)
-class NeedsApproval:
-    """The step may not go on until a person approves it (runbook §3: the DBA owns the
-    restore, QA signs the verification off). The run waits in phase AwaitingApproval; the
-    message says who must approve and how."""
-
-    message: str
-    retry_after: float = 1.0
-
-
-Outcome = Done | Wait | Fail | NeedsApproval
-
-
-@dataclass(frozen=True)
-class Approval:
-    """An approval recorded in the ledger: who (from the approved-by annotation, which the
-    admission policy holds to the approver's own username) and when."""
-
-    by: str
-    at: str
+__all__ = [
+    "Approval",
+    "Done",
+    "Fail",
+    "NeedsApproval",
+    "Outcome",
+    "PreflightCheck",
+    "References",
+    "Step",
+    "StepContext",
+    "Wait",
+    "poll_interval",
+]
 
 
 @dataclass
 class StepContext:
-    """What a step may see and do. `save` persists before returning: save, then change."""
+    """What a step may see and do: read the cluster through `kube`, and record through `ledger`
+    (save an original before changing it, put its capability's section, set the targets or the
+    report). Nothing else of the runner's state reaches a step."""
 
     kube: Kube
     namespace: str
     request: str
     spec: RollbackSpec
-    saved: dict[str, dict[str, Any]]
-    targets: dict[str, list[str]]
+    ledger: Ledger
     step_started_at: datetime
     now: Callable[[], datetime]
-    persist_saved: Callable[[], None] = field(repr=False)
-    persist_targets: Callable[[dict[str, list[str]]], None] = field(repr=False)
-    # For the Report step: the request as it stands (built only when asked: a copy of the
-    # whole object is no work for every rollout poll), and where the report went.
-    request_body: Callable[[], dict[str, Any]] = field(default=dict, repr=False)
-    persist_report: Callable[[dict[str, str]], None] = field(default=lambda _: None, repr=False)
+    targets: Targets = field(default_factory=Targets)  # as Preflight resolved them
     approval: Approval | None = None  # the recorded approval of this step, if any
     request_uid: str = ""  # names the step's Jobs, so a later request of the same name differs
-    # status.<name> for the sections of status.SECTIONS: read, and set (durable=True writes it
-    # at once, before a side effect that depends on it; else it goes with the next outcome).
-    sections: dict[str, Any] = field(default_factory=dict, repr=False)
-    persist_sections: Callable[[bool], None] = field(default=lambda _: None, repr=False)
-
-    def saved_for(self, section: str, key: str) -> Any:
-        return self.saved.get(section, {}).get(key)
-
-    def save(self, section: str, key: str, value: Any) -> None:
-        """Records the prior state of `key` in status.saved, durably, unless already recorded.
-
-        The first record wins: a step re-run after a crash must never overwrite the true
-        original with a fresh read of an object it had already changed.
-        """
-        if self.saved_for(section, key) is not None:
-            return
-        self.saved.setdefault(section, {})[key] = value
-        self.persist_saved()
-
-    def section(self, name: str) -> Any:
-        return self.sections.get(name)
-
-    def put_section(self, name: str, value: Any, durable: bool = False) -> None:
-        self.sections[name] = value
-        self.persist_sections(durable)
 
 
 def poll_interval(ctx: StepContext) -> float:
@@ -111,11 +58,43 @@ def poll_interval(ctx: StepContext) -> float:
     return min(5.0, max(0.25, waited / 4))
 
 
+class PreflightCheck(Protocol):
+    """A capability's part of Preflight (safety rule 1), which the registry composes: Preflight
+    imports no step."""
+
+    def problems(self, ctx: StepContext) -> list[str]:
+        """What is wrong with the references of the capability's spec, read through the API:
+        reported together with every other problem, before anything changes."""
+
+    def inspect(self, ctx: StepContext) -> Wait | Fail | str | None:
+        """Slower read-only checks, once every reference is sound (a Job that looks at the
+        database and the backup): Wait while they run, Fail, or what Preflight's message adds
+        (None: nothing to add)."""
+
+
+@dataclass(frozen=True)
+class References:
+    """A capability's part of Preflight that only checks references (no inspection)."""
+
+    check: Callable[[StepContext], list[str]]
+
+    def problems(self, ctx: StepContext) -> list[str]:
+        return self.check(ctx)
+
+    def inspect(self, ctx: StepContext) -> Wait | Fail | str | None:
+        return None
+
+
 class Step(Protocol):
     name: StepName
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        """Why the step does not apply to this request, or None when it does."""
+    @property
+    def preflight(self) -> PreflightCheck | None:
+        """The capability's part of Preflight, if any; steps of one capability share one."""
+
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        """Why the step does not apply to this request, or None when it does (`targets` is
+        None before Preflight resolved them)."""
 
     def run(self, ctx: StepContext) -> Outcome:
         """Moves the site one step further; safe to call again with the same context."""

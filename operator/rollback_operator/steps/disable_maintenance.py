@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
 
 class DisableMaintenance:
     name = StepName.DISABLE_MAINTENANCE
+    preflight = None
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
@@ -26,8 +27,8 @@ class DisableMaintenance:
         maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
         drift: list[str] = []
         restored = 0
-        for name in ctx.targets["ingresses"]:
-            saved = ctx.saved_for("ingresses", name)
+        for name in ctx.targets.ingresses:
+            saved = ctx.ledger.original("ingresses", name)
             if saved is None:
                 continue  # never switched: nothing to restore
             ingress = ctx.kube.ingress(ctx.namespace, name)
@@ -50,7 +51,7 @@ class DisableMaintenance:
                     )
             patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
             restored += len(changes)
-        message = f"restored {restored} backend(s) of Ingress {', '.join(ctx.targets['ingresses'])}"
+        message = f"restored {restored} backend(s) of Ingress {', '.join(ctx.targets.ingresses)}"
         if drift:
             message += "; drift: " + "; ".join(drift)
         return Done(message, warnings=tuple(drift))

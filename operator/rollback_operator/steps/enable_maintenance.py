@@ -7,15 +7,16 @@ rather than overwritten.
 
 from __future__ import annotations
 
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
 from rollback_operator.traffic import backend_at, backend_locations, describe, patch_backends
 
 
 class EnableMaintenance:
     name = StepName.ENABLE_MAINTENANCE
+    preflight = None
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
@@ -31,13 +32,13 @@ class EnableMaintenance:
     def run(self, ctx: StepContext) -> Outcome:
         maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
         switched: list[str] = []
-        for name in ctx.targets["ingresses"]:
+        for name in ctx.targets.ingresses:
             ingress = ctx.kube.ingress(ctx.namespace, name)
             if ingress is None:
                 return Fail(
                     f"Ingress {name!r} disappeared during the rollback; check who deleted it"
                 )
-            ctx.save(
+            ctx.ledger.save(
                 "ingresses",
                 name,
                 {
@@ -47,7 +48,7 @@ class EnableMaintenance:
                 },
             )
             changes = []
-            for entry in ctx.saved_for("ingresses", name)["backends"]:
+            for entry in ctx.ledger.original("ingresses", name)["backends"]:
                 current = backend_at(ingress, entry["location"])
                 if current is None:
                     return Fail(
@@ -59,6 +60,6 @@ class EnableMaintenance:
                     changes.append((entry["location"], maintenance))
             patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
             switched.append(
-                f"{name} ({len(ctx.saved_for('ingresses', name)['backends'])} backend(s))"
+                f"{name} ({len(ctx.ledger.original('ingresses', name)['backends'])} backend(s))"
             )
         return Done(f"Ingress {', '.join(switched)} now served by {describe(maintenance)}")

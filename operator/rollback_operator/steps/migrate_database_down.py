@@ -15,18 +15,19 @@ the old schema and the old `_prisma_migrations` table, and the restore puts them
 
 from __future__ import annotations
 
-from rollback_operator import jobs
-from rollback_operator.database import DatabaseSpec, MigrateDownSpec, database_spec
-from rollback_operator.database_scripts import migrate_down_script
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps.base import Done, Outcome, StepContext
-from rollback_operator.steps.database_jobs import (
+from rollback_operator.database.jobs import (
     COMPONENT,
     connection_parts,
     follow_job,
     migrations_parts,
     planned_job_name,
 )
+from rollback_operator.database.preflight import DATABASE_PREFLIGHT
+from rollback_operator.database.scripts import migrate_down_script
+from rollback_operator.database.spec import DatabaseSpec, MigrateDownSpec
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.steps import jobs
+from rollback_operator.steps.base import Done, Outcome, StepContext
 
 PURPOSE = "db-migrate-down"
 NOT_CONFIGURED = "no spec.database.migrateDown"
@@ -59,9 +60,10 @@ def migrate_down_template(database: DatabaseSpec, migrate: MigrateDownSpec) -> j
 
 class MigrateDatabaseDown:
     name = StepName.MIGRATE_DATABASE_DOWN
+    preflight = DATABASE_PREFLIGHT
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        database = database_spec(spec)
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        database = DatabaseSpec.of(spec)
         if database is None or database.migrate_down is None:
             return NOT_CONFIGURED
         if not database.runs_migrate_down:
@@ -95,7 +97,7 @@ class MigrateDatabaseDown:
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, MigrateDownSpec]:
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     if database is None or database.migrate_down is None:
         raise ValueError("MigrateDatabaseDown runs only with spec.database.migrateDown")
     return database, database.migrate_down

@@ -19,11 +19,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from rollback_operator import monitoring
+from rollback_operator import monitoring, monitoring_watch
 from rollback_operator.clock import parse
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.monitoring import MonitoringSpec, Prometheus, Watch
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.monitoring import MonitoringSpec
+from rollback_operator.monitoring_watch import Watch
+from rollback_operator.prometheus import Prometheus, QueryFailed
+from rollback_operator.redaction import without_credentials
+from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
 SECTION = "monitoring"
@@ -33,14 +36,39 @@ MAX_WAIT_SECONDS = 5.0
 PREFLIGHT_TIMEOUT_SECONDS = 5.0
 
 
+def preflight_problems(ctx: StepContext) -> list[str]:
+    """For Preflight (read-only): the watch's settings fit together, Prometheus answers, and
+    it accepts both queries. A request whose watch could not run is refused before the site is
+    touched; the message says how to go on without the watch."""
+    spec = MonitoringSpec.of(ctx.spec)
+    if spec is None:
+        return []
+    problems = monitoring.configuration_problems(spec)
+    prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
+    for rule in spec.rules(ctx.namespace):
+        result = prometheus.query(rule.query)
+        if not isinstance(result, QueryFailed):
+            continue
+        if result.invalid_query:
+            problems.append(f"monitoring.{rule.name}.query is refused: {result.detail}")
+            continue
+        problems.append(
+            f"monitoring: {result.detail}; fix monitoring.prometheus.url, or leave "
+            "spec.monitoring out to roll back without the watch"
+        )
+        break  # the same trouble for the other query
+    return problems
+
+
 class Monitor:
     name = StepName.MONITOR
+    preflight = References(preflight_problems)
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        return None if SECTION in spec.sections else "no spec.monitoring"
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        return None if MonitoringSpec.of(spec) is not None else "no spec.monitoring"
 
     def plan(self, ctx: StepContext) -> str:
-        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
+        spec = _spec(ctx)
         rules = "; ".join(
             f"{monitoring.describe_rule(r.name)} above "
             f"{monitoring.show_value(r.name, r.threshold)} ({r.query})"
@@ -52,15 +80,17 @@ class Monitor:
             else "fail, leaving traffic on the application"
         )
         return (
-            f"would watch Prometheus at {monitoring.redacted(spec.prometheus_url)} for "
+            f"would watch Prometheus at {without_credentials(spec.prometheus_url)} for "
             f"{monitoring.show_duration(spec.duration_seconds)}, every "
             f"{monitoring.show_duration(spec.interval_seconds)}: {rules}; on a breach "
             f"({spec.for_count} consecutive evaluations over a threshold) {then}"
         )
 
     def run(self, ctx: StepContext) -> Outcome:
-        spec = MonitoringSpec.parse(ctx.spec.sections[SECTION])
-        watch = Watch.load(ctx.section(SECTION), spec.rules(ctx.namespace), spec.duration_seconds)
+        spec = _spec(ctx)
+        watch = Watch.load(
+            ctx.ledger.section(SECTION), spec.rules(ctx.namespace), spec.duration_seconds
+        )
         if watch.breach is not None:  # decided before a restart: finish what it implies
             return self._breached(ctx, spec, watch)
 
@@ -74,41 +104,41 @@ class Monitor:
         due = min((last or start) + timedelta(seconds=spec.interval_seconds), end)
         now = ctx.now()
         if now < due:
-            if watch.evaluations == 0 and ctx.section(SECTION) is None:
-                ctx.put_section(SECTION, watch.to_dict())  # the watch shows from its start
+            if watch.evaluations == 0 and ctx.ledger.section(SECTION) is None:
+                ctx.ledger.put_section(SECTION, watch.to_dict())  # the watch shows from its start
             return Wait(
-                monitoring.progress_message(watch),
+                monitoring_watch.progress_message(watch),
                 retry_after=min(MAX_WAIT_SECONDS, (due - now).total_seconds()),
             )
 
         prometheus = Prometheus(spec.prometheus_url)
         results = {rule.name: prometheus.query(rule.query) for rule in spec.rules(ctx.namespace)}
         now = ctx.now()
-        watch = monitoring.record(watch, results, now, (now - start).total_seconds())
+        watch = monitoring_watch.record(watch, results, now, (now - start).total_seconds())
 
-        found = monitoring.verdict(watch, spec.for_count)
+        found = monitoring_watch.verdict(watch, spec.for_count)
         if found is not None:
             kind, rule = found
             if kind == "breach" and rule is not None:
-                watch.breach = monitoring.breach_message(rule, watch)
+                watch.breach = monitoring_watch.breach_message(rule, watch)
                 watch.maintenance_on = spec.switches_maintenance_on
                 # Durable before any Ingress changes: see the module's docstring.
-                ctx.put_section(SECTION, watch.to_dict(), durable=watch.maintenance_on)
+                ctx.ledger.put_section(SECTION, watch.to_dict(), durable=watch.maintenance_on)
                 return self._breached(ctx, spec, watch)
-            ctx.put_section(SECTION, watch.to_dict())
-            return Fail(monitoring.blind_message(watch, spec.prometheus_url))
+            ctx.ledger.put_section(SECTION, watch.to_dict())
+            return Fail(monitoring_watch.blind_message(watch, spec.prometheus_url))
 
-        ctx.put_section(SECTION, watch.to_dict())
+        ctx.ledger.put_section(SECTION, watch.to_dict())
         if now >= end:
             return self._concluded(ctx, watch)
         due = min(now + timedelta(seconds=spec.interval_seconds), end)
         return Wait(
-            monitoring.progress_message(watch),
+            monitoring_watch.progress_message(watch),
             retry_after=min(MAX_WAIT_SECONDS, max(0.0, (due - ctx.now()).total_seconds())),
         )
 
     def _concluded(self, ctx: StepContext, watch: Watch) -> Outcome:
-        succeeded, message, warnings = monitoring.conclusion(watch)
+        succeeded, message, warnings = monitoring_watch.conclusion(watch)
         if succeeded:
             return Done(message, warnings=warnings, warning_reason="MonitoringWarning")
         return Fail(message)
@@ -145,8 +175,8 @@ def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
     maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
     switched: list[str] = []
     notes: list[str] = []
-    for name in ctx.targets["ingresses"]:
-        saved = ctx.saved_for("ingresses", name)
+    for name in ctx.targets.ingresses:
+        saved = ctx.ledger.original("ingresses", name)
         if saved is None:
             continue  # never switched by this request
         ingress = ctx.kube.ingress(ctx.namespace, name)
@@ -172,26 +202,8 @@ def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
     return switched, notes
 
 
-def preflight_problems(ctx: StepContext) -> list[str]:
-    """For Preflight (read-only): the watch's settings fit together, Prometheus answers, and
-    it accepts both queries. A request whose watch could not run is refused before the site is
-    touched; the message says how to go on without the watch."""
-    raw = ctx.spec.sections.get(SECTION)
-    if raw is None:
-        return []
-    spec = MonitoringSpec.parse(raw)
-    problems = monitoring.configuration_problems(spec)
-    prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
-    for rule in spec.rules(ctx.namespace):
-        result = prometheus.query(rule.query)
-        if not isinstance(result, monitoring.QueryFailed):
-            continue
-        if result.invalid_query:
-            problems.append(f"monitoring.{rule.name}.query is refused: {result.detail}")
-            continue
-        problems.append(
-            f"monitoring: {result.detail}; fix monitoring.prometheus.url, or leave "
-            "spec.monitoring out to roll back without the watch"
-        )
-        break  # the same trouble for the other query
-    return problems
+def _spec(ctx: StepContext) -> MonitoringSpec:
+    spec = MonitoringSpec.of(ctx.spec)
+    if spec is None:  # the engine skips the step without spec.monitoring
+        raise ValueError("Monitor run without spec.monitoring")
+    return spec

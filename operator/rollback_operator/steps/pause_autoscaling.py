@@ -7,29 +7,28 @@ from __future__ import annotations
 
 from rollback_operator.autoscaling import FREEZE_PATCH, is_frozen, saved_fields
 from rollback_operator.kube import hpa_path
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
 
 
 class PauseAutoscaling:
     name = StepName.PAUSE_AUTOSCALING
+    preflight = None
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        if targets is not None and not targets["hpas"]:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        if targets is not None and not targets.hpas:
             return "no HorizontalPodAutoscaler scales the listed Deployments"
         return None
 
     def plan(self, ctx: StepContext) -> str:
-        return (
-            f"would freeze HPA {', '.join(ctx.targets['hpas'])} (selectPolicy: Disabled both ways)"
-        )
+        return f"would freeze HPA {', '.join(ctx.targets.hpas)} (selectPolicy: Disabled both ways)"
 
     def run(self, ctx: StepContext) -> Outcome:
-        for name in ctx.targets["hpas"]:
+        for name in ctx.targets.hpas:
             hpa = ctx.kube.hpa(ctx.namespace, name)
             if hpa is None:
                 return Fail(f"HorizontalPodAutoscaler {name!r} disappeared during the rollback")
-            ctx.save("hpas", name, saved_fields(hpa))
+            ctx.ledger.save("hpas", name, saved_fields(hpa))
             if not is_frozen(hpa):
                 ctx.kube.patch(hpa_path(ctx.namespace, name), FREEZE_PATCH)
-        return Done(f"froze HPA {', '.join(ctx.targets['hpas'])}")
+        return Done(f"froze HPA {', '.join(ctx.targets.hpas)}")

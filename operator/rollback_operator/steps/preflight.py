@@ -6,20 +6,27 @@ that names every problem at once so the SRE fixes them in one go.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rollback_operator.autoscaling import is_frozen
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps import database_preflight, monitor, purge_cdn, verify
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.steps.base import Done, Fail, Outcome, PreflightCheck, StepContext, Wait
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
 
 
 class Preflight:
-    name = StepName.PREFLIGHT
+    """Checks the core objects itself, then each capability's part (`checks`, composed by the
+    registry from the steps' `preflight`): every problem is reported at once."""
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    name = StepName.PREFLIGHT
+    preflight = None
+
+    def __init__(self, checks: Sequence[PreflightCheck] = ()) -> None:
+        self.checks = tuple(checks)
+
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
@@ -52,36 +59,32 @@ class Preflight:
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
         # The optional sections check what they depend on: the CDN token, Prometheus, the
-        # Secret keys of smoke-test Jobs.
-        problems += purge_cdn.preflight_problems(ctx)
-        problems += monitor.preflight_problems(ctx)
-        problems += verify.preflight_problems(ctx)
-        problems += database_preflight.preflight_problems(ctx)
+        # Secret keys of smoke-test Jobs, the database's references.
+        for check in self.checks:
+            problems += check.problems(ctx)
         if problems:
             return Fail(
                 f"Preflight found {len(problems)} problem(s): {'; '.join(problems)}. "
                 "Nothing was changed. Fix the references (or the objects) and create a new "
                 "RollbackRequest."
             )
-        # The database: a read-only Job resolves the backup (status.backup) and asks the
-        # database whether the restore or the migrate-down could run.
-        database = database_preflight.preflight_inspect(ctx)
-        if isinstance(database, Wait | Fail):
-            return database
-        targets = {
-            "ingresses": list(spec.ingresses),
-            "deployments": list(spec.deployments),
-            "hpas": list(hpas),
-        }
-        ctx.persist_targets(targets)
+        # Then the slower read-only inspections, such as the database's: a Job resolves the
+        # backup (status.backup) and asks whether the restore or the migrate-down could run.
+        found: list[str] = []
+        for check in self.checks:
+            result = check.inspect(ctx)
+            if isinstance(result, Wait | Fail):
+                return result
+            if result:
+                found.append(result)
+        ctx.ledger.set_targets(Targets(spec.ingresses, spec.deployments, tuple(hpas)))
         for section, name, leftover in takeovers:
-            ctx.save(section, name, leftover.saved)
+            ctx.ledger.save(section, name, leftover.saved)
         message = (
             f"found {len(spec.ingresses)} Ingress(es), the maintenance Service, "
             f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
         )
-        if database:
-            message += f"; database: {database}"
+        message += "".join(f"; {part}" for part in found)
         if takeovers:
             taken = ", ".join(f"{_KIND[s]} {n} (from {lo.request})" for s, n, lo in takeovers)
             message += f"; takes over the original state recorded for {taken}"

@@ -28,24 +28,12 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from rollback_operator.cdn import (
-    CdnSpec,
-    Purged,
-    PurgeRequest,
-    Refused,
-    Retry,
-    backoff,
-    cdn_spec,
-    clean_token,
-    describe_wait,
-    display_url,
-    purge_requests,
-    send,
-    token_problem,
-)
+from rollback_operator.cdn import CdnSpec, PurgeRequest, clean_token, purge_requests, token_problem
+from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, describe_wait, send
 from rollback_operator.clock import stamp
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.redaction import display_url
+from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +59,29 @@ class _Progress:
     last_problem: str = ""  # the last retryable answer, for the message if time runs out
 
 
+def preflight_problems(ctx: StepContext) -> list[str]:
+    """What Preflight must refuse before the site is touched: a token Secret or key that is
+    missing, empty, or unusable in a header. Reads the Secret; never quotes its value."""
+    spec = CdnSpec.of(ctx.spec)
+    if spec is None or spec.credentials is None:
+        return []
+    ref = spec.credentials
+    token = clean_token(ctx.kube.secret_value(ctx.namespace, ref.name, ref.key))
+    problem = token_problem(token, ref)
+    return [] if problem is None else [f"cdn: {problem}"]
+
+
 class PurgeCDN:
     name = StepName.PURGE_CDN
+    preflight = References(preflight_problems)
 
     def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
         self._transport = transport  # tests hand in a fake; None: the network
         self._lock = threading.Lock()
         self._runs: dict[_Key, _Progress] = {}
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        return None if cdn_spec(spec) is not None else "no spec.cdn"
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        return None if CdnSpec.of(spec) is not None else "no spec.cdn"
 
     def plan(self, ctx: StepContext) -> str:
         spec = _spec(ctx)
@@ -194,20 +195,8 @@ class PurgeCDN:
             self._runs.pop(key, None)
 
 
-def preflight_problems(ctx: StepContext) -> list[str]:
-    """What Preflight must refuse before the site is touched: a token Secret or key that is
-    missing, empty, or unusable in a header. Reads the Secret; never quotes its value."""
-    spec = cdn_spec(ctx.spec)
-    if spec is None or spec.credentials is None:
-        return []
-    ref = spec.credentials
-    token = clean_token(ctx.kube.secret_value(ctx.namespace, ref.name, ref.key))
-    problem = token_problem(token, ref)
-    return [] if problem is None else [f"cdn: {problem}"]
-
-
 def _spec(ctx: StepContext) -> CdnSpec:
-    spec = cdn_spec(ctx.spec)
+    spec = CdnSpec.of(ctx.spec)
     if spec is None:  # the engine skips the step without spec.cdn
         raise ValueError("PurgeCDN run without spec.cdn")
     return spec

@@ -3,15 +3,16 @@ referenced from status.report, for `kubectl rollback report` and the team's revi
 
 from __future__ import annotations
 
-from rollback_operator import postmortem
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator import GROUP, postmortem
+from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Outcome, StepContext
 
 
 class Report:
     name = StepName.REPORT
+    preflight = None
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
@@ -22,8 +23,8 @@ class Report:
         ctx.kube.apply_configmap(
             ctx.namespace,
             name,
-            {postmortem.KEY: postmortem.render(ctx.request_body(), ctx.now())},
-            {"rollback.lawyershub.io/request": ctx.request},
+            {postmortem.KEY: postmortem.render(ctx.ledger.request(), ctx.now())},
+            {f"{GROUP}/request": ctx.request},
         )
-        ctx.persist_report({"configMap": name, "key": postmortem.KEY})
+        ctx.ledger.set_report({"configMap": name, "key": postmortem.KEY})
         return Done(f"post-mortem in ConfigMap {name} (key {postmortem.KEY})")

@@ -18,12 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback_operator import jobs
-from rollback_operator.database import DatabaseSpec, RestoreSpec, database_spec
-from rollback_operator.database_scripts import restore_script
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, StepContext
-from rollback_operator.steps.database_jobs import (
+from rollback_operator.database.jobs import (
     COMPONENT,
     backup_parts,
     connection_parts,
@@ -31,6 +26,12 @@ from rollback_operator.steps.database_jobs import (
     follow_job,
     planned_job_name,
 )
+from rollback_operator.database.preflight import DATABASE_PREFLIGHT
+from rollback_operator.database.scripts import restore_script
+from rollback_operator.database.spec import DatabaseSpec, RestoreSpec
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.steps import jobs
+from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, StepContext
 
 PURPOSE = "db-restore"
 NOT_CONFIGURED = "no spec.database.restore"
@@ -63,14 +64,15 @@ def restore_template(
 
 class RestoreDatabase:
     name = StepName.RESTORE_DATABASE
+    preflight = DATABASE_PREFLIGHT
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        database = database_spec(spec)
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        database = DatabaseSpec.of(spec)
         return NOT_CONFIGURED if database is None or database.restore is None else None
 
     def plan(self, ctx: StepContext) -> str:
         _, restore = _parts(ctx)
-        backup = ctx.section("backup") or {}
+        backup = ctx.ledger.section("backup") or {}
         approval = ", after a DBA approves" if restore.require_approval else ""
         return (
             f"would restore {describe_backup(backup)} into schema(s) {', '.join(restore.schemas)}, "
@@ -79,7 +81,7 @@ class RestoreDatabase:
 
     def run(self, ctx: StepContext) -> Outcome:
         database, restore = _parts(ctx)
-        backup = ctx.section("backup") or {}
+        backup = ctx.ledger.section("backup") or {}
         if not backup.get("file") or not backup.get("sha256"):
             return Fail(
                 "status.backup names no file: Preflight did not resolve the backup, so there "
@@ -106,7 +108,7 @@ class RestoreDatabase:
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, RestoreSpec]:
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     if database is None or database.restore is None:
         raise ValueError("RestoreDatabase runs only with spec.database.restore")
     return database, database.restore

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.kube import hpa_path
-from rollback_operator.model import RollbackSpec, StepName
+from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
 
 
 class ResumeAutoscaling:
     name = StepName.RESUME_AUTOSCALING
+    preflight = None
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
-        if targets is not None and not targets["hpas"]:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        if targets is not None and not targets.hpas:
             return "no HorizontalPodAutoscaler was paused"
         return None
 
     def plan(self, ctx: StepContext) -> str:
-        return f"would restore the behavior of HPA {', '.join(ctx.targets['hpas'])}"
+        return f"would restore the behavior of HPA {', '.join(ctx.targets.hpas)}"
 
     def run(self, ctx: StepContext) -> Outcome:
         drift: list[str] = []
-        for name in ctx.targets["hpas"]:
-            saved = ctx.saved_for("hpas", name)
+        for name in ctx.targets.hpas:
+            saved = ctx.ledger.original("hpas", name)
             if saved is None:
                 continue  # never frozen
             hpa = ctx.kube.hpa(ctx.namespace, name)
@@ -53,7 +54,7 @@ class ResumeAutoscaling:
                 )
             elif spec.get("behavior") != saved.get("behavior"):
                 drift.append(f"HPA {name} behavior was changed during the rollback, left as is")
-        message = f"resumed HPA {', '.join(ctx.targets['hpas'])}"
+        message = f"resumed HPA {', '.join(ctx.targets.hpas)}"
         if drift:
             message += "; drift: " + "; ".join(drift)
         return Done(message, warnings=tuple(drift))

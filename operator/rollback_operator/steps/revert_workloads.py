@@ -13,7 +13,7 @@ from typing import Any
 
 from rollback_operator.images import with_tag
 from rollback_operator.kube import STRATEGIC_MERGE_PATCH, deployment_path
-from rollback_operator.model import RollbackSpec, StepName, Workload
+from rollback_operator.model import RollbackSpec, StepName, Targets, Workload
 from rollback_operator.rollout import rollout_state
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
 
@@ -22,8 +22,9 @@ RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 
 class RevertWorkloads:
     name = StepName.REVERT_WORKLOADS
+    preflight = None
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
@@ -54,7 +55,7 @@ class RevertWorkloads:
             return Wait("rolling out: " + "; ".join(progress), retry_after=poll_interval(ctx))
         images = [
             f"{name}/{c}: {with_tag(i, ctx.spec.target_tag)}"
-            for name, saved in sorted(ctx.saved.get("deployments", {}).items())
+            for name, saved in sorted(ctx.ledger.originals("deployments").items())
             for c, i in saved["images"].items()
         ]
         return Done("rolled out " + ", ".join(images))
@@ -66,7 +67,7 @@ class RevertWorkloads:
 
         Returns the Deployment as it now stands (the patch's answer, or the read).
         """
-        ctx.save(
+        ctx.ledger.save(
             "deployments",
             workload.deployment,
             {
@@ -74,7 +75,7 @@ class RevertWorkloads:
                 "restartedAt": ctx.step_started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
         )
-        saved = ctx.saved_for("deployments", workload.deployment)
+        saved = ctx.ledger.original("deployments", workload.deployment)
         targets = {c: with_tag(i, ctx.spec.target_tag) for c, i in saved["images"].items()}
         current = _selected_images(deployment, workload)
         template: dict[str, Any] = {}
@@ -107,7 +108,7 @@ def _selected_images(deployment: dict[str, Any], workload: Workload) -> dict[str
 
 
 def _timeout_message(ctx: StepContext, detail: str) -> str:
-    frozen = " and autoscaling is still frozen" if ctx.targets["hpas"] else ""
+    frozen = " and autoscaling is still frozen" if ctx.targets.hpas else ""
     return (
         f"rollout did not complete within {ctx.spec.rollout_timeout_seconds:g}s: {detail}. "
         f"The maintenance page is still on{frozen}. Look at the pods "

@@ -37,8 +37,23 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from rollback_operator import jobs
-from rollback_operator.checks import (
+from rollback_operator.clock import parse, stamp
+from rollback_operator.images import with_tag
+from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.rollout import is_available, rollout_state
+from rollback_operator.steps import jobs
+from rollback_operator.steps.base import (
+    Done,
+    Fail,
+    NeedsApproval,
+    Outcome,
+    References,
+    StepContext,
+    Wait,
+    poll_interval,
+)
+from rollback_operator.verification import (
+    ONLY_DEPLOYMENTS,
     Check,
     HttpProbe,
     JobProbe,
@@ -48,19 +63,6 @@ from rollback_operator.checks import (
     probe_http,
     probe_tcp,
     secret_refs,
-)
-from rollback_operator.clock import parse, stamp
-from rollback_operator.images import with_tag
-from rollback_operator.model import RollbackSpec, StepName
-from rollback_operator.rollout import is_available, rollout_state
-from rollback_operator.steps.base import (
-    Done,
-    Fail,
-    NeedsApproval,
-    Outcome,
-    StepContext,
-    Wait,
-    poll_interval,
 )
 
 # The group the shipped admission policy lets approve Verify (the `approvers` variable of
@@ -107,20 +109,6 @@ def run_job_check(ctx: StepContext, check: Check) -> jobs.JobResult:
     return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check))
 
 
-def preflight_problems(ctx: StepContext) -> list[str]:
-    """What Preflight must refuse before the site is touched: a job check whose environment
-    names a Secret key that does not exist would only fail after the maintenance page is on.
-    (The value is read to know it exists, and goes nowhere.)"""
-    problems = []
-    for check, secret, key in secret_refs(VerificationSpec.of(ctx.spec)):
-        if ctx.kube.secret_value(ctx.namespace, secret, key) is None:
-            problems.append(
-                f"verification check {check!r}: Secret {secret!r} has no key {key!r} "
-                "(or does not exist)"
-            )
-    return problems
-
-
 @dataclass(frozen=True)
 class CheckRecord:
     """One entry of status.checks: a check's last result."""
@@ -159,20 +147,35 @@ class CheckRecord:
         return f"{self.name} ({self.message})"
 
 
+def preflight_problems(ctx: StepContext) -> list[str]:
+    """What Preflight must refuse before the site is touched: a job check whose environment
+    names a Secret key that does not exist would only fail after the maintenance page is on.
+    (The value is read to know it exists, and goes nowhere.)"""
+    problems = []
+    for check, secret, key in secret_refs(VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS):
+        if ctx.kube.secret_value(ctx.namespace, secret, key) is None:
+            problems.append(
+                f"verification check {check!r}: Secret {secret!r} has no key {key!r} "
+                "(or does not exist)"
+            )
+    return problems
+
+
 class Verify:
     name = StepName.VERIFY
+    preflight = References(preflight_problems)
 
     def __init__(self, prober: Prober = probe, job_runner: JobRunner = run_job_check) -> None:
         self.prober = prober
         self.job_runner = job_runner
 
-    def skip_reason(self, spec: RollbackSpec, targets: dict[str, list[str]] | None) -> str | None:
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
 
     def plan(self, ctx: StepContext) -> str:
         names = ", ".join(ctx.spec.deployments)
         text = f"would check that {names} are Available at {ctx.spec.target_tag}"
-        verification = VerificationSpec.of(ctx.spec)
+        verification = VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS
         if verification.checks:
             text += (
                 f", then run {len(verification.checks)} check(s) for up to "
@@ -184,8 +187,8 @@ class Verify:
         return text
 
     def run(self, ctx: StepContext) -> Outcome:
-        verification = VerificationSpec.of(ctx.spec)
-        records = _load(ctx.section("checks"), verification.checks)
+        verification = VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS
+        records = _load(ctx.ledger.section("checks"), verification.checks)
         awaiting = verification.require_approval and ctx.approval is None
         if awaiting and verification.checks and all(r.passed for r in records.values()):
             # Asked in the round that saw everything pass; nothing is re-run until the sign-off,
@@ -203,7 +206,7 @@ class Verify:
             return Wait(waiting, retry_after=poll_interval(ctx))
 
         deployments = (
-            f"{len(ctx.saved.get('deployments', {}))} Deployment(s) Available at "
+            f"{len(ctx.ledger.originals('deployments'))} Deployment(s) Available at "
             f"{ctx.spec.target_tag}"
         )
         if not verification.checks:
@@ -314,7 +317,7 @@ class _Round:
 
     def save(self) -> None:
         if self.changed:
-            self.ctx.put_section("checks", [r.to_dict() for r in self.records.values()])
+            self.ctx.ledger.put_section("checks", [r.to_dict() for r in self.records.values()])
 
 
 def _load(raw: Any, checks: tuple[Check, ...]) -> dict[str, CheckRecord]:
@@ -332,7 +335,7 @@ def _window_start(ctx: StepContext) -> datetime:
 
 def _deployment_problems(ctx: StepContext) -> list[str]:
     problems: list[str] = []
-    for name, saved in sorted(ctx.saved.get("deployments", {}).items()):
+    for name, saved in sorted(ctx.ledger.originals("deployments").items()):
         deployment = ctx.kube.deployment(ctx.namespace, name)
         if deployment is None:
             problems.append(f"Deployment {name} not found")
@@ -355,7 +358,7 @@ def _deployment_problems(ctx: StepContext) -> list[str]:
 def _sign_off(
     ctx: StepContext, verification: VerificationSpec, records: dict[str, CheckRecord]
 ) -> str:
-    count = len(ctx.saved.get("deployments", {}))
+    count = len(ctx.ledger.originals("deployments"))
     seen = f"{count} Deployment(s) Available at {ctx.spec.target_tag}"
     if verification.checks:
         seen = f"all {len(records)} check(s) pass ({', '.join(records)}) and " + seen

@@ -13,9 +13,9 @@ that the migrations to roll back are applied and have their `down.sql`. So a req
 cannot finish fails before the site is touched.
 
 This module is only what the request says: every step reads it (if only to know whether it
-runs), so it holds no script and no Job. The scripts are in database_scripts.py, what the Jobs
-share in steps/database_jobs.py, Preflight's part in steps/database_preflight.py, and each step
-in its own module (steps/migrate_database_down.py, steps/restore_database.py).
+runs), so it holds no script and no Job. The scripts are in scripts.py and inspection.py, what
+the Jobs share in jobs.py, Preflight's part in preflight.py, and each step in its own module
+(steps/migrate_database_down.py, steps/restore_database.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rollback_operator.model import RollbackSpec, parse_duration
+from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
 
 DATE_PLACEHOLDER = "YYYYMMDD"
 DEFAULT_IMAGE = "postgres:16"
@@ -40,19 +40,6 @@ _MIGRATION = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-    def env(self, variable: str) -> dict[str, Any]:
-        """A container env var taken from this key: the only way a credential reaches a Job."""
-        return {
-            "name": variable,
-            "valueFrom": {"secretKeyRef": {"name": self.name, "key": self.key}},
-        }
-
-
-@dataclass(frozen=True)
 class MigrateDownSpec:
     migrations: tuple[str, ...]  # newest first
     configmap: str | None  # source: a ConfigMap with `<migration>.down.sql` keys
@@ -61,6 +48,24 @@ class MigrateDownSpec:
     image: str  # the image that runs psql (or `command`)
     command: tuple[str, ...] | None  # the team's own migrator, instead of the built-in script
     timeout_seconds: int
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> MigrateDownSpec:
+        migrations = tuple(raw["migrations"])
+        for migration in migrations:
+            if not _MIGRATION.fullmatch(migration):  # the CRD refuses these; never trust a path
+                raise ValueError(f"not a migration directory name: {migration!r}")
+        source = raw.get("source") or {}
+        command = raw.get("command")
+        return cls(
+            migrations=migrations,
+            configmap=source.get("configMap"),
+            source_image=source.get("image"),
+            source_path=source.get("path"),
+            image=raw.get("image") or DEFAULT_IMAGE,
+            command=None if command is None else tuple(command),
+            timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
+        )
 
     def down_sql_path(self, migration: str, root: str = MIGRATIONS_DIR) -> str:
         """Where the Job finds a migration's down.sql, the source being mounted at `root`."""
@@ -98,6 +103,26 @@ class RestoreSpec:
     schemas: tuple[str, ...]
     timeout_seconds: int
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> RestoreSpec:
+        backup = raw["backup"]
+        schemas = tuple(raw.get("schemas") or (PUBLIC,))
+        for schema in schemas:
+            if not _SCHEMA.fullmatch(schema):
+                raise ValueError(f"not a plain schema name: {schema!r}")
+        return cls(
+            backup=BackupSpec(
+                claim_name=backup["claimName"],
+                directory=(backup.get("directory") or "/backups").rstrip("/") or "/",
+                file=backup["file"],
+                not_after=backup.get("notAfter"),
+            ),
+            image=raw.get("image") or DEFAULT_IMAGE,
+            require_approval=bool(raw.get("requireApproval", True)),
+            schemas=schemas,
+            timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
+        )
+
 
 @dataclass(frozen=True)
 class DatabaseSpec:
@@ -105,69 +130,30 @@ class DatabaseSpec:
     migrate_down: MigrateDownSpec | None
     restore: RestoreSpec | None
 
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> DatabaseSpec:
+        """`spec.database` as typed values. The API server validated it (CRD schema and CEL)
+        and applied the defaults; the defaults are repeated here for objects built by hand."""
+        migrate = raw.get("migrateDown")
+        restore = raw.get("restore")
+        return cls(
+            connection=SecretKeyRef.parse(raw["connection"]["secretRef"]),
+            migrate_down=None if migrate is None else MigrateDownSpec.parse(migrate),
+            restore=None if restore is None else RestoreSpec.parse(restore),
+        )
+
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> DatabaseSpec | None:
+        """The request's database section; None when it asks for no database step."""
+        raw = spec.sections.get("database")
+        return None if raw is None else cls.parse(raw)
+
     @property
     def runs_migrate_down(self) -> bool:
         """Whether MigrateDatabaseDown runs: not when a restore is asked for too, because the
         pre-go-live snapshot already holds the old schema and the old `_prisma_migrations`
         table, which the restore puts back whole (see docs/database.md)."""
         return self.migrate_down is not None and self.restore is None
-
-
-def parse(raw: dict[str, Any]) -> DatabaseSpec:
-    """`spec.database` as typed values. The API server validated it (CRD schema and CEL) and
-    applied the defaults; the defaults are repeated here for objects built by hand."""
-    secret = raw["connection"]["secretRef"]
-    migrate = raw.get("migrateDown")
-    restore = raw.get("restore")
-    return DatabaseSpec(
-        connection=SecretKeyRef(name=secret["name"], key=secret["key"]),
-        migrate_down=None if migrate is None else _parse_migrate_down(migrate),
-        restore=None if restore is None else _parse_restore(restore),
-    )
-
-
-def database_spec(spec: RollbackSpec) -> DatabaseSpec | None:
-    """The request's database section, typed; None when it asks for no database step."""
-    raw = spec.sections.get("database")
-    return None if raw is None else parse(raw)
-
-
-def _parse_migrate_down(raw: dict[str, Any]) -> MigrateDownSpec:
-    migrations = tuple(raw["migrations"])
-    for migration in migrations:
-        if not _MIGRATION.fullmatch(migration):  # the CRD refuses these; never trust a path
-            raise ValueError(f"not a migration directory name: {migration!r}")
-    source = raw.get("source") or {}
-    command = raw.get("command")
-    return MigrateDownSpec(
-        migrations=migrations,
-        configmap=source.get("configMap"),
-        source_image=source.get("image"),
-        source_path=source.get("path"),
-        image=raw.get("image") or DEFAULT_IMAGE,
-        command=None if command is None else tuple(command),
-        timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
-    )
-
-
-def _parse_restore(raw: dict[str, Any]) -> RestoreSpec:
-    backup = raw["backup"]
-    schemas = tuple(raw.get("schemas") or (PUBLIC,))
-    for schema in schemas:
-        if not _SCHEMA.fullmatch(schema):
-            raise ValueError(f"not a plain schema name: {schema!r}")
-    return RestoreSpec(
-        backup=BackupSpec(
-            claim_name=backup["claimName"],
-            directory=(backup.get("directory") or "/backups").rstrip("/") or "/",
-            file=backup["file"],
-            not_after=backup.get("notAfter"),
-        ),
-        image=raw.get("image") or DEFAULT_IMAGE,
-        require_approval=bool(raw.get("requireApproval", True)),
-        schemas=schemas,
-        timeout_seconds=_seconds(raw.get("timeout") or DEFAULT_TIMEOUT),
-    )
 
 
 def _seconds(duration: str) -> int:

@@ -1,8 +1,10 @@
-"""The scripts the database Jobs run, their quoting, and what the inspection script reports.
+"""The scripts the database Jobs that change the database run (migrate down, restore), their
+quoting, and the shell helpers and checks every database Job shares, Preflight's read-only
+inspection (inspection.py) included.
 
-A program of its own, in other languages (POSIX sh and SQL), kept apart from the spec
-(database.py) and from the Jobs that carry it (steps/database_jobs.py): it is tested for real
-against PostgreSQL, with no operator and no cluster (tests/e2e/test_database_scripts.py).
+A program of its own, in other languages (POSIX sh and SQL), kept apart from the spec (spec.py)
+and from the Jobs that carry it (jobs.py): it is tested for real against PostgreSQL, with no
+operator and no cluster (tests/e2e/test_database_scripts.py).
 
 The scripts are POSIX sh with psql and coreutils (sha256sum, wc, sed, grep), which both the
 `postgres` images and a Debian host with `postgresql-client` have. Every value that comes from
@@ -15,60 +17,16 @@ operator reads it (the pod's log tail stands in if a script dies before writing 
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from rollback_operator.database import (
+from rollback_operator.database.spec import (
     CONFIGMAP_KEY_SUFFIX,
-    DATE_PLACEHOLDER,
     MIGRATIONS_DIR,
     PUBLIC,
-    BackupSpec,
-    DatabaseSpec,
     MigrateDownSpec,
     RestoreSpec,
 )
-
-# --- what the inspection Job reports
-
-
-@dataclass(frozen=True)
-class BackupFile:
-    """The backup Preflight chose: recorded in status.backup before anything changes."""
-
-    file: str
-    size_bytes: int
-    sha256: str
-    considered: int  # dated files on or before notAfter (1 for an exact name)
-    later: int  # dated files after notAfter, left alone
-
-
-@dataclass(frozen=True)
-class Inspection:
-    backup: BackupFile | None
-    server: str  # the server's version, as the database answered
-
-
-def parse_inspection(message: str) -> Inspection:
-    """The inspection Job's result: one line of JSON, the last of its termination message."""
-    line = message.strip().splitlines()[-1] if message.strip() else ""
-    raw = json.loads(line)
-    backup = raw.get("backup")
-    return Inspection(
-        backup=None
-        if backup is None
-        else BackupFile(
-            file=str(backup["file"]),
-            size_bytes=int(backup["sizeBytes"]),
-            sha256=str(backup["sha256"]),
-            considered=int(backup.get("considered", 1)),
-            later=int(backup.get("later", 0)),
-        ),
-        server=str(raw.get("server", "")),
-    )
-
 
 # --- quoting
 
@@ -91,7 +49,7 @@ def sql_literal(text: str) -> str:
 
 # Shared by every script. `result` is the termination-message file: the one place a script
 # says what it did or why it stopped, for the operator to put in the ledger.
-_COMMON = r"""set -eu
+COMMON = r"""set -eu
 umask 077
 result=${TERMINATION_LOG:-/dev/termination-log}
 work=$(mktemp -d "${TMPDIR:-/tmp}/rollback.XXXXXX")
@@ -220,7 +178,7 @@ psql_said() {
 # back), listed newest first, and no applied migration may be newer than the oldest listed one
 # without being listed too: rolling back underneath a later migration would leave the schema
 # in a state no migration describes. Read-only; the values arrive through psql variables.
-_MIGRATIONS_CHECK_SQL = r"""SELECT
+MIGRATIONS_CHECK_SQL = r"""SELECT
   pg_catalog.set_config('rollback.migrations', :'rollback_migrations', true),
   pg_catalog.set_config('rollback.schema', :'rollback_schema', true) \gset rollback_ignored_
 DO $rollback$
@@ -267,12 +225,12 @@ _FORGET_MIGRATION_SQL = """DELETE FROM :"rollback_schema"._prisma_migrations
 """
 
 
-def _write(path: str, text: str) -> str:
+def write_sh(path: str, text: str) -> str:
     """A shell command that writes `text` to `path` (under $work) exactly."""
     return f'printf %s {sh(text)} >"$work/{path}"'
 
 
-def _check_down_files_sh(spec: MigrateDownSpec, root: str) -> str:
+def check_down_files_sh(spec: MigrateDownSpec, root: str) -> str:
     """Every listed migration has its down.sql, and each can run in one transaction: checked
     for all of them before anything is sent to the database."""
     lines = ["missing="]
@@ -297,7 +255,7 @@ def _expected_layout(spec: MigrateDownSpec) -> str:
     return "<path>/<migration>/down.sql for each"
 
 
-def _migration_variables(spec: MigrateDownSpec) -> str:
+def migration_variables(spec: MigrateDownSpec) -> str:
     """psql -v options naming the migrations: psql quotes them into the SQL."""
     words = ["-v", sh("rollback_migrations=" + " ".join(spec.migrations))]
     for index, migration in enumerate(spec.migrations, 1):
@@ -316,17 +274,17 @@ def migrate_down_script(spec: MigrateDownSpec, root: str = MIGRATIONS_DIR) -> st
     names = ", ".join(spec.migrations)
     return "\n".join(
         [
-            _COMMON,
-            _check_down_files_sh(spec, root),
+            COMMON,
+            check_down_files_sh(spec, root),
             "database_url",
-            _write("check.sql", _MIGRATIONS_CHECK_SQL),
+            write_sh("check.sql", MIGRATIONS_CHECK_SQL),
             *(
-                _write(f"forget-{index}.sql", _FORGET_MIGRATION_SQL.format(index=index))
+                write_sh(f"forget-{index}.sql", _FORGET_MIGRATION_SQL.format(index=index))
                 for index in range(1, len(spec.migrations) + 1)
             ),
             f"echo {sh(f'rolling back {len(spec.migrations)} migration(s): {names}')}",
             'if run_psql --single-transaction -o /dev/null -v rollback_schema="$schema" '
-            + _migration_variables(spec)
+            + migration_variables(spec)
             + ' -f "$work/check.sql" '
             + " ".join(files)
             + "; then",
@@ -347,7 +305,7 @@ def migrate_down_script(spec: MigrateDownSpec, root: str = MIGRATIONS_DIR) -> st
     )
 
 
-def _schemas_check_sh(dump: str, label: str, schemas: Sequence[str]) -> str:
+def schemas_check_sh(dump: str, label: str, schemas: Sequence[str]) -> str:
     """The schemas a dump creates must be among those the restore drops first: any other
     one would still exist, and `CREATE SCHEMA` would fail half-way through the restore."""
     allowed = " ".join(schemas)
@@ -378,124 +336,6 @@ def _schemas_check_sh(dump: str, label: str, schemas: Sequence[str]) -> str:
             ),
         ]
     )
-
-
-def _resolve_backup_sh(backup: BackupSpec) -> str:
-    """Sets $chosen, $considered and $later: the exact file, or the newest file whose
-    YYYYMMDD is a date on or before notAfter."""
-    directory = sh(backup.directory)
-    lines = [
-        f"[ -d {directory} ] || fail "
-        + sh(
-            f"backup directory {backup.directory} is not there: is PersistentVolumeClaim "
-            f"{backup.claim_name} the one holding the backups?"
-        ),
-    ]
-    if not backup.is_pattern:
-        lines += [
-            f"chosen={sh(backup.file)}",
-            f'[ -f {directory}/"$chosen" ] || fail '
-            + sh(
-                f"backup file {backup.file} not found in {backup.directory} (claim "
-                f"{backup.claim_name}); nothing was changed"
-            ),
-            "considered=1",
-            "later=0",
-        ]
-        return "\n".join(lines)
-    prefix, _, suffix = backup.file.partition(DATE_PLACEHOLDER)
-    limit = (backup.not_after or "").replace("-", "")
-    bound = f" dated on or before {backup.not_after}" if backup.not_after else ""
-    lines += [
-        f"prefix={sh(prefix)}",
-        f"suffix={sh(suffix)}",
-        f"limit={sh(limit)}",
-        "chosen=",
-        "chosen_date=",
-        "considered=0",
-        "later=0",
-        f"for path in {directory}/*; do",
-        '  [ -f "$path" ] || continue',
-        "  name=${path##*/}",
-        "  case $name in",
-        '    "$prefix"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"$suffix") ;;',
-        "    *) continue ;;",
-        "  esac",
-        '  day=${name#"$prefix"}',
-        '  day=${day%"$suffix"}',
-        "  case $day in ????0[1-9]?? | ????1[0-2]??) ;; *) continue ;; esac",
-        "  case $day in ??????0[1-9] | ??????[12][0-9] | ??????3[01]) ;; *) continue ;; esac",
-        '  if [ -n "$limit" ] && [ "$day" -gt "$limit" ]; then',
-        "    later=$((later + 1))",
-        "    continue",
-        "  fi",
-        "  considered=$((considered + 1))",
-        '  if [ -z "$chosen" ] || [ "$day" -gt "$chosen_date" ]; then',
-        "    chosen=$name",
-        "    chosen_date=$day",
-        "  fi",
-        "done",
-        '[ -n "$chosen" ] || fail '
-        + sh(
-            f"no backup matching {backup.file}{bound} in {backup.directory} (claim "
-            f"{backup.claim_name}; "
-        )
-        + '"$later"'
-        + sh(" later file(s) left alone); nothing was changed"),
-    ]
-    return "\n".join(lines)
-
-
-def inspect_script(database: DatabaseSpec, migrations_root: str = MIGRATIONS_DIR) -> str:
-    """Preflight's Job: read-only. Resolves and measures the backup (for a restore), checks
-    that the database answers (in a read-only transaction) and, for a migrate-down, that
-    every down.sql is there and every migration is applied. Its last line of output is JSON:
-    `{"server": ..., "backup": {"file", "sizeBytes", "sha256", "considered", "later"}}`."""
-    parts = [_COMMON, "backup_json="]
-    restore = database.restore
-    if restore is not None:
-        backup = restore.backup
-        parts += [
-            _resolve_backup_sh(backup),
-            f'dump={sh(backup.directory)}/"$chosen"',
-            '[ -r "$dump" ] || fail "backup file $chosen cannot be read by the Job\'s user"',
-            'size=$(wc -c <"$dump" | tr -d " ")',
-            'sum=$(sha256sum <"$dump")',
-            "sum=${sum%% *}",
-            'one_transaction_only "$dump" "backup $chosen"',
-            _schemas_check_sh('"$dump"', "backup $chosen", restore.schemas),
-            "file_json=$(printf '%s' \"$chosen\" | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g')",
-            'backup_json=$(printf \',"backup":{"file":"%s","sizeBytes":%s,"sha256":"%s",'
-            '"considered":%s,"later":%s}\' "$file_json" "$size" "$sum" "$considered" "$later")',
-        ]
-    migrate = database.migrate_down
-    check_migrations = database.runs_migrate_down and migrate is not None and not migrate.command
-    if check_migrations and migrate is not None:
-        parts += [_check_down_files_sh(migrate, migrations_root)]
-    parts += [
-        "database_url",
-        'PGOPTIONS="${PGOPTIONS:+$PGOPTIONS }-c default_transaction_read_only=on"',
-        "export PGOPTIONS",
-    ]
-    check = ""
-    if check_migrations and migrate is not None:
-        parts.append(_write("check.sql", _MIGRATIONS_CHECK_SQL))
-        check = (
-            ' -v rollback_schema="$schema" '
-            + _migration_variables(migrate)
-            + ' -f "$work/check.sql"'
-        )
-    parts += [
-        "set +e",
-        'server=$(run_psql --single-transaction -At -c "SHOW server_version"' + check + ")",
-        "rc=$?",
-        "set -e",
-        '[ "$rc" -eq 0 ] || fail "the database check failed: psql said: $(psql_said)"',
-        "server=$(printf '%s' \"$server\" | head -n 1 | tr -cd 'A-Za-z0-9 .()_+~-')",
-        'say "$(printf \'{"server":"%s"%s}\' "$server" "$backup_json")"',
-        "",
-    ]
-    return "\n".join(parts)
 
 
 _DUMP_READ_SQL = "SELECT pg_catalog.set_config('rollback.dump_read', 'complete', true);\n"
@@ -543,7 +383,7 @@ def restore_script(restore: RestoreSpec, file: str, sha256: str) -> str:
     directory = restore.backup.directory
     recreate_public = PUBLIC in schemas
     lines = [
-        _COMMON,
+        COMMON,
         f"dump={sh(directory)}/{sh(file)}",
         f"expected={sh(sha256)}",
         '[ -f "$dump" ] || fail '
@@ -559,11 +399,11 @@ def restore_script(restore: RestoreSpec, file: str, sha256: str) -> str:
         + '"$sum"'
         + sh(f", not {sha256} as recorded in status.backup; nothing was restored"),
         f'one_transaction_only "$dump" {sh(f"backup {file}")}',
-        _schemas_check_sh('"$dump"', f"backup {file}", schemas),
+        schemas_check_sh('"$dump"', f"backup {file}", schemas),
         "database_url",
-        _write("prepare.sql", restore_prepare_sql(schemas)),
-        _write("public.sql", RECREATE_PUBLIC_SQL),
-        _write("finish.sql", _DUMP_READ_CHECK_SQL),
+        write_sh("prepare.sql", restore_prepare_sql(schemas)),
+        write_sh("public.sql", RECREATE_PUBLIC_SQL),
+        write_sh("finish.sql", _DUMP_READ_CHECK_SQL),
         'set -- -f "$work/prepare.sql"',
     ]
     if recreate_public:

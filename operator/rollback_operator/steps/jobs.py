@@ -81,7 +81,7 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
     """Starts the Job unless this run already did, and tells where it stands."""
     uid = ctx.request_uid
     name = job_name(ctx.request, uid, template.purpose)
-    records: list[dict[str, Any]] = list(ctx.section("jobs") or [])
+    records: list[dict[str, Any]] = list(ctx.ledger.section("jobs") or [])
     record = next((r for r in records if r.get("name") == name), None)
     job = ctx.kube.job(ctx.namespace, name)
     if record is not None:
@@ -116,7 +116,7 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
             "createdAt": job["metadata"].get("creationTimestamp") or stamp(ctx.now()),
         }
     )
-    ctx.put_section("jobs", records, durable=True)
+    ctx.ledger.put_section("jobs", records, durable=True)
     return read_result(ctx, job)
 
 

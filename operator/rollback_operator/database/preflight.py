@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import json
 
-from rollback_operator import jobs
 from rollback_operator.clock import stamp
-from rollback_operator.database import DEFAULT_IMAGE, DatabaseSpec, configmap_key, database_spec
-from rollback_operator.database_scripts import Inspection, inspect_script, parse_inspection
-from rollback_operator.model import StepName
-from rollback_operator.steps.base import Fail, StepContext, Wait, poll_interval
-from rollback_operator.steps.database_jobs import (
+from rollback_operator.database.inspection import Inspection, inspect_script, parse_inspection
+from rollback_operator.database.jobs import (
     COMPONENT,
     JobParts,
     backup_parts,
@@ -27,6 +23,14 @@ from rollback_operator.steps.database_jobs import (
     describe_backup,
     migrations_parts,
 )
+from rollback_operator.database.spec import (
+    DEFAULT_IMAGE,
+    DatabaseSpec,
+    configmap_key,
+)
+from rollback_operator.model import StepName
+from rollback_operator.steps import jobs
+from rollback_operator.steps.base import Fail, StepContext, Wait, poll_interval
 
 INSPECT_PURPOSE = "db-inspect"
 INSPECT_DEADLINE_SECONDS = 1800
@@ -35,7 +39,7 @@ INSPECT_DEADLINE_SECONDS = 1800
 def preflight_problems(ctx: StepContext) -> list[str]:
     """The references of spec.database, through the API: the connection Secret and its key
     (whose value is not read), the migrations' ConfigMap and its keys, the backups' claim."""
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     if database is None:
         return []
     problems: list[str] = []
@@ -112,7 +116,7 @@ def preflight_inspect(ctx: StepContext) -> Wait | Fail | str | None:
     database check runs in a read-only transaction), so it runs on a dry run too: a dry run
     is where a team wants to learn which backup a restore would take.
     """
-    database = database_spec(ctx.spec)
+    database = DatabaseSpec.of(ctx.spec)
     template = None if database is None else inspection_template(database)
     if database is None or template is None:
         return None
@@ -153,14 +157,28 @@ def _record(ctx: StepContext, database: DatabaseSpec, found: Inspection) -> str:
             "sha256": found.backup.sha256,
             "resolvedAt": stamp(ctx.now()),
         }
-        previous = ctx.section("backup") or {}
+        previous = ctx.ledger.section("backup") or {}
         if previous.get("sha256") != chosen["sha256"] or previous.get("file") != chosen["file"]:
-            ctx.put_section("backup", chosen)  # written with Preflight's outcome
+            ctx.ledger.put_section("backup", chosen)  # written with Preflight's outcome
         how = ""
         if backup.is_pattern:
             bound = f" dated on or before {backup.not_after}" if backup.not_after else ""
             how = f", the newest of {found.backup.considered}{bound}"
             if found.backup.later:
                 how += f" ({found.backup.later} later left alone)"
-        said.append(f"backup {describe_backup(ctx.section('backup'))} chosen{how}")
+        said.append(f"backup {describe_backup(ctx.ledger.section('backup'))} chosen{how}")
     return "; ".join(said)
+
+
+class DatabasePreflight:
+    """Preflight's database part, shared by MigrateDatabaseDown and RestoreDatabase."""
+
+    def problems(self, ctx: StepContext) -> list[str]:
+        return preflight_problems(ctx)
+
+    def inspect(self, ctx: StepContext) -> Wait | Fail | str | None:
+        found = preflight_inspect(ctx)
+        return f"database: {found}" if isinstance(found, str) else found
+
+
+DATABASE_PREFLIGHT = DatabasePreflight()

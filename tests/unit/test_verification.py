@@ -20,24 +20,26 @@ from typing import Any, cast
 
 import pytest
 
-from rollback_operator.checks import (
+from rollback_operator.kube import Kube
+from rollback_operator.ledger import StatusLedger
+from rollback_operator.model import RollbackSpec, Targets
+from rollback_operator.redaction import display_url
+from rollback_operator.status import Status
+from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, StepContext, Wait
+from rollback_operator.steps.jobs import JobResult, JobState
+from rollback_operator.steps.verify import Verify, job_template, preflight_problems
+from rollback_operator.verification import (
     Check,
     HttpProbe,
     JobProbe,
     ProbeResult,
     TcpProbe,
     VerificationSpec,
-    display_url,
     probe_http,
     probe_tcp,
     quote,
     secret_refs,
 )
-from rollback_operator.jobs import JobResult, JobState
-from rollback_operator.kube import Kube
-from rollback_operator.model import RollbackSpec
-from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, StepContext, Wait
-from rollback_operator.steps.verify import Verify, job_template, preflight_problems
 from standins.local import free_port
 from standins.sites import TcpHandler, redis_like, tcp_listeners
 
@@ -422,14 +424,16 @@ class Harness:
             namespace=NS,
             request="golive",
             spec=spec,
-            saved={"deployments": {"backend": {"images": {"api": "backend:2026.01.10"}}}},
-            targets={"ingresses": ["lawyershub"], "deployments": ["backend"], "hpas": []},
+            ledger=StatusLedger(
+                Status(
+                    saved={"deployments": {"backend": {"images": {"api": "backend:2026.01.10"}}}},
+                    sections=self.sections,
+                )
+            ),
+            targets=Targets(("lawyershub",), ("backend",), ()),
             step_started_at=T0,
             now=lambda: self.clock,
-            persist_saved=lambda: None,
-            persist_targets=lambda _: None,
             approval=self.approval,
-            sections=self.sections,
         )
 
     def run(self) -> Any:

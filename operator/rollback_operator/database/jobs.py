@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rollback_operator import jobs
-from rollback_operator.database import (
+from rollback_operator.database.spec import (
     MIGRATIONS_DIR,
     DatabaseSpec,
     MigrateDownSpec,
     RestoreSpec,
 )
 from rollback_operator.model import StepName
+from rollback_operator.steps import jobs
 from rollback_operator.steps.base import Fail, StepContext, Wait, poll_interval
 
 COMPONENT = {"app.kubernetes.io/component": "database"}

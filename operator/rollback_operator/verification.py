@@ -20,11 +20,11 @@ import socket
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rollback_operator.model import RollbackSpec, parse_duration
+from rollback_operator.redaction import display_url
 
 DEFAULT_TIMEOUT = "5m"
 DEFAULT_PROBE_TIMEOUT = "5s"
@@ -135,8 +135,15 @@ class VerificationSpec:
         )
 
     @classmethod
-    def of(cls, spec: RollbackSpec) -> VerificationSpec:
-        return cls.parse(spec.sections.get("verification"))
+    def of(cls, spec: RollbackSpec) -> VerificationSpec | None:
+        """The request's `spec.verification`, or None when it has none (Verify then checks the
+        Deployments only: see `ONLY_DEPLOYMENTS`)."""
+        raw = spec.sections.get("verification")
+        return None if raw is None else cls.parse(raw)
+
+
+# What Verify does for a request without spec.verification: no checks, no sign-off.
+ONLY_DEPLOYMENTS = VerificationSpec()
 
 
 def _parse_check(raw: dict[str, Any]) -> Check:
@@ -270,23 +277,6 @@ def _http_error(error: httpx.HTTPError) -> str:
     URL's query string, which messages never show."""
     cause = str(error) or type(error).__name__
     return f"{type(error).__name__}: {cause}"
-
-
-def display_url(url: str) -> str:
-    """A URL without user info or query string: either may carry a credential."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # --- tcp

@@ -1,0 +1,46 @@
+"""What a step's run comes to, and the approvals it may wait for: plain values that the engine
+records in the ledger (pure, so the engine needs nothing of the steps themselves)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Done:
+    message: str
+    warnings: tuple[str, ...] = ()  # e.g. drift found while restoring; each becomes a Warning Event
+    warning_reason: str = "Drift"  # the reason of those Events
+
+
+@dataclass(frozen=True)
+class Wait:
+    message: str
+    retry_after: float = 1.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    message: str
+
+
+@dataclass(frozen=True)
+class NeedsApproval:
+    """The step may not go on until a person approves it (runbook §3: the DBA owns the
+    restore, QA signs the verification off). The run waits in phase AwaitingApproval; the
+    message says who must approve and how."""
+
+    message: str
+    retry_after: float = 1.0
+
+
+Outcome = Done | Wait | Fail | NeedsApproval
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An approval recorded in the ledger: who (from the approved-by annotation, which the
+    admission policy holds to the approver's own username) and when."""
+
+    by: str
+    at: str

@@ -1,0 +1,136 @@
+"""One writer (safety rule 11): two instances of the operator, one Lease; the standby drives
+nothing until the leader dies, then takes over and finishes the run from its record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from standins.local import wait_until
+from tests.e2e.lawyershub import (
+    Operator,
+    create_request,
+    deploy_app,
+    get_request,
+    snapshot,
+    wait_phase,
+)
+
+pytestmark = pytest.mark.e2e
+
+LEASE = "rollback-operator-leader"
+
+
+def _holder(api: client.ApiClient, namespace: str) -> str | None:
+    lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, namespace)
+    return str(lease.spec.holder_identity) if lease.spec.holder_identity else None
+
+
+def _step(api: client.ApiClient, namespace: str, name: str, step: str) -> dict[str, Any]:
+    status = get_request(api, namespace, name).get("status", {})
+    return {s["name"]: s for s in status.get("steps", [])}.get(step, {})
+
+
+def test_the_standby_takes_over_when_the_leader_dies(
+    api: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    crds_installed: None,
+    tmp_path: Path,
+) -> None:
+    deploy_app(api, namespace, min_ready_seconds={"backend": 3, "frontend": 3})
+    before = snapshot(api, namespace)
+    first = Operator(namespace, kubeconfig, tmp_path, identity="operator-a")
+    second = Operator(namespace, kubeconfig, tmp_path, identity="operator-b")
+    first.start()
+    try:
+        wait_until(
+            lambda: _try_holder(api, namespace) == "operator-a",
+            timeout=30,
+            what="operator-a leading",
+        )
+        second.start()
+        wait_until(
+            lambda: "waiting to lead" in second.logs(), timeout=30, what="operator-b standing by"
+        )
+
+        create_request(api, namespace, "failover")
+        wait_until(
+            lambda: (
+                "rolling out"
+                in _step(api, namespace, "failover", "RevertWorkloads").get("message", "")
+            ),
+            timeout=60,
+            what="RevertWorkloads waiting on the rollout",
+        )
+        assert "started" not in second.logs()  # the standby drove nothing
+        first.kill()
+
+        wait_until(
+            lambda: _try_holder(api, namespace) == "operator-b",
+            timeout=60,
+            what="operator-b taking the Lease over",
+        )
+        done = wait_phase(api, namespace, "failover", "Succeeded", "Failed", timeout=120)
+    finally:
+        second.stop()
+        first.stop()
+        print(first.logs()[-10000:], second.logs()[-10000:])
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    assert "RevertWorkloads started" not in second.logs()  # resumed, not started again
+    assert "leading" in second.logs()
+    after = snapshot(api, namespace)
+    assert after["ingresses"]["lawyershub"]["spec"] == before["ingresses"]["lawyershub"]["spec"]
+    for hpa in ("backend", "frontend"):
+        assert after["hpas"][hpa]["spec"] == before["hpas"][hpa]["spec"]
+    ingress_before = before["ingresses"]["lawyershub"]["spec"]["rules"][0]["http"]["paths"]
+    assert [b["backend"] for b in status["saved"]["ingresses"]["lawyershub"]["backends"]] == [
+        p["backend"] for p in ingress_before
+    ]
+
+
+def test_a_stopped_leader_hands_the_lease_over_at_once(
+    api: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    crds_installed: None,
+    tmp_path: Path,
+) -> None:
+    """A clean stop (an upgrade's SIGTERM) releases the Lease: the standby need not wait for
+    it to expire."""
+    first = Operator(namespace, kubeconfig, tmp_path, identity="operator-a")
+    second = Operator(namespace, kubeconfig, tmp_path, identity="operator-b")
+    first.start()
+    try:
+        wait_until(
+            lambda: _try_holder(api, namespace) == "operator-a",
+            timeout=30,
+            what="operator-a leading",
+        )
+        second.start()
+        wait_until(
+            lambda: "waiting to lead" in second.logs(), timeout=30, what="operator-b standing by"
+        )
+        first.stop()
+        assert _try_holder(api, namespace) in (None, "operator-b")
+        wait_until(
+            lambda: _try_holder(api, namespace) == "operator-b",
+            timeout=10,
+            what="operator-b leading after the release",
+        )
+    finally:
+        second.stop()
+        first.stop()
+
+
+def _try_holder(api: client.ApiClient, namespace: str) -> str | None:
+    try:
+        return _holder(api, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise

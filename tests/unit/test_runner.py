@@ -1,0 +1,424 @@
+"""The runner's loop: decide, act, record, announce, against a fake API and scripted steps.
+
+The steps are stand-ins (the real ones are tested in test_steps.py and the e2e tier); what is
+tested here is the loop itself: what it writes to the request's status and when, what it
+announces, how it waits, and how a new runner resumes from what the last one wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from rollback_operator import registry
+from rollback_operator.kube import ApiError
+from rollback_operator.model import (
+    ABORT_ANNOTATION,
+    APPROVE_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    RollbackSpec,
+    StepName,
+)
+from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
+from rollback_operator.runner import Runner
+from rollback_operator.steps.base import StepContext
+
+NS, NAME = "lawyershub", "golive"
+SPEC = {
+    "reason": "Error rate 7.2 % for 15 min after go-live",
+    "trigger": "ErrorRate",
+    "traffic": {
+        "ingresses": ["site"],
+        "maintenanceBackend": {"service": "maintenance-page", "port": 80},
+    },
+    "workloads": [{"deployment": "backend"}],
+}
+
+
+class Crash(BaseException):
+    """The operator dies here: nothing after it runs (a BaseException, so no handler maps it
+    to a failed step)."""
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """A JSON merge patch (RFC 7386) applied, as the API server applies status patches."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merged(out.get(key), value)
+    return out
+
+
+@dataclass
+class FakeApi:
+    """The request as the API server holds it, and every write the runner sends."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    version: int = 1  # the request's resourceVersion
+    writes: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def patch_request_status(
+        self, namespace: str, name: str, patch: dict[str, Any], version: str | None = None
+    ) -> str:
+        if version is not None and version != str(self.version):
+            raise ApiError(409, "Conflict", "the object has been modified")
+        self.writes.append(copy.deepcopy(patch))
+        self.status = merged(self.status, patch)
+        self.version += 1
+        return str(self.version)
+
+    def request_status(self, namespace: str, name: str) -> tuple[dict[str, Any], str]:
+        return copy.deepcopy(self.status), str(self.version)
+
+    def post_event(self, meta: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason))
+
+    def body(self, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "namespace": NS,
+                "name": NAME,
+                "uid": "uid-1",
+                "generation": 1,
+                "resourceVersion": str(self.version),
+                "creationTimestamp": "2026-01-10T03:00:00Z",
+                "annotations": annotations or {},
+            },
+            "spec": copy.deepcopy(SPEC),
+            "status": copy.deepcopy(self.status),
+        }
+
+    def phases(self) -> list[str]:
+        return [w["phase"] for w in self.writes if "phase" in w]
+
+
+@dataclass
+class ScriptedStep:
+    """A step whose outcomes are given in advance; `act` runs before each outcome."""
+
+    name: StepName
+    outcomes: list[Outcome] = field(default_factory=list)
+    act: Callable[[StepContext, int], None] = lambda ctx, call: None
+    skip: str | None = None
+    calls: int = 0
+    preflight = None
+
+    def skip_reason(self, spec: Any, targets: Any) -> str | None:
+        return self.skip
+
+    def plan(self, ctx: StepContext) -> str:
+        return "would do it"
+
+    def run(self, ctx: StepContext) -> Outcome:
+        self.calls += 1
+        self.act(ctx, self.calls)
+        if self.outcomes:
+            return self.outcomes.pop(0)
+        return Done(f"{self.name} done")
+
+
+class Stopped:
+    """Kopf's DaemonStopped: never set here; `wait` returns at once (no test sleeps)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float | None] = []
+
+    def __bool__(self) -> bool:
+        return False
+
+    async def wait(self, timeout: float | None = None) -> None:
+        self.waits.append(timeout)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[StepName, ScriptedStep]]:
+    scripted = {name: ScriptedStep(name) for name in registry.STEPS}
+    for name, step in scripted.items():
+        monkeypatch.setitem(registry.STEPS, name, step)  # type: ignore[arg-type]
+    yield scripted
+
+
+def drive(api: FakeApi, annotations: dict[str, str] | None = None) -> Stopped:
+    """One runner, from the request as the API holds it, until its loop ends."""
+    stopped = Stopped()
+
+    async def go() -> None:
+        body = api.body(annotations)
+        runner = Runner(api, body, _spec(body), lambda: None, _logger())  # type: ignore[arg-type]
+        await runner.drive(stopped)
+        await asyncio.sleep(0.05)  # let the Events posted on the side land
+
+    asyncio.run(go())
+    return stopped
+
+
+def _spec(body: dict[str, Any]) -> RollbackSpec:
+    return RollbackSpec.parse(body["spec"])
+
+
+def _logger() -> logging.Logger:
+    return logging.getLogger("test-runner")
+
+
+def ledger(api: FakeApi) -> list[tuple[str, str]]:
+    return [(s["name"], s["state"]) for s in api.status["steps"]]
+
+
+def test_a_run_goes_through_every_step_and_ends_succeeded(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    steps[StepName.PURGE_CDN].skip = "no spec.cdn"
+    api = FakeApi()
+    drive(api)
+    assert api.status["phase"] == "Succeeded"
+    assert ("PurgeCDN", "Skipped") in ledger(api)
+    assert all(state in ("Succeeded", "Skipped") for _, state in ledger(api))
+    assert all(s.calls == (0 if s.skip else 1) for s in steps.values())
+    assert api.phases()[-1] == "Succeeded"
+    assert ("Normal", "Succeeded") in api.events
+    assert api.events.count(("Normal", "StepSucceeded")) == 11
+
+
+def test_each_step_start_is_written_before_the_step_acts(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """The start time seeds what the step writes (a deadline, a Job's name): durable first."""
+    api = FakeApi()
+    seen: list[str | None] = []
+
+    def look(ctx: StepContext, call: int) -> None:
+        record = next(s for s in api.status["steps"] if s["name"] == "RevertWorkloads")
+        seen.append(record.get("state"))
+
+    steps[StepName.REVERT_WORKLOADS].act = look
+    drive(api)
+    assert seen == ["Running"]
+
+
+def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_written(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    api = FakeApi()
+    steps[StepName.REVERT_WORKLOADS].outcomes = [
+        Wait("rolling out", 0.5),
+        Wait("rolling out", 0.5),
+        Wait("rolling out: 1 of 2", 0.5),
+    ]
+    stopped = drive(api)
+    assert steps[StepName.REVERT_WORKLOADS].calls == 4
+    assert stopped.waits == [0.5, 0.5, 0.5]
+    messages = [
+        next(s.get("message") for s in w["steps"] if s["name"] == "RevertWorkloads")
+        for w in api.writes
+        if "steps" in w and w.get("step") == "RevertWorkloads"
+    ]
+    # Started, the first wait, the changed wait: the repeated one is not written again.
+    assert messages.count("rolling out") == 1
+    assert "rolling out: 1 of 2" in messages
+    assert api.status["phase"] == "Succeeded"
+
+
+def test_a_failing_step_ends_the_run_failed_with_a_post_mortem(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    api = FakeApi()
+    steps[StepName.VERIFY].outcomes = [Fail("backend is not Available")]
+    drive(api)
+    assert api.status["phase"] == "Failed"
+    assert api.status["message"] == "Verify failed: backend is not Available"
+    assert ("Verify", "Failed") in ledger(api)
+    assert steps[StepName.RESUME_AUTOSCALING].calls == 0
+    assert steps[StepName.REPORT].calls == 1  # the post-mortem, written anyway
+    assert ("Warning", "StepFailed") in api.events
+    assert api.phases()[-1] == "Failed"
+
+
+def test_a_step_needing_approval_waits_then_runs_on_once_approved(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    api = FakeApi()
+    approvals: list[str | None] = []
+
+    def note(ctx: StepContext, call: int) -> None:
+        approvals.append(ctx.approval.by if ctx.approval else None)
+
+    restore = steps[StepName.RESTORE_DATABASE]
+    restore.act = note
+    restore.outcomes = [NeedsApproval("waiting for a DBA", 1.0)] * 3
+
+    class StopAfter(Stopped):
+        def __bool__(self) -> bool:
+            return len(self.waits) >= 3
+
+    stopped = StopAfter()
+
+    async def go() -> None:
+        body = api.body()
+        runner = Runner(api, body, _spec(body), lambda: None, _logger())  # type: ignore[arg-type]
+        await runner.drive(stopped)
+
+    asyncio.run(go())
+    assert api.status["phase"] == "AwaitingApproval"
+    assert ("Normal", "AwaitingApproval") in api.events
+    assert steps[StepName.VERIFY].calls == 0  # nothing else runs while it waits
+
+    restore.outcomes = []
+    drive(api, {APPROVE_ANNOTATION: "RestoreDatabase", APPROVED_BY_ANNOTATION: "dba-alice"})
+    record = next(s for s in api.status["steps"] if s["name"] == "RestoreDatabase")
+    assert record["approvedBy"] == "dba-alice"
+    assert approvals[-1] == "dba-alice" and None in approvals
+    assert api.status["phase"] == "Succeeded"
+    assert ("Normal", "Approved") in api.events
+
+
+def test_a_crash_between_a_side_effect_and_its_record_resumes_with_the_first_record(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Safety rules 2 and 6: the original is durable before the change; a step killed after
+    changing the site runs again on restart, and its second read (the changed object) never
+    replaces the first record."""
+    api = FakeApi()
+    site = {"backend": "app:80"}
+
+    def switch(ctx: StepContext, call: int) -> None:
+        ctx.ledger.save("ingresses", "site", {"backend": site["backend"]})
+        site["backend"] = "maintenance-page:80"  # the side effect
+        if call == 1:
+            raise Crash
+
+    steps[StepName.ENABLE_MAINTENANCE].act = switch
+    with pytest.raises(Crash):
+        drive(api)
+    assert api.status["saved"] == {"ingresses": {"site": {"backend": "app:80"}}}
+    assert api.status["phase"] == "Running"
+
+    drive(api)  # the operator again, from what the API server holds
+    assert steps[StepName.ENABLE_MAINTENANCE].calls == 2
+    assert api.status["saved"]["ingresses"]["site"] == {"backend": "app:80"}
+    assert api.status["phase"] == "Succeeded"
+    record = next(s for s in api.status["steps"] if s["name"] == "EnableMaintenance")
+    assert record["attempts"] == 2
+    assert steps[StepName.PREFLIGHT].calls == 1  # a finished step is not run again
+
+
+def test_an_abort_stops_before_the_next_step_and_says_what_is_left(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    api = FakeApi()
+    drive(api, {ABORT_ANNOTATION: "true"})
+    assert api.status["phase"] == "Aborted"
+    assert all(s.calls == 0 for name, s in steps.items() if name != StepName.REPORT)
+    assert ("Warning", "Aborted") in api.events
+
+
+def test_two_runners_on_one_request_keep_the_true_original(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Safety rule 11: a second instance, working from a stale copy of the request, reads the
+    Ingress after the first switched it. Its writes carry the version it read, so the server
+    refuses them; it takes the server's record, and the original stays the application."""
+    api = FakeApi()
+    stale = api.body()  # what the second instance saw when it started
+    site = {"backend": "app:80"}
+
+    def switch(ctx: StepContext, call: int) -> None:
+        ctx.ledger.save("ingresses", "site", {"backend": site["backend"]})
+        site["backend"] = "maintenance-page:80"
+        if call == 1:
+            raise Crash  # the first instance stops here, its record written
+
+    def restore(ctx: StepContext, call: int) -> None:
+        site["backend"] = ctx.ledger.original("ingresses", "site")["backend"]
+
+    steps[StepName.ENABLE_MAINTENANCE].act = switch
+    steps[StepName.DISABLE_MAINTENANCE].act = restore
+    with pytest.raises(Crash):
+        drive(api)
+
+    async def second() -> None:
+        runner = Runner(api, stale, _spec(stale), lambda: None, _logger())  # type: ignore[arg-type]
+        await runner.drive(Stopped())
+
+    asyncio.run(second())
+    assert api.status["saved"]["ingresses"]["site"] == {"backend": "app:80"}
+    assert site["backend"] == "app:80"
+    assert api.status["phase"] == "Succeeded"
+    assert steps[StepName.PREFLIGHT].calls == 1  # the second decided again from the record
+
+
+def test_a_change_of_the_requests_metadata_alone_is_written_through(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """An approval or abort annotation, or Kopf's finalizer, changes the request's version
+    but not its status: the next write goes through at the new version."""
+    api = FakeApi()
+
+    def annotate(ctx: StepContext, call: int) -> None:
+        api.version += 1  # someone annotated the request
+
+    steps[StepName.PAUSE_AUTOSCALING].act = annotate
+    drive(api)
+    assert api.status["phase"] == "Succeeded"
+    assert all(s.calls == 1 for s in steps.values())
+
+
+def test_the_end_is_written_before_it_is_announced_and_announced_after_a_crash(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Safety rule 12: a terminal decision is durable before the slow work (the post-mortem,
+    the outcome's Event, the notifications); a crash in that work leaves it to be announced
+    by the next operator, never to be decided again."""
+    api = FakeApi()
+    steps[StepName.MONITOR].outcomes = [Fail("error rate 7.1 % > 5 % on 3 evaluations")]
+    post = api.post_event
+
+    def crash_on_the_outcome(meta: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        if reason == "StepFailed":
+            raise Crash
+        post(meta, kind, reason, message)
+
+    api.post_event = crash_on_the_outcome  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        drive(api)
+    assert api.status["phase"] == "Failed"
+    assert api.status["announced"] is False
+    assert ("Warning", "StepFailed") not in api.events
+
+    api.post_event = post  # type: ignore[method-assign]
+    drive(api)
+    assert api.status["phase"] == "Failed"  # not decided again: the watch does not go on
+    assert steps[StepName.MONITOR].calls == 1
+    assert api.status["announced"] is True
+    assert ("Warning", "StepFailed") in api.events
+    assert steps[StepName.REPORT].calls == 2  # the post-mortem, written again after the crash
+
+
+def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
+    steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: a 500 from a down admission webhook retried every 2 s forever, maintenance on."""
+    monkeypatch.setitem(SPEC, "rolloutTimeout", "1s")
+    api = FakeApi()
+
+    def webhook_down(ctx: StepContext, call: int) -> None:
+        raise ApiError(500, "InternalError", 'failed calling webhook "policy.example": timeout')
+
+    steps[StepName.REVERT_WORKLOADS].act = webhook_down
+    stopped = drive(api)
+    assert api.status["phase"] == "Failed"
+    assert "kept failing (500 InternalError" in api.status["message"]
+    assert "spec.rolloutTimeout" in api.status["message"]
+    assert stopped.waits[:6] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert steps[StepName.VERIFY].calls == 0
