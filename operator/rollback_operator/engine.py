@@ -166,7 +166,10 @@ def stepped(
     return _with_conditions(new, spec, now)
 
 
-def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
+def aborted(
+    status: Status, spec: RollbackSpec, now: datetime, jobs: tuple[str, ...] = ()
+) -> Status:
+    """`jobs`: what became of the step's Jobs still running (stopped, or left running)."""
     new = status.copy()
     current = next((r for r in new.steps if not r.state.finished), None)
     if current is not None and current.state == StepState.RUNNING:
@@ -178,7 +181,9 @@ def aborted(status: Status, spec: RollbackSpec, now: datetime) -> Status:
     if current is not None:
         started = current.state == StepState.ABORTED
         where = f" during {current.name}" if started else f" before {current.name}"
-    new.message = f"Aborted{where}. " + _left_as(new, spec)
+    new.message = " ".join(
+        [f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)]
+    )
     return _with_conditions(new, spec, now)
 
 

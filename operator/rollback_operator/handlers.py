@@ -18,7 +18,8 @@ import kopf
 
 from rollback_operator import GROUP, PLURAL, VERSION, queue
 from rollback_operator.kube import Kube
-from rollback_operator.model import Phase, Targets
+from rollback_operator.locks import Gate, TargetLocks
+from rollback_operator.model import Phase
 from rollback_operator.runner import Runner
 
 WORKER_THREADS = 32
@@ -77,11 +78,7 @@ async def rollback(
     namespace, name = meta["namespace"], meta["name"]
     me = queue.Claim(name=name, order=(meta["creationTimestamp"], name), started=False)
     spec = queue.parsed_spec(meta["uid"], body["spec"])
-    keys = [(namespace, kind, target) for kind, target in Targets.of(spec).claim_keys()]
-
-    def find_blocker() -> str | None:
-        if spec.dry_run:
-            return None
-        return queue.blocker(me, keys, rollback_claims)
-
-    await Runner(memo.kube, body, spec, find_blocker, logger).drive(stopped)
+    keys = [(namespace, kind, target) for kind, target in queue.target_keys(spec)]
+    locks = None if spec.dry_run else TargetLocks(memo.kube, namespace, name, meta["uid"])
+    gate = Gate(me, keys, rollback_claims, locks)
+    await Runner(memo.kube, body, spec, gate, logger).drive(stopped)

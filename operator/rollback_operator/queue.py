@@ -1,7 +1,8 @@
 """One run per target (safety rule 5): which earlier request, if any, a request must wait for.
 
-Each live request claims its Ingresses, Deployments and listed HPAs (HPAs found by discovery
-belong to a listed Deployment, so the Deployment's claim covers them). Requests are ordered by
+Each live request claims its Ingresses, Deployments, listed HPAs and database (HPAs found by
+discovery belong to a listed Deployment, so the Deployment's claim covers them; the database
+is named by its connection Secret key). Requests are ordered by
 (creationTimestamp, name), the same total order everywhere, so two requests never wait for
 each other. A request that has started is never overtaken.
 """
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rollback_operator.database.spec import DatabaseSpec
 from rollback_operator.model import Phase, RollbackSpec, Targets
 
 STARTED = (Phase.RUNNING, Phase.AWAITING_APPROVAL, Phase.MONITORING)
@@ -56,11 +58,20 @@ def claims(
         _PARSED.pop(uid, None)
         return {}
     claim = Claim(name=name, order=(created, name), started=phase in STARTED)
-    keys = Targets.of(parsed_spec(uid, spec)).claim_keys()
+    keys = target_keys(parsed_spec(uid, spec))
     # HPAs found by discovery are known once Preflight has run: claim them too.
     discovered = (status.get("targets") or {}).get("hpas") or []
     keys += [("HorizontalPodAutoscaler", hpa) for hpa in discovered]
     return {(namespace, kind, target): claim for kind, target in keys}
+
+
+def target_keys(spec: RollbackSpec) -> list[tuple[str, str]]:
+    """(kind, name) of every object the request's run changes."""
+    keys = Targets.of(spec).claim_keys()
+    database = DatabaseSpec.of(spec)
+    if database is not None:
+        keys.append(("Database", f"{database.connection.name}/{database.connection.key}"))
+    return keys
 
 
 def blocker(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from rollback_operator import clock, engine, metrics, registry
@@ -24,8 +24,10 @@ from rollback_operator.announce import (
     StepEnded,
     StepStarted,
 )
+from rollback_operator.database.spec import DatabaseSpec
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
+from rollback_operator.locks import Gate
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -38,6 +40,7 @@ from rollback_operator.model import (
 )
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
+from rollback_operator.steps import jobs
 from rollback_operator.steps.base import StepContext
 
 QUEUE_POLL_SECONDS = 1.0
@@ -62,7 +65,7 @@ class Runner:
         kube: Kube,
         body: Any,
         spec: RollbackSpec,
-        find_blocker: Callable[[], str | None],
+        gate: Gate,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         self.kube = kube
@@ -70,7 +73,7 @@ class Runner:
         self.namespace: str = body["metadata"]["namespace"]
         self.name: str = body["metadata"]["name"]
         self.spec = spec
-        self.find_blocker = find_blocker
+        self.gate = gate  # whether the run may start (the queue), and its targets' Leases
         self.logger = logger
         self.ledger = StatusLedger(
             Status.from_dict(_plain(body.get("status"))),
@@ -105,7 +108,8 @@ class Runner:
     async def _step(self, stopped: Stopped) -> bool:
         """One decision, acted on; True when the run is over (for this process)."""
         status = self.ledger.status
-        decision = engine.decide(self.spec, status, self._signals(), registry.skip_reason)
+        signals = await self._signals(status)
+        decision = engine.decide(self.spec, status, signals, registry.skip_reason)
         now = clock.now()
         match decision:
             case engine.Idle():
@@ -123,7 +127,8 @@ class Runner:
                 # Written with the next transition: a run of skips costs one write.
                 self.ledger.update(engine.skipped, step, reason, self.spec, now)
             case engine.Abort():
-                self.ledger.update(engine.aborted, self.spec, now)
+                jobs = await asyncio.to_thread(self._stop_jobs, status)
+                self.ledger.update(engine.aborted, self.spec, now, jobs)
                 await self._finish()
                 return True
             case engine.Complete():
@@ -189,6 +194,10 @@ class Runner:
             await self._report_anyway()
         reason = _END_REASONS[status.phase]
         await self.announcer.announce(Finished(reason), self.ledger.status)
+        try:
+            await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
+        except ApiError as error:  # a later request takes over the Leases of a finished one
+            self.logger.warning("could not give back the targets' Leases: %s", error)
         self.ledger.update(engine.announced)
         await self._flush()
 
@@ -224,6 +233,22 @@ class Runner:
             self.logger.exception("step %s crashed", step)
             return Fail(f"internal error in {step}: {type(error).__name__}: {error}")
 
+    def _stop_jobs(self, status: Status) -> tuple[str, ...]:
+        """On abort: the running step's Jobs still running, stopped where that is safe (see
+        steps/jobs.py), each fate a sentence for the abort message and the post-mortem."""
+        step = status.step
+        if step is None or status.record(step).state != StepState.RUNNING:
+            return ()
+        database = DatabaseSpec.of(self.spec)
+        migrate = database.migrate_down if database else None
+        custom = step == StepName.MIGRATE_DATABASE_DOWN and migrate is not None and migrate.command
+        records = list(status.sections.get("jobs") or [])
+        try:
+            fates = jobs.stop_on_abort(self.kube, self.namespace, records, str(step), not custom)
+        except ApiError as error:
+            return (f"the step's Jobs could not be checked or stopped ({error}): check them",)
+        return tuple(fates)
+
     def _api_trouble(self, ctx: StepContext, error: ApiError) -> Wait | Fail:
         """A transient API error: retried with backoff within the step's deadline, then the
         step fails (see API_RETRY_SECONDS)."""
@@ -258,12 +283,16 @@ class Runner:
             approval=approval,
         )
 
-    def _signals(self) -> engine.Signals:
+    async def _signals(self, status: Status) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
         step, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
+        abort = annotations.get(ABORT_ANNOTATION) == "true"
+        blocker = None
+        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
+            blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start
         return engine.Signals(
-            abort=annotations.get(ABORT_ANNOTATION) == "true",
-            blocker=self.find_blocker(),
+            abort=abort,
+            blocker=blocker,
             approval=(step, by) if step and by else None,
         )
 

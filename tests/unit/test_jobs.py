@@ -20,6 +20,7 @@ from rollback_operator.steps.jobs import (
     job_manifest,
     job_name,
     run_job_once,
+    stop_on_abort,
 )
 
 NS, REQUEST, UID = "lawyershub", "golive-2026-01-10", "0b6f7a52-6a0e-4c5e-9a43-51f1f7b0c001"
@@ -70,6 +71,13 @@ class FakeJobs:
     def pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return []
 
+    def request(self, method: str, path: str, body: Any = None, *_: Any) -> None:
+        assert method == "DELETE"
+        name = path.rsplit("/", 1)[1]
+        assert body["preconditions"]["uid"] == self.jobs[name]["metadata"]["uid"]
+        assert body["propagationPolicy"] == "Foreground"  # its pod goes with it
+        del self.jobs[name]
+
     def finish(self, name: str, condition: str, message: str = "") -> None:
         self.jobs[name]["status"] = {
             "conditions": [{"type": condition, "status": "True", "message": message}]
@@ -78,7 +86,7 @@ class FakeJobs:
 
 def _context(kube: FakeJobs, sections: dict[str, Any]) -> StepContext:
     return StepContext(
-        kube=kube,  # type: ignore[arg-type]
+        kube=kube,
         namespace=NS,
         request=REQUEST,
         spec=SPEC,
@@ -164,3 +172,38 @@ def test_a_job_of_the_same_name_not_started_by_this_request_is_not_adopted() -> 
     result = run_job_once(_context(kube, sections), StepName.RESTORE_DATABASE, TEMPLATE)
     assert result.state == JobState.FAILED and "not started by this request" in result.message
     assert "jobs" not in sections and kube.created == 0
+
+
+def test_an_abort_stops_the_steps_running_job_when_that_is_safe_and_says_so() -> None:
+    kube = FakeJobs()
+    sections: dict[str, Any] = {}
+    run_job_once(_context(kube, sections), StepName.RESTORE_DATABASE, TEMPLATE)
+    name = job_name(REQUEST, UID, "restore")
+    fates = stop_on_abort(kube, NS, sections["jobs"], "RestoreDatabase", stop=True)
+    assert name not in kube.jobs
+    assert fates == [
+        f"Job {name} was stopped: its work is one transaction, which PostgreSQL rolls back when "
+        "the session ends, unless it had already committed; check the database before "
+        "anything else"
+    ]
+
+
+def test_an_abort_leaves_a_job_it_cannot_stop_safely_running_and_names_it() -> None:
+    kube = FakeJobs()
+    sections: dict[str, Any] = {}
+    run_job_once(_context(kube, sections), StepName.MIGRATE_DATABASE_DOWN, TEMPLATE)
+    name = job_name(REQUEST, UID, "restore")
+    fates = stop_on_abort(kube, NS, sections["jobs"], "MigrateDatabaseDown", stop=False)
+    assert name in kube.jobs
+    assert fates[0].startswith(f"Job {name} is left running")
+
+
+def test_an_abort_leaves_finished_jobs_and_other_steps_jobs_alone() -> None:
+    kube = FakeJobs()
+    sections: dict[str, Any] = {}
+    run_job_once(_context(kube, sections), StepName.PREFLIGHT, TEMPLATE)
+    name = job_name(REQUEST, UID, "restore")
+    assert stop_on_abort(kube, NS, sections["jobs"], "RestoreDatabase", stop=True) == []
+    kube.finish(name, "Complete")
+    assert stop_on_abort(kube, NS, sections["jobs"], "Preflight", stop=True) == []
+    assert name in kube.jobs

@@ -43,7 +43,7 @@ LAYERS: list[set[str]] = [
     {"steps.base", "steps.jobs", "database.jobs", "database.preflight"},
     {"steps.*"},
     {"registry"},
-    {"announce", "queue", "runner", "leadership"},
+    {"announce", "queue", "locks", "runner", "leadership"},
     {"handlers", "__main__"},
 ]
 

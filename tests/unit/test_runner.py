@@ -128,6 +128,18 @@ class ScriptedStep:
         return Done(f"{self.name} done")
 
 
+class FreeGate:
+    """No other request holds the targets."""
+
+    released = 0
+
+    def blocker(self) -> str | None:
+        return None
+
+    def release(self) -> None:
+        FreeGate.released += 1
+
+
 class Stopped:
     """Kopf's DaemonStopped: never set here; `wait` returns at once (no test sleeps)."""
 
@@ -156,7 +168,7 @@ def drive(api: FakeApi, annotations: dict[str, str] | None = None) -> Stopped:
 
     async def go() -> None:
         body = api.body(annotations)
-        runner = Runner(api, body, _spec(body), lambda: None, _logger())  # type: ignore[arg-type]
+        runner = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
         await runner.drive(stopped)
         await asyncio.sleep(0.05)  # let the Events posted on the side land
 
@@ -266,7 +278,7 @@ def test_a_step_needing_approval_waits_then_runs_on_once_approved(
 
     async def go() -> None:
         body = api.body()
-        runner = Runner(api, body, _spec(body), lambda: None, _logger())  # type: ignore[arg-type]
+        runner = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
         await runner.drive(stopped)
 
     asyncio.run(go())
@@ -348,7 +360,7 @@ def test_two_runners_on_one_request_keep_the_true_original(
         drive(api)
 
     async def second() -> None:
-        runner = Runner(api, stale, _spec(stale), lambda: None, _logger())  # type: ignore[arg-type]
+        runner = Runner(api, stale, _spec(stale), FreeGate(), _logger())  # type: ignore[arg-type]
         await runner.drive(Stopped())
 
     asyncio.run(second())

@@ -11,7 +11,12 @@ rule 3). So a Job here:
   because nobody knows how far it got;
 - runs one pod (`backoffLimit: 0`) under a deadline, as Pod Security "restricted" asks, with
   a ServiceAccount that has no token and credentials only through `secretKeyRef`;
-- has no owner reference: deleting the RollbackRequest never deletes a running restore.
+- has no owner reference: deleting the RollbackRequest never deletes a running restore;
+- is stopped when the run is aborted, if that is safe (`stop_on_abort`): a Job whose work is
+  one PostgreSQL transaction (the restore, the migrate-down by psql, the read-only inspection)
+  or a smoke test. Killing its pod ends its session, and PostgreSQL rolls an uncommitted
+  transaction back. The team's own migrator is left running: nobody here knows what stopping
+  it half-way would leave. Either way the abort message names the Job and its fate.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from rollback_operator import GROUP
 from rollback_operator.clock import stamp
-from rollback_operator.kube import ApiError
+from rollback_operator.kube import ApiError, Kube, job_path
 from rollback_operator.model import StepName
 from rollback_operator.steps.base import StepContext
 
@@ -118,6 +123,44 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
     )
     ctx.ledger.put_section("jobs", records, durable=True)
     return read_result(ctx, job)
+
+
+def stop_on_abort(
+    kube: Kube, namespace: str, records: list[dict[str, Any]], step: str, stop: bool
+) -> list[str]:
+    """The fate of `step`'s Jobs still running when the run is aborted, one sentence each:
+    stopped (deleted with their pods) when `stop`, else left running."""
+    fates = []
+    for record in records:
+        if record.get("step") != step:
+            continue
+        name = record["name"]
+        job = kube.job(namespace, name)
+        if job is None or job["metadata"]["uid"] != record.get("uid") or _ended(job):
+            continue
+        if not stop:
+            fates.append(
+                f"Job {name} is left running (the team's own command: stopping it half-way "
+                f"could leave the database anywhere); follow it with kubectl -n {namespace} "
+                f"logs -f job/{name}"
+            )
+            continue
+        kube.request(
+            "DELETE",
+            job_path(namespace, name),
+            {"propagationPolicy": "Foreground", "preconditions": {"uid": record["uid"]}},
+        )
+        fates.append(
+            f"Job {name} was stopped: its work is one transaction, which PostgreSQL rolls back "
+            "when the session ends, unless it had already committed; check the database "
+            "before anything else"
+        )
+    return fates
+
+
+def _ended(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions)
 
 
 def read_result(ctx: StepContext, job: dict[str, Any]) -> JobResult:

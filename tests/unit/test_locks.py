@@ -1,0 +1,126 @@
+"""One run per target, decided by the API server: the targets' Leases, against an in-memory API
+that refuses a second create and a stale update as the API server does."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, cast
+
+from rollback_operator.kube import ApiError, Kube, request_path
+from rollback_operator.locks import Gate, TargetLocks, lease_name
+from rollback_operator.queue import Claim
+
+NS = "lawyershub"
+KEYS = [(NS, "Ingress", "site"), (NS, "Deployment", "backend"), (NS, "Database", "db/url")]
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.version = 0
+
+    def add_request(self, name: str, uid: str, phase: str = "Running") -> None:
+        self.objects[request_path(NS, name)] = {
+            "metadata": {"name": name, "uid": uid},
+            "status": {"phase": phase},
+        }
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        found = self.objects.get(path)
+        return copy.deepcopy(found) if found else None
+
+    def request(self, method: str, path: str, body: Any = None, *_: Any, **__: Any) -> Any:
+        if method == "POST":
+            path = f"{path}/{body['metadata']['name']}"
+            if path in self.objects:
+                raise ApiError(409, "AlreadyExists", "exists")
+        elif method in ("PUT", "DELETE"):
+            current = self.objects.get(path)
+            if current is None:
+                raise ApiError(404, "NotFound", "gone")
+            wanted = (
+                body["metadata"]["resourceVersion"]
+                if method == "PUT"
+                else body["preconditions"]["resourceVersion"]
+            )
+            if wanted != current["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", "modified")
+            if method == "DELETE":
+                del self.objects[path]
+                return None
+        self.version += 1
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        self.objects[path] = stored
+        return copy.deepcopy(stored)
+
+    def holder(self, kind: str, name: str) -> str | None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{lease_name(kind, name)}"
+        lease = self.objects.get(path)
+        return None if lease is None else cast(str, lease["spec"]["holderIdentity"])
+
+
+def locks(api: FakeApi, name: str, uid: str) -> TargetLocks:
+    return TargetLocks(cast(Kube, api), NS, name, uid)
+
+
+def test_of_two_requests_whose_index_shows_neither_started_one_runs() -> None:
+    """The queue's race: created in the same second, each seen Pending by the other."""
+    api = FakeApi()
+    api.add_request("a", "uid-a", "Pending")
+    api.add_request("b", "uid-b", "Pending")
+    assert locks(api, "a", "uid-a").acquire(KEYS) is None
+    assert locks(api, "b", "uid-b").acquire(KEYS) == "a"
+    assert {api.holder(kind, name) for _, kind, name in KEYS} == {"uid-a"}
+    assert locks(api, "a", "uid-a").acquire(KEYS) is None  # again, after a restart
+
+
+def test_a_request_that_cannot_take_every_lease_keeps_none() -> None:
+    api = FakeApi()
+    api.add_request("a", "uid-a")
+    assert locks(api, "a", "uid-a").acquire([(NS, "Deployment", "backend")]) is None
+    assert locks(api, "b", "uid-b").acquire(KEYS) == "a"
+    assert api.holder("Ingress", "site") is None  # taken first (in order), given back
+    assert api.holder("Database", "db/url") is None
+
+
+def test_the_leases_are_free_once_the_run_ends() -> None:
+    api = FakeApi()
+    api.add_request("a", "uid-a")
+    first = locks(api, "a", "uid-a")
+    first.acquire(KEYS)
+    first.release(KEYS)
+    assert all(api.holder(kind, name) is None for _, kind, name in KEYS)
+    assert locks(api, "b", "uid-b").acquire(KEYS) is None
+
+
+def test_the_lease_of_a_finished_or_deleted_request_is_taken_over() -> None:
+    """A run that ended (or was deleted) before giving its Leases back blocks nobody."""
+    api = FakeApi()
+    api.add_request("a", "uid-a")
+    locks(api, "a", "uid-a").acquire(KEYS)
+    api.add_request("a", "uid-a", "Failed")
+    assert locks(api, "b", "uid-b").acquire(KEYS) is None
+    assert {api.holder(kind, name) for _, kind, name in KEYS} == {"uid-b"}
+    assert locks(api, "c", "uid-c").acquire(KEYS) is None  # b was never a request here
+
+
+def test_a_request_of_the_same_name_but_a_new_uid_does_not_inherit_the_old_leases() -> None:
+    api = FakeApi()
+    api.add_request("a", "uid-old")
+    locks(api, "a", "uid-old").acquire(KEYS)
+    api.add_request("a", "uid-new", "Pending")  # deleted and created again
+    assert locks(api, "a", "uid-new").acquire(KEYS) is None
+    assert api.holder("Ingress", "site") == "uid-new"
+
+
+def test_the_gate_asks_the_index_first_and_the_leases_only_when_it_is_free() -> None:
+    api = FakeApi()
+    api.add_request("a", "uid-a", "Running")
+    me = Claim(name="b", order=("2026-01-10T03:00:01Z", "b"), started=False)
+    earlier = Claim(name="a", order=("2026-01-10T03:00:00Z", "a"), started=True)
+    holders = {KEYS[0]: [earlier]}
+    assert Gate(me, KEYS, holders, locks(api, "b", "uid-b")).blocker() == "a"
+    assert api.objects == {request_path(NS, "a"): api.objects[request_path(NS, "a")]}
+    assert Gate(me, KEYS, {}, locks(api, "b", "uid-b")).blocker() is None
+    assert Gate(me, KEYS, holders, None).blocker() is None  # a dry run waits for nobody
