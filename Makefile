@@ -32,8 +32,8 @@ cluster-down:
 	cluster/down.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests bench scripts cluster
-	$(BIN)/ruff format --check operator tests bench scripts cluster
+	$(BIN)/ruff check operator tests bench scripts cluster standins
+	$(BIN)/ruff format --check operator tests bench scripts cluster standins
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	promtool check rules manifests/monitoring/alerts.yaml

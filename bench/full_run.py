@@ -33,25 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import plain_rollback
-from bench.common import (
-    JSON,
-    TERMINAL_PHASES,
-    Api,
-    OperatorProcess,
-    Usage,
-    Watcher,
-    bench_identity,
-    bench_namespaces,
-    cleanup,
-    create_apps,
-    machine,
-    request_path,
-    request_state,
-    rollback_request,
-    scrape,
-    step_timeline,
-    write_result,
-)
+from bench.api import JSON, Api, request_path
+from bench.app import TERMINAL_PHASES, bench_namespaces, cleanup, create_apps, rollback_request
+from bench.identity import bench_identity
+from bench.measure import Usage, machine, scrape, write_result
+from bench.process import OperatorProcess
+from bench.watch import Watcher, request_state, step_timeline
 
 SETTLE_SECONDS = 3.0  # after a run, for the controllers to finish the rollouts it started
 # The idle window measured before each run: one whole period of the HPA controller (15 s),

@@ -16,17 +16,16 @@ import copy
 import time
 from dataclasses import dataclass, field
 
-from bench.common import (
+from bench.api import (
     JSON,
-    MAINTENANCE_BACKEND,
     STRATEGIC_MERGE_PATCH,
     Api,
     deployment_path,
-    deployment_rolled_out,
     hpa_path,
     ingress_path,
     service_path,
 )
+from bench.app import MAINTENANCE_BACKEND, deployment_rolled_out
 from rollback_operator.model import DEFAULT_TARGET_TAG
 
 INGRESS = "lawyershub"

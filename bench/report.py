@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import JSON
+from bench.api import JSON
 from bench.plain_rollback import POLL_SECONDS
 from rollback_operator.model import STEP_ORDER
 

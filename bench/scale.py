@@ -22,32 +22,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BENCH_LABEL,
-    GROUP,
-    JSON,
-    PLURAL,
+from bench.api import BENCH_LABEL, GROUP, JSON, PLURAL, VERSION, Api, request_path
+from bench.app import (
     TERMINAL_PHASES,
-    VERSION,
-    Api,
-    MemorySampler,
-    OperatorProcess,
-    Seen,
-    Watcher,
-    bench_identity,
     bench_namespaces,
     cleanup,
-    cluster_pids,
-    cpu_usage,
     create_apps,
     in_maintenance,
-    machine,
-    request_path,
     rollback_request,
-    scrape,
-    summary,
-    write_result,
 )
+from bench.identity import bench_identity
+from bench.measure import machine, scrape, summary, write_result
+from bench.process import MemorySampler, OperatorProcess, cluster_pids, cpu_usage
+from bench.watch import Seen, Watcher
 
 CREATE_THREADS = 16
 IDLE_SETTLE_SECONDS = 5.0

@@ -25,26 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import plain_rollback
-from bench.common import (
-    JSON,
+from bench.api import JSON, Api, ingress_path, request_path
+from bench.app import (
     TERMINAL_PHASES,
-    Api,
-    OperatorProcess,
-    Seen,
-    Watcher,
-    bench_identity,
     bench_namespaces,
     cleanup,
     create_apps,
     in_maintenance,
-    ingress_path,
-    machine,
-    request_path,
-    request_state,
     rollback_request,
-    summary,
-    write_result,
 )
+from bench.identity import bench_identity
+from bench.measure import machine, summary, write_result
+from bench.process import OperatorProcess
+from bench.watch import Seen, Watcher, request_state
 
 # Milestones of a run, in the order they happen, read from the request's own status.
 MILESTONES = (

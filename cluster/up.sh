@@ -116,7 +116,8 @@ start kwok "$KWOK_DIR/kwok" \
   "${stage_args[@]}"
 
 # --- the job runner: runs the containers of Job pods as local processes, reports their status.
-start job-runner "$VENV_PYTHON" "$here/job_runner.py" \
+# A package of this repository (cluster/job_runner/), run from its root whatever the caller's cwd.
+start job-runner env PYTHONPATH="$repo_root" "$VENV_PYTHON" -m cluster.job_runner \
   --kubeconfig "$CLUSTER_DIR/kubeconfig" --state-dir "$JOB_RUNNER_DIR"
 
 # The node-lifecycle controller is off: under load the fake node's heartbeats can lag, and

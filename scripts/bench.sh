@@ -33,7 +33,8 @@ echo "results and operator logs: $results/"
 python=.venv/bin/python
 
 # Leftovers of an interrupted earlier run (found by their label) would load the cluster.
-"$python" -c 'from bench.common import Api, remove_leftovers
+"$python" -c 'from bench.api import Api
+from bench.app import remove_leftovers
 left = remove_leftovers(Api.from_kubeconfig())
 if left:
     print(f"removed {len(left)} namespace(s) left by an earlier run")'

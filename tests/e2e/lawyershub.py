@@ -20,7 +20,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rollback_operator import GROUP, PLURAL, VERSION
-from tests.e2e.support import REPO_ROOT, stop_process, wait_until
+from standins.local import stop_process, wait_until
+from tests.e2e.support import REPO_ROOT
 
 MAINTENANCE = {"service": {"name": "maintenance-page", "port": {"number": 80}}}
 REGISTRY = "registry.lawyershub.example:5000/lawyershub"

@@ -14,8 +14,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from standins.local import wait_until
 from tests.e2e.lawyershub import GROUP, PLURAL, VERSION, request_body
-from tests.e2e.support import REPO_ROOT, wait_until
+from tests.e2e.support import REPO_ROOT
 
 APPROVALS = REPO_ROOT / "manifests" / "common" / "approvals.yaml"
 USER_ROLES = REPO_ROOT / "manifests" / "common" / "user-roles.yaml"

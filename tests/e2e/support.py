@@ -1,32 +1,27 @@
-"""Helpers for e2e tests: waiting on conditions with a deadline, applying the CRDs, and the
-local processes and loopback servers that tests start and stop."""
+"""Helpers for e2e tests: applying the CRDs, claims bound to a host directory, a Job's script
+run as its pod would run it, and Pod Security's verdict on a pod. What the demo shares with
+the tests (waiting, ports, processes, loopback servers) is in standins/."""
 
 from __future__ import annotations
 
 import os
-import socket
-import socketserver
 import subprocess
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from standins.local import bound_claim_objects, wait_until
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
-# The storage class of the local cluster's hostPath volumes (cluster/README.md).
-STORAGE_CLASS = "local-hostpath"
-
-T = TypeVar("T")
 
 # Job pods run for real (as local processes) only on the local cluster's job runner: against
 # another cluster (ROLLBACK_E2E_EXISTING_CLUSTER=1) a test that needs them is skipped.
@@ -34,25 +29,6 @@ needs_job_runner = pytest.mark.skipif(
     os.environ.get("ROLLBACK_E2E_EXISTING_CLUSTER") == "1",
     reason="Job pods run for real only on the local cluster's job runner (make cluster)",
 )
-
-
-def wait_until(
-    probe: Callable[[], T | bool | None], *, timeout: float, what: str, interval: float = 0.1
-) -> T:
-    """Polls `probe` until it returns something truthy, or fails the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = probe()
-            if result:
-                return result  # type: ignore[return-value]
-        except ApiException as error:
-            last_error = error
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
-        time.sleep(interval)
 
 
 def apply_crds(api: client.ApiClient) -> None:
@@ -79,45 +55,6 @@ def apply_crds(api: client.ApiClient) -> None:
         wait_until(established, timeout=30, what=f"CRD {name} Established")
 
 
-def bound_claim_objects(
-    namespace: str, name: str, volume: str, host_path: Path, access_mode: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A hostPath PersistentVolume `volume` and the PersistentVolumeClaim `name` bound to it.
-
-    The local cluster runs no volume binder, so the claim is created bound: spec.volumeName,
-    the bind-completed annotation the scheduler looks for, and a PV whose claimRef names it.
-    """
-    persistent_volume = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": volume},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": [access_mode],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": STORAGE_CLASS,
-            "hostPath": {"path": str(host_path), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": name},
-        },
-    }
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"pv.kubernetes.io/bind-completed": "yes"},
-        },
-        "spec": {
-            "accessModes": [access_mode],
-            "storageClassName": STORAGE_CLASS,
-            "volumeName": volume,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    return persistent_volume, claim
-
-
 @contextmanager
 def bound_claim(
     api: client.ApiClient, namespace: str, name: str, host_path: Path, access_mode: str
@@ -134,71 +71,6 @@ def bound_claim(
         yield name
     finally:
         core.delete_persistent_volume(volume)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on at the moment: for a server to bind, or for a
-    connection that must be refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout`: a test's child process
-    (the operator, Prometheus) gets the chance to shut down cleanly, but never hangs the run."""
-    if process and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-TcpHandler = Callable[[socket.socket], None]
-
-
-@contextmanager
-def tcp_listeners() -> Iterator[Callable[[TcpHandler], int]]:
-    """Yields a function that starts a TCP server on loopback, each connection served by the
-    given handler in a thread, and returns its port; every server is shut down on exit."""
-    servers: list[socketserver.ThreadingTCPServer] = []
-
-    def start(handle: TcpHandler) -> int:
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                handle(self.request)
-
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-        servers.append(server)
-        return int(server.server_address[1])
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-
-
-def redis_like(reply: bytes) -> TcpHandler:
-    """A handler that reads one line and answers PING with `reply`, as a Redis does with +PONG
-    (or with -NOAUTH when it wants a password), and anything else with an error."""
-
-    def handle(conn: socket.socket) -> None:
-        data = b""
-        while not data.endswith(b"\r\n"):
-            chunk = conn.recv(64)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(reply if data == b"PING\r\n" else b"-ERR unknown command\r\n")
-
-    return handle
 
 
 @dataclass(frozen=True)

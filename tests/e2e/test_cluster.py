@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rollback_operator import GROUP, PLURAL, VERSION
-from tests.e2e.support import wait_until
+from standins.local import wait_until
 
 pytestmark = pytest.mark.e2e
 

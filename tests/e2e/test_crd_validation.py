@@ -20,8 +20,8 @@ from kubernetes.client.rest import ApiException
 
 from rollback_operator import GROUP, PLURAL, VERSION
 from rollback_operator.model import ABORT_ANNOTATION, APPROVED_BY_ANNOTATION
+from standins.local import wait_until
 from tests.e2e.people import DBA, approve, as_person, install_approval_policy
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -20,6 +20,16 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from standins.lawyershub_db import (
+    MIGRATIONS,
+    NEWEST_FIRST,
+    PRE_GOLIVE_SQL,
+    contents,
+    corrupt,
+    go_live,
+)
+from standins.local import wait_until
+from standins.postgres import Database
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -35,26 +45,9 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_outcome,
 )
-from tests.e2e.lawyershub_db import (
-    MIGRATIONS,
-    NEWEST_FIRST,
-    PRE_GOLIVE_SQL,
-    contents,
-    corrupt,
-    go_live,
-)
 from tests.e2e.people import DBA, DEVELOPER, QA, approve, as_person, install_approval_policy
-from tests.e2e.postgres import (  # noqa: F401 (fixtures)
-    Database,
-    database_fixture,
-    postgres_server_fixture,
-)
-from tests.e2e.support import (
-    assert_admitted_as_restricted,
-    bound_claim,
-    needs_job_runner,
-    wait_until,
-)
+from tests.e2e.postgres import database_fixture, postgres_server_fixture  # noqa: F401 (fixtures)
+from tests.e2e.support import assert_admitted_as_restricted, bound_claim, needs_job_runner
 
 pytestmark = [pytest.mark.e2e, needs_job_runner]
 

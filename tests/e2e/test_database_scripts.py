@@ -19,7 +19,7 @@ import pytest
 from rollback_operator.database import inspection
 from rollback_operator.database import scripts as database_scripts
 from rollback_operator.database.spec import DatabaseSpec
-from tests.e2e.lawyershub_db import (
+from standins.lawyershub_db import (
     MIGRATIONS,
     NEWEST_FIRST,
     PRE_GOLIVE_SQL,
@@ -28,12 +28,8 @@ from tests.e2e.lawyershub_db import (
     go_live,
     schema_of,
 )
-from tests.e2e.postgres import (  # noqa: F401 (fixtures)
-    Database,
-    client_tool,
-    database_fixture,
-    postgres_server_fixture,
-)
+from standins.postgres import Database
+from tests.e2e.postgres import database_fixture, postgres_server_fixture  # noqa: F401 (fixtures)
 from tests.e2e.support import ScriptRun, run_job_script
 
 pytestmark = pytest.mark.e2e

@@ -1,5 +1,5 @@
 """examples/rollback.yaml, as shipped, end to end: the operator process runs it against the
-stand-ins `make demo` uses (scripts/demo_standins.py: a real PostgreSQL and Prometheus, the
+stand-ins `make demo` uses (standins/example.py: a real PostgreSQL and Prometheus, the
 Cloudflare and webhook fakes, Redis and the application's endpoints), through the same
 transform of its production addresses, with the DBA and the QA Lead approving as themselves
 (impersonated, under the shipped admission policy).
@@ -21,7 +21,10 @@ from kubernetes import client
 
 from rollback_operator.model import STEP_ORDER, Phase
 from rollback_operator.steps.migrate_database_down import REPLACED_BY_RESTORE
-from scripts.demo_standins import CHOSEN_DUMP, Local, StandIns, load_example, transform
+from standins.example import CHOSEN_DUMP, StandIns
+from standins.lawyershub_db import contents
+from standins.local import wait_until
+from standins.transform import Local, load_example, transform
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -31,9 +34,8 @@ from tests.e2e.lawyershub import (
     ledger,
     on_maintenance,
 )
-from tests.e2e.lawyershub_db import contents
 from tests.e2e.people import DBA, QA, approve, as_person, install_approval_policy
-from tests.e2e.support import needs_job_runner, wait_until
+from tests.e2e.support import needs_job_runner
 
 pytestmark = [pytest.mark.e2e, needs_job_runner]
 

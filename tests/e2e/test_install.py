@@ -22,6 +22,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -32,7 +33,7 @@ from tests.e2e.lawyershub import (
     request_body,
     wait_phase,
 )
-from tests.e2e.support import REPO_ROOT, wait_until
+from tests.e2e.support import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

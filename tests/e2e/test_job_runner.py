@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.support import bound_claim, needs_job_runner, wait_until
+from standins.local import wait_until
+from tests.e2e.support import bound_claim, needs_job_runner
 
 pytestmark = [pytest.mark.e2e, needs_job_runner]
 

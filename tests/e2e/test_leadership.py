@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     Operator,
     create_request,
@@ -17,7 +18,6 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_phase,
 )
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from standins.local import free_port, wait_until
 from tests.e2e.lawyershub import create_request, running_operator, wait_phase
-from tests.e2e.support import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 

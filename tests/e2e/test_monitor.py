@@ -13,6 +13,8 @@ import pytest
 from kubernetes import client
 
 from rollback_operator.model import Phase
+from standins.local import wait_until
+from standins.prometheus import PrometheusServer, Traffic, TrafficTarget
 from tests.e2e.lawyershub import (
     MAINTENANCE,
     Operator,
@@ -26,14 +28,7 @@ from tests.e2e.lawyershub import (
     refusal,
     wait_outcome,
 )
-from tests.e2e.prometheus import (  # noqa: F401  (fixtures)
-    PrometheusServer,
-    Traffic,
-    TrafficTarget,
-    prometheus_server,
-    traffic_target,
-)
-from tests.e2e.support import wait_until
+from tests.e2e.prometheus import prometheus_server, traffic_target  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.e2e
 

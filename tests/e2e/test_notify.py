@@ -1,5 +1,5 @@
 """Notifications end to end: the operator process posts to local Slack-compatible and JSON
-receivers (tests/e2e/fake_webhooks.py) as a real run goes; dead and failing webhooks never fail
+receivers (standins/webhooks.py) as a real run goes; dead and failing webhooks never fail
 the run, are reported in status.notifications, and no webhook URL taken from a Secret ever
 shows in the status, an Event or the operator's log."""
 
@@ -15,7 +15,8 @@ from kubernetes import client
 
 from rollback_operator import clock
 from rollback_operator.notify import BUDGET
-from tests.e2e.fake_webhooks import Answer, FakeWebhooks, Hook, refused_url
+from standins.local import wait_until
+from standins.webhooks import Answer, FakeWebhooks, Hook, refused_url
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -30,7 +31,6 @@ from tests.e2e.lawyershub import (
     run_request,
     wait_outcome,
 )
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,6 +18,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubectl_rollback import STEPS
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -32,7 +33,6 @@ from tests.e2e.lawyershub import (
     wait_phase,
 )
 from tests.e2e.people import QA, install_approval_policy
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

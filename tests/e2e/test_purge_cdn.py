@@ -1,5 +1,5 @@
 """PurgeCDN end to end: the operator process purges local servers that speak Cloudflare's,
-Fastly's and a webhook's documented purge APIs (tests/e2e/fake_cdn.py), after the real
+Fastly's and a webhook's documented purge APIs (standins/cdn.py), after the real
 revert on the real control plane.
 
 What each test proves: the exact documented request is made once per run, and again only on
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.fake_cdn import FakeCloudflare, FakeFastly, FakeWebhook
+from standins.cdn import FakeCloudflare, FakeFastly, FakeWebhook
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     Operator,
     create_request,
@@ -30,7 +31,6 @@ from tests.e2e.lawyershub import (
     wait_outcome,
 )
 from tests.e2e.people import QA, approve, as_person, install_approval_policy
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     GROUP,
     MAINTENANCE,
@@ -25,7 +26,6 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_phase,
 )
-from tests.e2e.support import wait_until
 
 pytestmark = pytest.mark.e2e
 

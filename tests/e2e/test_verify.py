@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from standins.local import free_port, wait_until
+from standins.postgres import PostgresServer
+from standins.sites import redis_like, tcp_listeners
 from tests.e2e.lawyershub import (
     Operator,
     conditions,
@@ -25,8 +28,7 @@ from tests.e2e.lawyershub import (
     wait_outcome,
 )
 from tests.e2e.people import QA, approve, as_person, install_approval_policy
-from tests.e2e.postgres import PostgresServer, postgres_server_fixture  # noqa: F401 (fixture)
-from tests.e2e.support import free_port, redis_like, tcp_listeners, wait_until
+from tests.e2e.postgres import postgres_server_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
 

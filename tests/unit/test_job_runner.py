@@ -1,33 +1,42 @@
 """The job runner's pure parts: environment, volumes, identity, termination messages, status,
-and the sandbox script. cluster/job_runner.py is a script, not a package module: it is loaded
-from its path. The e2e tier (tests/e2e/test_job_runner.py) runs real pods through it."""
+and the sandbox script. The e2e tier (tests/e2e/test_job_runner.py) runs real pods through it."""
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import socket
 import stat
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-
-def _load_job_runner() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "cluster" / "job_runner.py"
-    spec = importlib.util.spec_from_file_location("job_runner", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-jr = _load_job_runner()
+from cluster.job_runner.api import ClusterObjects
+from cluster.job_runner.claims import Claimant
+from cluster.job_runner.environment import expand, resolve_env
+from cluster.job_runner.plan import (
+    DEFAULT_PATH,
+    Identity,
+    VolumeMount,
+    container_identity,
+    plan_container,
+    plan_pod,
+)
+from cluster.job_runner.pod import PodConfigError
+from cluster.job_runner.sandbox import Bind, HostLayout, Sandbox, tool
+from cluster.job_runner.status import ContainerRecord, orphaned_status_patch, pod_conditions
+from cluster.job_runner.termination import log_tail, termination_message
+from cluster.job_runner.volumes import (
+    EmptyDirVolume,
+    FileVolume,
+    HostPathVolume,
+    VolumeFile,
+    claim_host_path,
+    materialize,
+    plan_volume,
+)
+from cluster.job_runner.watch import is_runnable
 
 
 class Objects:
@@ -91,7 +100,7 @@ def _volume(name: str, claim_ref: dict[str, Any] | None, **spec: Any) -> dict[st
     ],
 )
 def test_expand_follows_the_kubelet(text: str, expanded: str) -> None:
-    assert jr.expand(text, {"USER": "app"}) == expanded
+    assert expand(text, {"USER": "app"}) == expanded
 
 
 def test_env_from_secrets_config_maps_and_fields_in_order() -> None:
@@ -113,7 +122,7 @@ def test_env_from_secrets_config_maps_and_fields_in_order() -> None:
             },
         ],
     }
-    assert jr.resolve_env(_pod(), container, objects) == {
+    assert resolve_env(_pod(), container, objects) == {
         "PGHOST": "127.0.0.1",
         "PGPORT": "5432",
         "USER": "app",
@@ -137,15 +146,15 @@ def test_env_from_secrets_config_maps_and_fields_in_order() -> None:
 def test_a_missing_required_key_is_a_config_error(ref: dict[str, Any], message: str) -> None:
     objects = Objects(secrets={"db": {"password": b"x"}})
     container = {"name": "c", "env": [{"name": "V", "valueFrom": ref}]}
-    with pytest.raises(jr.PodConfigError) as error:
-        jr.resolve_env(_pod(), container, objects)
+    with pytest.raises(PodConfigError) as error:
+        resolve_env(_pod(), container, objects)
     assert (error.value.reason, error.value.message) == ("CreateContainerConfigError", message)
 
 
 def test_unsupported_value_sources_are_named() -> None:
     container = {"name": "c", "env": [{"name": "V", "valueFrom": {"resourceFieldRef": {}}}]}
-    with pytest.raises(jr.PodConfigError, match="resourceFieldRef is not supported"):
-        jr.resolve_env(_pod(), container, Objects())
+    with pytest.raises(PodConfigError, match="resourceFieldRef is not supported"):
+        resolve_env(_pod(), container, Objects())
 
 
 # --- containers
@@ -162,22 +171,22 @@ def test_a_container_plan_expands_its_command_and_gets_default_env() -> None:
         "volumeMounts": [{"name": "m", "mountPath": "/migrations", "readOnly": True}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    plan = jr.plan_container(_pod(), container, Objects())
+    plan = plan_container(_pod(), container, Objects())
     assert plan.argv == ("psql", "-d", "shop", "-f", "/migrations/down.sql")
     assert plan.env == {
-        "PATH": jr.DEFAULT_PATH,
+        "PATH": DEFAULT_PATH,
         "HOSTNAME": "restore-x1",
         "HOME": "/work",
         "DB": "shop",
     }
-    assert plan.mounts == (jr.VolumeMount("m", "/migrations", "", True),)
+    assert plan.mounts == (VolumeMount("m", "/migrations", "", True),)
     assert (plan.working_dir, plan.termination_path) == ("/migrations", "/dev/termination-log")
     assert plan.fallback_to_logs
 
 
 def test_a_container_without_command_cannot_run_here() -> None:
-    with pytest.raises(jr.PodConfigError) as error:
-        jr.plan_container(_pod(), {"name": "app", "args": ["serve"]}, Objects())
+    with pytest.raises(PodConfigError) as error:
+        plan_container(_pod(), {"name": "app", "args": ["serve"]}, Objects())
     assert (error.value.reason, error.value.container) == ("UnsupportedByJobRunner", "app")
 
 
@@ -191,12 +200,12 @@ def test_identity_prefers_the_container_and_enforces_non_root() -> None:
         }
     }
     own = {"securityContext": {"runAsUser": 1234}}
-    assert jr.container_identity(pod_spec, own) == jr.Identity(1234, 1000, (2000, 3000))
-    assert jr.container_identity({}, {}) == jr.Identity(None, None, ())
-    with pytest.raises(jr.PodConfigError, match="runAsNonRoot and image will run as root"):
-        jr.container_identity({"securityContext": {"runAsNonRoot": True}}, {})
-    with pytest.raises(jr.PodConfigError, match="breaks non-root policy"):
-        jr.container_identity({}, {"securityContext": {"runAsNonRoot": True, "runAsUser": 0}})
+    assert container_identity(pod_spec, own) == Identity(1234, 1000, (2000, 3000))
+    assert container_identity({}, {}) == Identity(None, None, ())
+    with pytest.raises(PodConfigError, match="runAsNonRoot and image will run as root"):
+        container_identity({"securityContext": {"runAsNonRoot": True}}, {})
+    with pytest.raises(PodConfigError, match="breaks non-root policy"):
+        container_identity({}, {"securityContext": {"runAsNonRoot": True, "runAsUser": 0}})
 
 
 def test_a_pod_plan_resolves_everything_before_anything_runs() -> None:
@@ -212,15 +221,15 @@ def test_a_pod_plan_resolves_everything_before_anything_runs() -> None:
             }
         ],
     )
-    with pytest.raises(jr.PodConfigError) as error:
-        jr.plan_pod(pod, Objects())
+    with pytest.raises(PodConfigError) as error:
+        plan_pod(pod, Objects())
     assert (error.value.container, error.value.message) == (
         "restore",
         "volumeMount nope: no such volume",
     )
 
     pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
-    plan = jr.plan_pod(pod, Objects())
+    plan = plan_pod(pod, Objects())
     assert [c.name for c in plan.init_containers] == ["fetch"]
     assert (plan.active_deadline, plan.grace_seconds) == (600, 30)
 
@@ -233,11 +242,11 @@ def test_config_map_and_secret_volumes_honour_items_and_modes() -> None:
         secrets={"db": {"password": b"s3cret", "user": b"app"}},
         config_maps={"cfg": {"a.conf": b"a", "b.conf": b"b"}},
     )
-    config_map = jr.plan_volume("shop", {"name": "c", "configMap": {"name": "cfg"}}, objects)
-    assert config_map == jr.FileVolume(
-        (jr.VolumeFile("a.conf", b"a", 0o644), jr.VolumeFile("b.conf", b"b", 0o644))
+    config_map = plan_volume("shop", {"name": "c", "configMap": {"name": "cfg"}}, objects)
+    assert config_map == FileVolume(
+        (VolumeFile("a.conf", b"a", 0o644), VolumeFile("b.conf", b"b", 0o644))
     )
-    secret = jr.plan_volume(
+    secret = plan_volume(
         "shop",
         {
             "name": "s",
@@ -249,23 +258,23 @@ def test_config_map_and_secret_volumes_honour_items_and_modes() -> None:
         },
         objects,
     )
-    assert secret == jr.FileVolume(
-        (jr.VolumeFile("pg/pass", b"s3cret", 0o400), jr.VolumeFile("user", b"app", 0o440))
+    assert secret == FileVolume(
+        (VolumeFile("pg/pass", b"s3cret", 0o400), VolumeFile("user", b"app", 0o440))
     )
 
 
 def test_missing_volume_sources_fail_unless_optional() -> None:
     optional = {"name": "c", "configMap": {"name": "absent", "optional": True}}
-    assert jr.plan_volume("shop", optional, Objects()) == jr.FileVolume(())
-    with pytest.raises(jr.PodConfigError) as error:
-        jr.plan_volume("shop", {"name": "s", "secret": {"secretName": "absent"}}, Objects())
+    assert plan_volume("shop", optional, Objects()) == FileVolume(())
+    with pytest.raises(PodConfigError) as error:
+        plan_volume("shop", {"name": "s", "secret": {"secretName": "absent"}}, Objects())
     assert error.value.reason == "FailedMount"
     assert (
         error.value.message == 'MountVolume.SetUp failed for volume "s" : secret "absent" not found'
     )
     escaping = {"name": "c", "configMap": {"name": "cfg", "items": [{"key": "k", "path": "../x"}]}}
-    with pytest.raises(jr.PodConfigError, match="invalid path"):
-        jr.plan_volume("shop", escaping, Objects(config_maps={"cfg": {"k": b""}}))
+    with pytest.raises(PodConfigError, match="invalid path"):
+        plan_volume("shop", escaping, Objects(config_maps={"cfg": {"k": b""}}))
 
 
 def test_a_claim_mounts_its_bound_hostpath_volume() -> None:
@@ -275,7 +284,7 @@ def test_a_claim_mounts_its_bound_hostpath_volume() -> None:
         volumes=[_volume("pv-1", ref, hostPath={"path": "/srv/backups"})],
     )
     spec = {"name": "b", "persistentVolumeClaim": {"claimName": "backups", "readOnly": True}}
-    assert jr.plan_volume("shop", spec, objects) == jr.HostPathVolume("/srv/backups", True)
+    assert plan_volume("shop", spec, objects) == HostPathVolume("/srv/backups", True)
 
 
 def test_an_unbound_claim_uses_the_volume_whose_claim_ref_names_it() -> None:
@@ -288,9 +297,9 @@ def test_an_unbound_claim_uses_the_volume_whose_claim_ref_names_it() -> None:
             _volume("right", ref, storageClassName="local", hostPath={"path": "/srv/b"}),
         ],
     )
-    assert jr.claim_host_path("shop", "backups", objects) == "/srv/b"
-    with pytest.raises(jr.PodConfigError, match="is not bound"):
-        jr.claim_host_path("shop", "backups", Objects(claims={"backups": _claim()}))
+    assert claim_host_path("shop", "backups", objects) == "/srv/b"
+    with pytest.raises(PodConfigError, match="is not bound"):
+        claim_host_path("shop", "backups", Objects(claims={"backups": _claim()}))
 
 
 def test_a_claim_must_be_backed_by_a_hostpath_volume_that_is_its_own() -> None:
@@ -302,32 +311,30 @@ def test_a_claim_must_be_backed_by_a_hostpath_volume_that_is_its_own() -> None:
             _volume("pv-2", {"namespace": "shop", "name": "nfs"}, nfs={"server": "n"}),
         ],
     )
-    with pytest.raises(jr.PodConfigError, match="bound to shop/someone-else"):
-        jr.claim_host_path("shop", "backups", objects)
-    with pytest.raises(jr.PodConfigError, match="not a hostPath volume"):
-        jr.claim_host_path("shop", "nfs", objects)
-    with pytest.raises(jr.PodConfigError, match='persistentvolumeclaim "gone" not found'):
-        jr.claim_host_path("shop", "gone", objects)
+    with pytest.raises(PodConfigError, match="bound to shop/someone-else"):
+        claim_host_path("shop", "backups", objects)
+    with pytest.raises(PodConfigError, match="not a hostPath volume"):
+        claim_host_path("shop", "nfs", objects)
+    with pytest.raises(PodConfigError, match='persistentvolumeclaim "gone" not found'):
+        claim_host_path("shop", "gone", objects)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="fsGroup ownership needs root")
 def test_materialized_volumes_are_readable_by_the_pods_group(tmp_path: Path) -> None:
-    files = jr.FileVolume((jr.VolumeFile("pg/pass", b"s3cret", 0o400),))
-    directory = jr.materialize(files, tmp_path / "secret", 4321)
+    files = FileVolume((VolumeFile("pg/pass", b"s3cret", 0o400),))
+    directory = materialize(files, tmp_path / "secret", 4321)
     written = directory / "pg" / "pass"
     assert written.read_bytes() == b"s3cret"
     assert (written.stat().st_gid, stat.S_IMODE(written.stat().st_mode)) == (4321, 0o440)
 
-    empty = jr.materialize(jr.EmptyDirVolume(), tmp_path / "work", None)
+    empty = materialize(EmptyDirVolume(), tmp_path / "work", None)
     assert stat.S_IMODE(empty.stat().st_mode) == 0o777
 
 
 def test_a_missing_host_path_fails_the_mount(tmp_path: Path) -> None:
-    with pytest.raises(jr.PodConfigError, match="does not exist on this machine"):
-        jr.materialize(jr.HostPathVolume(str(tmp_path / "absent")), tmp_path / "v", None)
-    created = jr.materialize(
-        jr.HostPathVolume(str(tmp_path / "made"), create=True), tmp_path / "v", None
-    )
+    with pytest.raises(PodConfigError, match="does not exist on this machine"):
+        materialize(HostPathVolume(str(tmp_path / "absent")), tmp_path / "v", None)
+    created = materialize(HostPathVolume(str(tmp_path / "made"), create=True), tmp_path / "v", None)
     assert created.is_dir()
 
 
@@ -338,7 +345,7 @@ def test_the_termination_file_wins_and_keeps_its_last_4096_bytes(tmp_path: Path)
     message, output = tmp_path / "message", tmp_path / "log"
     output.write_text("some output\n")
     message.write_bytes(b"x" * 5000 + b"restored 3 tables")
-    written = jr.termination_message(message, output, 1, True)
+    written = termination_message(message, output, 1, True)
     assert len(written) == 4096
     assert written.endswith("restored 3 tables")
 
@@ -346,26 +353,26 @@ def test_the_termination_file_wins_and_keeps_its_last_4096_bytes(tmp_path: Path)
 def test_fallback_to_logs_only_on_failure_with_nothing_written(tmp_path: Path) -> None:
     message, output = tmp_path / "message", tmp_path / "log"
     output.write_text("".join(f"line {i}\n" for i in range(1, 201)))
-    assert jr.termination_message(message, output, 0, True) == ""
-    assert jr.termination_message(message, output, 2, False) == ""
-    tail = jr.termination_message(message, output, 2, True)
+    assert termination_message(message, output, 0, True) == ""
+    assert termination_message(message, output, 2, False) == ""
+    tail = termination_message(message, output, 2, True)
     assert tail.splitlines() == [f"line {i}" for i in range(121, 201)]
     assert tail.endswith("line 200\n")
 
 
 def test_the_log_tail_is_at_most_2048_bytes() -> None:
     long_lines = b"".join(b"%03d " % i + b"y" * 95 + b"\n" for i in range(60))
-    tail = jr.log_tail(long_lines)
+    tail = log_tail(long_lines)
     assert len(tail.encode()) == 2048
     assert tail.endswith("y\n")
-    assert jr.log_tail(b"no newline at the end") == "no newline at the end"
+    assert log_tail(b"no newline at the end") == "no newline at the end"
 
 
 # --- status
 
 
 def test_container_status_nulls_the_states_not_in_effect() -> None:
-    record = jr.ContainerRecord("restore", "postgres:15", "ContainerCreating")
+    record = ContainerRecord("restore", "postgres:15", "ContainerCreating")
     assert record.status(init=False)["state"] == {
         "waiting": {"reason": "ContainerCreating"},
         "running": None,
@@ -390,17 +397,17 @@ def test_container_status_nulls_the_states_not_in_effect() -> None:
 
 
 def test_pod_conditions_follow_the_phase() -> None:
-    init = jr.ContainerRecord("fetch", "i", "PodInitializing")
-    main = jr.ContainerRecord("restore", "i", "PodInitializing")
-    pending = jr.pod_conditions("Pending", [init], [main])
+    init = ContainerRecord("fetch", "i", "PodInitializing")
+    main = ContainerRecord("restore", "i", "PodInitializing")
+    pending = pod_conditions("Pending", [init], [main])
     assert pending["Initialized"] == ("False", "ContainersNotInitialized")
     assert pending["Ready"] == ("False", "ContainersNotReady")
     init.started_at = main.started_at = "t"
     init.finish(0, "")
-    running = jr.pod_conditions("Running", [init], [main])
+    running = pod_conditions("Running", [init], [main])
     assert running["Initialized"] == running["Ready"] == ("True", "")
     main.finish(0, "")
-    done = jr.pod_conditions("Succeeded", [init], [main])
+    done = pod_conditions("Succeeded", [init], [main])
     assert done["Ready"] == ("False", "PodCompleted")
     assert done["PodReadyToStartContainers"] == ("False", "")
 
@@ -416,7 +423,7 @@ def test_an_orphaned_pod_is_failed_with_its_unfinished_containers_unknown() -> N
             {"name": "restore", "ready": True, "state": {"running": {"startedAt": "t0"}}}
         ],
     }
-    status = jr.orphaned_status_patch(pod, "runner gone")["status"]
+    status = orphaned_status_patch(pod, "runner gone")["status"]
     assert (status["phase"], status["reason"], status["message"]) == (
         "Failed",
         "JobRunnerLost",
@@ -432,18 +439,18 @@ def test_an_orphaned_pod_is_failed_with_its_unfinished_containers_unknown() -> N
 
 def test_only_bound_unstarted_pods_are_runnable() -> None:
     pod = _pod()
-    assert jr.is_runnable(pod)
-    assert not jr.is_runnable({**pod, "spec": {}})
-    assert not jr.is_runnable({**pod, "status": {"phase": "Pending", "startTime": "t"}})
-    assert not jr.is_runnable({**pod, "status": {"phase": "Running"}})
+    assert is_runnable(pod)
+    assert not is_runnable({**pod, "spec": {}})
+    assert not is_runnable({**pod, "status": {"phase": "Pending", "startTime": "t"}})
+    assert not is_runnable({**pod, "status": {"phase": "Running"}})
     deleted = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": "t"}}
-    assert not jr.is_runnable(deleted)
+    assert not is_runnable(deleted)
 
 
 # --- the sandbox
 
 
-LAYOUT = jr.HostLayout(
+LAYOUT = HostLayout(
     directories=("usr", "etc"),
     symlinks={"bin": "usr/bin", "lib": "usr/lib"},
     devices=("null", "urandom"),
@@ -459,23 +466,23 @@ def test_host_directories_are_found_through_top_level_symlinks() -> None:
 
 def test_a_mount_point_the_host_lacks_turns_its_directory_into_an_overlay() -> None:
     binds = (
-        jr.Bind("/state/cfg", "/etc/app", True, True),
-        jr.Bind("/state/pv", "/backups", False, True),
-        jr.Bind("/state/msg", "/dev/termination-log", False, False),
+        Bind("/state/cfg", "/etc/app", True, True),
+        Bind("/state/pv", "/backups", False, True),
+        Bind("/state/msg", "/dev/termination-log", False, False),
     )
-    sandbox = jr.Sandbox(LAYOUT, "/state/root", "/state/layers", binds, "/", jr.Identity())
+    sandbox = Sandbox(LAYOUT, "/state/root", "/state/layers", binds, "/", Identity())
     assert sandbox.overlays(exists=lambda path: path != "/etc/app") == {"etc"}
     assert sandbox.overlays(exists=lambda path: True) == set()
 
 
 def test_the_sandbox_script_mounts_parents_first_and_honours_read_only() -> None:
     binds = (
-        jr.Bind("/state/sub", "/backups/sub", False, True),
-        jr.Bind("/state/pv", "/backups", True, True),
-        jr.Bind("/state/msg", "/dev/termination-log", False, False),
+        Bind("/state/sub", "/backups/sub", False, True),
+        Bind("/state/pv", "/backups", True, True),
+        Bind("/state/msg", "/dev/termination-log", False, False),
     )
-    identity = jr.Identity(1234, 2345, ())
-    sandbox = jr.Sandbox(LAYOUT, "/state/root", "/state/layers", binds, "/backups", identity)
+    identity = Identity(1234, 2345, ())
+    sandbox = Sandbox(LAYOUT, "/state/root", "/state/layers", binds, "/backups", identity)
     script = sandbox.script(set()).splitlines()
     mounts = [line for line in script if "--bind" in line and "/state/" in line.split()[-2]]
     assert [line.split()[-1] for line in mounts] == [
@@ -485,21 +492,21 @@ def test_the_sandbox_script_mounts_parents_first_and_honours_read_only() -> None
     ]
     assert " -o ro /state/pv " in mounts[0]
     assert "-o ro" not in mounts[1]
-    assert f"{jr.tool('mount')} --bind -o ro /usr /state/root/usr" in script
-    assert f"{jr.tool('ln')} -s usr/bin /state/root/bin" in script
+    assert f"{tool('mount')} --bind -o ro /usr /state/root/usr" in script
+    assert f"{tool('ln')} -s usr/bin /state/root/bin" in script
     assert script[-1] == (
-        f"exec {jr.tool('chroot')} /state/root {jr.tool('setpriv')} --reuid=1234 --regid=2345 "
-        f'--clear-groups -- {jr.tool("env")} -C /backups -- "$@"'
+        f"exec {tool('chroot')} /state/root {tool('setpriv')} --reuid=1234 --regid=2345 "
+        f'--clear-groups -- {tool("env")} -C /backups -- "$@"'
     )
 
 
 def test_a_root_container_runs_without_setpriv() -> None:
-    sandbox = jr.Sandbox(LAYOUT, "/r", "/l", (), "/", jr.Identity())
+    sandbox = Sandbox(LAYOUT, "/r", "/l", (), "/", Identity())
     assert sandbox.setpriv_args() == []
-    grouped = jr.Sandbox(LAYOUT, "/r", "/l", (), "/", jr.Identity(None, None, (2000,)))
-    assert grouped.setpriv_args() == [jr.tool("setpriv"), "--groups=2000", "--"]
+    grouped = Sandbox(LAYOUT, "/r", "/l", (), "/", Identity(None, None, (2000,)))
+    assert grouped.setpriv_args() == [tool("setpriv"), "--groups=2000", "--"]
     command = sandbox.command(["psql", "-c", "select 1"])
-    assert command[:5] == [jr.tool("unshare"), "--mount", "--propagation", "private", "--"]
+    assert command[:5] == [tool("unshare"), "--mount", "--propagation", "private", "--"]
     assert command[-4:] == ["sandbox", "psql", "-c", "select 1"]
 
 
@@ -507,13 +514,13 @@ def test_a_root_container_runs_without_setpriv() -> None:
 
 
 def test_a_claim_names_a_live_runner_of_this_machine() -> None:
-    me = jr.Claimant.this_process()
-    assert jr.Claimant.parse(str(me)) == me
+    me = Claimant.this_process()
+    assert Claimant.parse(str(me)) == me
     assert me.is_alive() is True
-    assert jr.Claimant(me.host, me.pid, "1").is_alive() is False  # the pid, reused
-    assert jr.Claimant(me.host, 999_999_999, "1").is_alive() is False
-    assert jr.Claimant(f"not-{socket.gethostname()}", me.pid, me.started).is_alive() is None
-    assert jr.Claimant.parse("garbage") is None
+    assert Claimant(me.host, me.pid, "1").is_alive() is False  # the pid, reused
+    assert Claimant(me.host, 999_999_999, "1").is_alive() is False
+    assert Claimant(f"not-{socket.gethostname()}", me.pid, me.started).is_alive() is None
+    assert Claimant.parse("garbage") is None
 
 
 def test_secret_data_is_decoded_from_the_api() -> None:
@@ -526,7 +533,7 @@ def test_secret_data_is_decoded_from_the_api() -> None:
                 return {"data": {"a": "text"}, "binaryData": binary}
             return None
 
-    objects = jr.ClusterObjects(Api())
+    objects = ClusterObjects(Api())
     assert objects.secret("shop", "db") == {"password": b"s3cret"}
     assert objects.config_map("shop", "cfg") == {"a": b"text", "blob": b"\x00\x01"}
     assert objects.secret("shop", "absent") is None

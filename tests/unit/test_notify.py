@@ -29,7 +29,7 @@ from rollback_operator.notify import (
 from rollback_operator.status import Status
 from rollback_operator.steps.base import NeedsApproval
 from rollback_operator.webhook_post import BUDGET, Attempted, post
-from tests.e2e.fake_webhooks import slack_problem
+from standins.webhooks import slack_problem
 
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
 SECRET_URL = "https://hooks.slack.example/services/T0001/B0001/s3cr3tT0k3n"

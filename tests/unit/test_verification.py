@@ -40,7 +40,8 @@ from rollback_operator.verification import (
     quote,
     secret_refs,
 )
-from tests.e2e.support import TcpHandler, free_port, redis_like, tcp_listeners
+from standins.local import free_port
+from standins.sites import TcpHandler, redis_like, tcp_listeners
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)

@@ -1,6 +1,6 @@
-"""Local CDN purge APIs for the e2e tests: Cloudflare, Fastly and a purge webhook, each an HTTP
-server on loopback that checks a request the way the provider's API documentation describes it
-and answers with the provider's documented shapes.
+"""Local CDN purge APIs for the e2e tests and the demo: Cloudflare, Fastly and a purge webhook,
+each an HTTP server on loopback that checks a request the way the provider's API documentation
+describes it and answers with the provider's documented shapes.
 
 - `FakeCloudflare`: `POST /client/v4/zones/<zone>/purge_cache` with `Authorization: Bearer
   <token>`, `Content-Type: application/json` and exactly one of `{"purge_everything": true}`,

@@ -9,7 +9,7 @@ import re
 import subprocess
 from typing import Any
 
-from tests.e2e.postgres import Database, client_tool
+from standins.postgres import Database, client_tool
 
 # The application before go-live, as Prisma would have made it (two migrations applied).
 PRE_GOLIVE_SQL = """

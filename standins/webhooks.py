@@ -1,5 +1,5 @@
-"""Local webhook receivers for the notification tests: a Slack-compatible incoming webhook and a
-generic JSON receiver, on loopback, each keeping every request it got.
+"""Local webhook receivers for the notification tests and the demo: a Slack-compatible incoming
+webhook and a generic JSON receiver, on loopback, each keeping every request it got.
 
 The Slack receiver checks a request the way Slack's incoming-webhook documentation describes
 it, and answers the same way: POST only (405 otherwise), to a hook path it knows
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.e2e.support import free_port
+from standins.local import free_port
 
 SLACK_BLOCK_TYPES = {
     "actions", "context", "divider", "file", "header", "image", "input", "markdown",
