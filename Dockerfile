@@ -3,8 +3,11 @@
 # needs live only here); stage 2 copies that environment alone onto the slim runtime, so that
 # no wheel, pip cache or build tool is left in a layer of the image. `make image` builds it.
 FROM python:3.11-slim-bookworm AS build
-# The CA bundle pip trusts; `make image` mounts the host's over the base's for this stage.
+# Set by `make image`: the CA bundle pip trusts (the host's, mounted over the base's for the
+# build only) and, to build without PyPI, a directory of the wheels it needs (mounted too).
 ARG PIP_CERT
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 # The environment has no pip of its own: the base's pip installs into it (--python). The
 # dependencies come first, so that a change to the operator's code rebuilds only the last
 # step. kubernetes/aio, the client's asyncio twin (about 70 MB with its bytecode), is

@@ -10,8 +10,9 @@
 # The tarball is cached in ~/.cache/rollback-operator/image/, keyed by what makes it. A base
 # pulled from Docker Hub into the storage is used as it is (ROLLBACK_IMAGE_BASE=pulled).
 #
-# The host's CA bundle is mounted over the base's for the build's RUN steps only (pip goes
-# through a TLS-intercepting proxy in some places): it is never copied into a layer.
+# The host's CA bundle is mounted over the base's for pip (which goes through a TLS-intercepting
+# proxy in some places), and the wheels the build installs are downloaded once and mounted:
+# neither is ever copied into a layer.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -55,9 +56,25 @@ elif ! podman image exists "$marker" || ! podman image exists "$base"; then
   podman tag "$marker" "$base"
 fi
 
+# The wheels of requirements.lock and of the build backend, downloaded once by the base's pip
+# and cached by what they are for, so that a build needs no PyPI; mounted for the build only.
 ca=/etc/ssl/certs/ca-certificates.crt
+backend="$(sed -n 's/^requires = \[\(.*\)\]$/\1/p' pyproject.toml | tr -d '" ' | tr ',' ' ')"
+wheels="$cache/wheels-$(cat requirements.lock <(echo "$backend $key") | sha256sum | cut -c1-16)"
+if [[ ! -d "$wheels" ]]; then
+  echo "downloading the wheels of requirements.lock and $backend into $wheels"
+  rm -rf "$wheels.tmp" && mkdir -p "$wheels.tmp"
+  # shellcheck disable=SC2086  # $backend: one argument per requirement
+  podman run --rm --network host --volume "$ca:$ca:ro" --env "PIP_CERT=$ca" \
+    --volume "$repo_root/requirements.lock:/requirements.lock:ro" --volume "$wheels.tmp:/wheels" \
+    "$base" pip download --quiet --no-cache-dir --only-binary=:all: --dest /wheels \
+    --requirement /requirements.lock $backend
+  mv "$wheels.tmp" "$wheels"
+fi
+
 buildah bud --pull=never --force-rm --layers --isolation chroot --network host \
   --volume "$ca:/etc/ssl/certs/ca-certificates.crt:ro" --build-arg "PIP_CERT=$ca" \
+  --volume "$wheels:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1 \
   --build-arg "VERSION=$IMAGE_VERSION" --tag "$IMAGE" "$@" .
 
 size="$(podman image inspect --format '{{.Size}}' "$IMAGE")"
