@@ -7,7 +7,8 @@
 # python:3.11-slim-bookworm, is made from Debian's packages instead: a minbase bookworm with
 # Python 3.11 (mmdebstrap), without documentation, manual pages and translations as Debian's
 # slim images, imported under the base's own name (docker.io/library/python:3.11-slim-bookworm).
-# The tarball is cached in ~/.cache/rollback-operator/image/, keyed by what makes it. A base
+# The tarball is cached in ~/.cache/rollback-operator/image/, keyed by what makes it (delete
+# it to take Debian's updates since). A base
 # pulled from Docker Hub into the storage is used as it is (ROLLBACK_IMAGE_BASE=pulled).
 #
 # The host's CA bundle is mounted over the base's for pip (which goes through a TLS-intercepting
@@ -44,8 +45,8 @@ elif ! podman image exists "$marker" || ! podman image exists "$base"; then
   if [[ ! -f "$tarball" ]]; then
     echo "making the base from Debian $suite: mmdebstrap ${mmdebstrap_args[*]}"
     mkdir -p "$cache"
-    mmdebstrap --quiet --format=tar "${mmdebstrap_args[@]}" "$tarball.tmp"
-    mv "$tarball.tmp" "$tarball"
+    mmdebstrap --quiet --format=tar "${mmdebstrap_args[@]}" "$tarball.$$.tmp"
+    mv "$tarball.$$.tmp" "$tarball"
   fi
   echo "importing $tarball as $base"
   podman import --quiet \
@@ -63,13 +64,13 @@ backend="$(sed -n 's/^requires = \[\(.*\)\]$/\1/p' pyproject.toml | tr -d '" ' |
 wheels="$cache/wheels-$(cat requirements.lock <(echo "$backend $key") | sha256sum | cut -c1-16)"
 if [[ ! -d "$wheels" ]]; then
   echo "downloading the wheels of requirements.lock and $backend into $wheels"
-  rm -rf "$wheels.tmp" && mkdir -p "$wheels.tmp"
+  mkdir -p "$wheels.$$.tmp"
   # shellcheck disable=SC2086  # $backend: one argument per requirement
   podman run --rm --network host --volume "$ca:$ca:ro" --env "PIP_CERT=$ca" \
-    --volume "$repo_root/requirements.lock:/requirements.lock:ro" --volume "$wheels.tmp:/wheels" \
-    "$base" pip download --quiet --no-cache-dir --only-binary=:all: --dest /wheels \
-    --requirement /requirements.lock $backend
-  mv "$wheels.tmp" "$wheels"
+    --volume "$repo_root/requirements.lock:/requirements.lock:ro" \
+    --volume "$wheels.$$.tmp:/wheels" "$base" pip download --quiet --no-cache-dir \
+    --only-binary=:all: --dest /wheels --requirement /requirements.lock $backend
+  mv -T "$wheels.$$.tmp" "$wheels" 2>/dev/null || rm -rf "$wheels.$$.tmp"  # another build's won
 fi
 
 buildah bud --pull=never --force-rm --layers --isolation chroot --network host \
