@@ -5,13 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 export KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv cluster cluster-down lint test test-unit test-lowest test-packaging test-e2e demo demo-down bench clean
+.PHONY: help venv cluster cluster-down lint test test-unit test-lowest test-packaging test-e2e image image-test demo demo-down bench clean
 
 help:
 	@echo "make demo          run the product on a local cluster, end to end"
-	@echo "make test          lint, unit, packaging and e2e tests (brings the local cluster up and down)"
+	@echo "make test          lint, unit, packaging, the image and e2e tests (brings the local cluster up and down)"
 	@echo "make test-lowest   the unit tests against the lowest dependency versions allowed"
 	@echo "make test-packaging  the plugin installed alone from the wheel, in a fresh venv"
+	@echo "make image         build the operator's image, rollback-operator:<version> (buildah)"
+	@echo "make image-test    build it and run a rollback with it on the local cluster (podman)"
 	@echo "make cluster       start the local control plane (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make bench         run the benchmarks, results in BENCHMARKS.md"
@@ -49,6 +51,12 @@ test-lowest:
 
 test-packaging: venv
 	$(BIN)/pytest -q tests/packaging
+
+image:
+	scripts/image.sh
+
+image-test: venv
+	scripts/test.sh --e2e tests/e2e/test_image.py
 
 demo: venv
 	scripts/demo.sh

@@ -561,6 +561,17 @@ def render_method() -> list[str]:
     ]
 
 
+# Sections of BENCHMARKS.md measured by other commands, kept as they are when it is rewritten.
+KEPT_FROM = "\n## The image\n"
+
+
+def kept(path: Path) -> str:
+    """What follows KEPT_FROM in the page being replaced, if anything."""
+    text = path.read_text() if path.exists() else ""
+    at = text.find(KEPT_FROM)
+    return text[at:] if at >= 0 else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="write BENCHMARKS.md from results")
     parser.add_argument("--results", type=Path, required=True)
@@ -571,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
     ttm, full, scale = (load(args.results, n) for n in ("time_to_maintenance", "full_run", "scale"))
     if ttm is None and full is None and scale is None:
         raise SystemExit(f"no results in {args.results}")
-    args.out.write_text(render(ttm, full, scale, args.command, args.versions))
+    args.out.write_text(render(ttm, full, scale, args.command, args.versions) + kept(args.out))
     print(f"wrote {args.out}")
 
 

@@ -15,7 +15,16 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # with pg_dump, and the Jobs' scripts run psql.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 { command -v psql && command -v pg_dump; } >/dev/null || need+=(postgresql-client)
+# The image is built with buildah on a Debian-made base (mmdebstrap) and run with podman on
+# runc: scripts/image.sh, tests/e2e/test_image.py.
+for tool in buildah podman runc mmdebstrap newuidmap; do
+  command -v "$tool" >/dev/null || need+=(buildah podman runc mmdebstrap uidmap)
+done
+for helper in netavark aardvark-dns; do
+  [[ -x "/usr/lib/podman/$helper" ]] || need+=("$helper")
+done
 if ((${#need[@]})); then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: lint, unit tests (also against the lowest dependency versions allowed), the
-# plugin installed alone, then e2e tests against the local control plane.
+# plugin installed alone, the image (`make image`), then e2e tests against the local control
+# plane, the image's own included (tests/e2e/test_image.py). Arguments go to pytest.
+# `scripts/test.sh --e2e PATH...` runs only those e2e tests (`make image-test`).
 #
 # The cluster is started if it is not up and, in that case, stopped again at the end, so the
 # machine is left as it was found. With ROLLBACK_E2E_EXISTING_CLUSTER=1 the e2e tests use the
@@ -10,9 +12,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source cluster/versions.env
 source cluster/lib.sh
 
-make --no-print-directory lint
-.venv/bin/pytest -q tests/unit
-make --no-print-directory test-lowest test-packaging
+e2e=(tests/e2e)
+if [[ "${1:-}" == --e2e ]]; then
+  shift
+  e2e=()
+else
+  make --no-print-directory lint
+  .venv/bin/pytest -q tests/unit
+  make --no-print-directory test-lowest test-packaging
+  scripts/image.sh
+fi
 
 started_here=0
 if [[ "${ROLLBACK_E2E_EXISTING_CLUSTER:-0}" != 1 ]]; then
@@ -24,4 +33,4 @@ if [[ "${ROLLBACK_E2E_EXISTING_CLUSTER:-0}" != 1 ]]; then
   export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
   export PATH="$KUBE_BIN:$PATH"
 fi
-.venv/bin/pytest -q tests/e2e "$@"
+.venv/bin/pytest -q "${e2e[@]}" "$@"

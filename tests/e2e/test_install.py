@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -142,18 +142,23 @@ def _rule_grants(rule: dict[str, Any]) -> set[Grant]:
     }
 
 
-def _token_kubeconfig(
-    api: client.ApiClient, namespace: str, service_account: str, path: Path
-) -> Path:
-    """A kubeconfig for the ServiceAccount: a token from the TokenRequest API, this cluster's
-    server and CA, and nothing else (no admin credential to fall back on)."""
-    token = (
+def _service_account_token(api: client.ApiClient, namespace: str, service_account: str) -> str:
+    """A token for the ServiceAccount from the TokenRequest API, as the kubelet gets a pod's."""
+    return str(
         client.CoreV1Api(api)
         .create_namespaced_service_account_token(
             service_account, namespace, {"spec": {"expirationSeconds": 3600}}
         )
         .status.token
     )
+
+
+def _token_kubeconfig(
+    api: client.ApiClient, namespace: str, service_account: str, path: Path
+) -> Path:
+    """A kubeconfig for the ServiceAccount: a token from the TokenRequest API, this cluster's
+    server and CA, and nothing else (no admin credential to fall back on)."""
+    token = _service_account_token(api, namespace, service_account)
     cluster: dict[str, Any] = {"server": api.configuration.host}
     assert api.configuration.ssl_ca_cert, "the admin kubeconfig names no CA"
     ca = Path(api.configuration.ssl_ca_cert).read_bytes()
@@ -182,6 +187,15 @@ def _whoami(kubeconfig: Path) -> str:
     return str(review.status.user_info.username)
 
 
+class _Runnable(Protocol):
+    """An operator that can be started and stopped: a process here, a container in
+    test_image.py."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def logs(self) -> str: ...
+
+
 def _full_run(
     api: client.ApiClient,
     namespace: str,
@@ -192,8 +206,13 @@ def _full_run(
     """Deploys the sample, runs the operator with `kubeconfig` on a request, returns its logs.
     The leader Lease is in `lease_namespace` (default: the watched one), as in a pod of the
     Deployment whose leader-election Role grants it there."""
-    deploy_app(api, namespace)
     operator = Operator(namespace, str(kubeconfig), log_dir, lease_namespace=lease_namespace)
+    return _full_run_of(api, namespace, operator)
+
+
+def _full_run_of(api: client.ApiClient, namespace: str, operator: _Runnable) -> str:
+    """Deploys the sample, runs `operator` on a request to Succeeded, returns its logs."""
+    deploy_app(api, namespace)
     operator.start()
     try:
         create_request(api, namespace, "golive")
