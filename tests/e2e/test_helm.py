@@ -159,9 +159,23 @@ def test_lint(helm: Helm) -> None:
     for values in ((), ("--set", "watchNamespaces={lawyershub,staging}", *WITH_MONITORING)):
         linted = helm("lint", "--strict", str(CHART), *values)
         assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout, linted.stdout
-    refused = helm("template", str(CHART), "--set", "replicas=2", check=False)
-    assert refused.returncode != 0
-    assert "at most 1" in refused.stderr
+    # values.schema.json and the templates refuse what would install something broken.
+    for wrong, why in (
+        (("--set", "replicas=2"), "/replicas"),
+        (("--set", "watchNamespace={lawyershub}"), "'watchNamespace' not allowed"),
+        (("--set", "approvals.approvers[0].step=Deploy"), "/approvals/approvers/0/step"),
+        (
+            ("--set", "approvals.approvers[0].step=Verify,approvals.approvers[0].group=q'a"),
+            "quotes and backslashes are not allowed",
+        ),
+        (
+            ("--set", "serviceMonitor.enabled=true,metrics.service.enabled=false"),
+            "serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+    ):
+        refused = helm("template", str(CHART), *wrong, check=False)
+        assert refused.returncode != 0, wrong
+        assert why in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(
@@ -202,8 +216,18 @@ def test_template_passes_a_server_side_dry_run(
     namespace: str,
 ) -> None:
     """`helm template | kubectl apply --server-side --dry-run=server`: every object, the CRD
-    included, is valid for the API server, in both modes."""
-    for values in ((), ("--set", f"watchNamespaces={{{namespace}}}")):
+    included, is valid for the API server, in both modes (the second with the people's role
+    bindings too)."""
+    people = (
+        "--set", f"userRoles.bindings[0].namespace={namespace}",
+        "--set", "userRoles.bindings[0].role=rollback-requester",
+        "--set", "userRoles.bindings[0].groups={lead-engineers}",
+        "--set", f"userRoles.bindings[1].namespace={namespace}",
+        "--set", "userRoles.bindings[1].role=rollback-approver",
+        "--set", "userRoles.bindings[1].groups={dba,qa}",
+        "--set", "userRoles.bindings[1].users={dba-alice}",
+    )  # fmt: skip
+    for values in ((), ("--set", f"watchNamespaces={{{namespace}}}", *people)):
         rendered = helm(
             "template",
             RELEASE,
@@ -215,6 +239,9 @@ def test_template_passes_a_server_side_dry_run(
             *values,
         )
         objects = _documents(rendered.stdout)
+        if values:
+            bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+            assert len(bindings) == 3, bindings  # the operator's and the two people's
         applied = _kubectl(
             kubeconfig,
             "apply",
