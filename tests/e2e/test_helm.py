@@ -260,6 +260,35 @@ def test_template_passes_a_server_side_dry_run(
         )
 
 
+def test_service_monitor_gives_the_job_the_alerts_read(
+    helm: Helm, kubeconfig: str, monitoring_crds: None
+) -> None:
+    """The job label the Prometheus Operator gives the operator's series, by the rule its own
+    ServiceMonitor CRD states, is the job RollbackOperatorDown reads, for the chart's objects
+    (the kustomize base's are the same, and tests/unit/test_monitoring_files.py checks them)."""
+    found = _kubectl(
+        kubeconfig, "get", "crd", "servicemonitors.monitoring.coreos.com", "-o", "json"
+    )
+    assert found.returncode == 0, found.stderr
+    (version,) = json.loads(found.stdout)["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rule = " ".join(spec["properties"]["jobLabel"]["description"].split())
+    assert "which will be used as the `job` label for all metrics" in rule
+    assert "defaults to the name of the associated Kubernetes `Service`" in rule
+
+    rendered = helm("template", RELEASE, str(CHART), "-n", "rollback-operator", *WITH_MONITORING)
+    objects = {obj["kind"]: obj for obj in _documents(rendered.stdout)}
+    service, monitor = objects["Service"], objects["ServiceMonitor"]
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    job_label = monitor["spec"].get("jobLabel", "")
+    job = labels.get(job_label) or service["metadata"]["name"]
+    assert job == "rollback-operator"
+    rules = [r for g in objects["PrometheusRule"]["spec"]["groups"] for r in g["rules"]]
+    (down,) = [r for r in rules if r["alert"] == "RollbackOperatorDown"]
+    assert f'up{{job="{job}"}}' in down["expr"]
+
+
 # --- a release: install, full run, upgrade, full run, uninstall --------------------------------
 
 
