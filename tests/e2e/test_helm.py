@@ -1,10 +1,11 @@
 """Installing the operator with its Helm chart (charts/rollback-operator/), with the real Helm.
 
 Helm is built from the Go module proxy by `cluster/build.sh helm` (cluster/up.sh builds it),
-at the version in cluster/versions.env, and so are the Prometheus Operator's CRDs that the
-ServiceMonitor and PrometheusRule need. The chart is linted; it renders the very objects of
-the kustomize base for the default values (so the two cannot drift apart); its output passes
-a server-side dry run; and a release is installed, proven by a full rollback run as the
+at the version in cluster/versions.env; the Prometheus Operator's CRDs, which the
+ServiceMonitor and PrometheusRule need, come from its module the same way. The chart is
+linted; it renders the very objects of the kustomize base for the default values (so the two
+cannot drift apart); its output passes a server-side dry run; its ServiceMonitor gives the job
+label the alerts read; and a release is installed, proven by a full rollback run as the
 chart's ServiceAccount, upgraded to watching named namespaces (proven again by a full run),
 and uninstalled, leaving nothing but the CRD.
 """
