@@ -39,6 +39,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	promtool check rules manifests/monitoring/alerts.yaml
+	promtool test rules manifests/monitoring/alerts_test.yaml
 
 test: venv
 	scripts/test.sh

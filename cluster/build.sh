@@ -2,7 +2,10 @@
 # Builds the local control plane's binaries from the Go module proxy, once per version.
 #
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
-# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok from sigs.k8s.io/kwok. Both
+# k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok from sigs.k8s.io/kwok, helm
+# (for the chart's tests) from helm.sh/helm/v4; the Prometheus Operator's CRDs (ServiceMonitor,
+# PrometheusRule: the shipped monitoring objects are applied against them) are YAML files of
+# github.com/prometheus-operator/prometheus-operator, taken from its module zip. Both
 # k8s.io/kubernetes and etcd carry replace lines that `go install` refuses, so each is built
 # from a small wrapper module that pins the staging modules instead. The binaries land in
 # $ROLLBACK_OPERATOR_CACHE/bin/<component>-<version>/ so that a second checkout, or a later
@@ -92,7 +95,36 @@ build_kwok() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-components=("${@:-etcd kwok kubernetes}")
+build_helm() {
+  local out="$cache/bin/helm-$HELM_VERSION"
+  [[ -x "$out/helm" ]] && return
+  log "helm $HELM_VERSION"
+  local work="$cache/work/helm-$HELM_VERSION"
+  wrapper_module "$work" helm
+  go get "helm.sh/helm/v4@$HELM_VERSION" >&2
+  mkdir -p "$out.tmp"
+  # The version `helm version` prints, as Helm's own Makefile sets it.
+  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    -o "$out.tmp/helm" helm.sh/helm/v4/cmd/helm
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# Not a binary: the CRDs of the objects manifests/monitoring/ and the chart ship, from the
+# module's example/prometheus-operator-crd/ (the same files upstream's bundle.yaml holds).
+build_prometheus_operator_crds() {
+  local out="$cache/bin/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
+  [[ -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]] && return
+  log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION"
+  local dir
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["Dir"])')"
+  mkdir -p "$out.tmp"
+  cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml "$out.tmp/"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds}")
 for component in ${components[*]}; do
   ( "build_$component" )
 done
