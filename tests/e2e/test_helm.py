@@ -162,7 +162,7 @@ def test_lint(helm: Helm) -> None:
         assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout, linted.stdout
     # values.schema.json and the templates refuse what would install something broken.
     for wrong, why in (
-        (("--set", "replicas=2"), "/replicas"),
+        (("--set", "replicas=-1"), "/replicas"),
         (("--set", "watchNamespace={lawyershub}"), "'watchNamespace' not allowed"),
         (("--set", "approvals.approvers[0].step=Deploy"), "/approvals/approvers/0/step"),
         (
@@ -356,9 +356,9 @@ def test_install_run_upgrade_run_uninstall(
         assert kinds >= {"Deployment", "ClusterRole", "ServiceMonitor", "PrometheusRule"}
         assert all(_exists(kubeconfig, obj) for obj in installed)
         deployment = apps.read_namespaced_deployment("rollback-operator", release_namespace)
-        assert deployment.status.available_replicas == 1
+        assert deployment.status.available_replicas == 2  # one leads, one stands by
         pods = core.list_namespaced_pod(release_namespace).items
-        assert [p.spec.service_account_name for p in pods] == [SERVICE_ACCOUNT]
+        assert [p.spec.service_account_name for p in pods] == [SERVICE_ACCOUNT] * 2
 
         # A full run as the chart's ServiceAccount, watching every namespace. The test's
         # operator watches only the test's namespace (-n), for which Kopf also lists
@@ -369,7 +369,9 @@ def test_install_run_upgrade_run_uninstall(
         )
         assert _whoami(identity) == f"system:serviceaccount:{release_namespace}:{SERVICE_ACCOUNT}"
         with _namespaced_variant(api, kubeconfig, namespace, subject, {"ClusterRole"}):
-            logs = _full_run(api, namespace, identity, tmp_path / "all-namespaces")
+            logs = _full_run(
+                api, namespace, identity, tmp_path / "all-namespaces", release_namespace
+            )
         assert "Forbidden" not in logs
 
         # helm upgrade to named namespaces: a Role in the watched one, no cluster-wide grant
@@ -387,7 +389,7 @@ def test_install_run_upgrade_run_uninstall(
             rbac.read_cluster_role("rollback-operator")
         assert gone.value.status == 404
         upgraded = _release_objects(helm, release_namespace)
-        logs = _full_run(api, watched, identity, tmp_path / "named-namespaces")
+        logs = _full_run(api, watched, identity, tmp_path / "named-namespaces", release_namespace)
         assert "Forbidden" not in logs
 
         # helm uninstall: nothing of either revision is left, nor the release's record, but

@@ -41,10 +41,11 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 */}}
 {{- define "rollback-operator.namespaceRules" -}}
 # Kopf watches the requests and patches them (finalizer, progress annotations); Preflight
-# lists a namespace's requests to take over what a failed run left changed.
+# lists a namespace's requests to take over what a failed run left changed; the ledger reads
+# its request again after a write conflict, the queue the holder of a target.
 - apiGroups: [rollback.lawyershub.io]
   resources: [rollbackrequests]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 # The ledger and status.saved.
 - apiGroups: [rollback.lawyershub.io]
   resources: [rollbackrequests/status]
@@ -73,10 +74,16 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, patch]
-# The database and smoke-test Jobs: created once, then read until they end (never deleted).
+# One run per target: a Lease per object a run changes, taken before its first step and
+# given back at its end.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update, delete]
+# The database and smoke-test Jobs: created once, then read until they end; deleted only when
+# a person aborts the run and stopping the Job is safe.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, create]
+  verbs: [get, create, delete]
 # A finished Job's pod holds what its command said (the termination message).
 - apiGroups: [""]
   resources: [pods]
