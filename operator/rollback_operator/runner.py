@@ -261,7 +261,8 @@ class Runner:
                 "create a new RollbackRequest"
             )
         self._api_errors += 1
-        delay = min(API_RETRY_MAX_SECONDS, API_RETRY_SECONDS * 2 ** (self._api_errors - 1))
+        doublings = min(self._api_errors - 1, 8)  # 2 s * 2**8 is already past the cap
+        delay = min(API_RETRY_MAX_SECONDS, API_RETRY_SECONDS * 2**doublings)
         return Wait(f"retrying after an API error: {error}", delay)
 
     def _context(self, step: StepName) -> StepContext:
