@@ -24,7 +24,7 @@ from typing import Any
 from kubernetes import client, config
 
 from rollback_operator import GROUP, PLURAL, VERSION
-from rollback_operator.model import Phase
+from rollback_operator.model import ended
 
 
 def _seconds(start: str | None, end: str | None) -> str:
@@ -74,7 +74,7 @@ def follow(
             if step["state"] != "Pending" and seen.get(step["name"]) != state:
                 seen[step["name"]] = state
                 print(_cut(f"  {step['state']:<10} {step['name']:<20} {state[1]}"), flush=True)
-        if phase and Phase(phase).terminal:
+        if ended(status):
             return obj
         waiting = status.get("step", "")
         if phase == "AwaitingApproval" and waiting in approvers and waiting not in approved:

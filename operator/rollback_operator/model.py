@@ -45,6 +45,13 @@ class Phase(StrEnum):
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED)
 
 
+def ended(status: Mapping[str, Any]) -> bool:
+    """Whether a request's run is over, its end announced too: between the terminal write and
+    the post-mortem, outcome Event and notifications, status.announced is False."""
+    terminal = Phase(status.get("phase", Phase.PENDING)).terminal
+    return terminal and status.get("announced") is not False
+
+
 class StepName(StrEnum):
     """The runbook's steps, in the order they run."""
 

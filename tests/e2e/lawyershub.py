@@ -254,8 +254,10 @@ class Operator:
         *,
         identity: str | None = None,
         lease_namespace: str | None = None,
+        also_watch: tuple[str, ...] = (),
     ) -> None:
         self.namespace, self.kubeconfig, self.log_dir = namespace, kubeconfig, log_dir
+        self.also_watch = also_watch
         self.metrics = f"127.0.0.1:{metrics_port}" if metrics_port else ""
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -272,8 +274,7 @@ class Operator:
                 sys.executable,
                 "-m",
                 "rollback_operator",
-                "-n",
-                self.namespace,
+                *(f"--namespace={ns}" for ns in (self.namespace, *self.also_watch)),
                 "--liveness=",
                 f"--metrics={self.metrics}",
             ],

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from rollback_operator.model import STEP_ORDER, Phase
+from rollback_operator.model import STEP_ORDER, ended
 from rollback_operator.steps.migrate_database_down import REPLACED_BY_RESTORE
 from standins.example import CHOSEN_DUMP, StandIns
 from standins.lawyershub_db import contents
@@ -69,12 +69,11 @@ def wait_for(
     wanted: Callable[[dict[str, Any]], bool],
     timeout: float,
 ) -> dict[str, Any]:
-    """The request once `wanted` holds, or once it is terminal (so a failure shows at once)."""
+    """The request once `wanted` holds, or once its run ended (so a failure shows at once)."""
 
     def probe() -> dict[str, Any] | None:
         obj = get_request(api, namespace, NAME)
-        phase = Phase(obj.get("status", {}).get("phase", Phase.PENDING))
-        return obj if wanted(obj) or phase.terminal else None
+        return obj if wanted(obj) or ended(obj.get("status", {})) else None
 
     return wait_until(probe, timeout=timeout, what=what)
 

@@ -3,6 +3,7 @@ nothing until the leader dies, then takes over and finishes the run from its rec
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,70 @@ def _try_holder(api: client.ApiClient, namespace: str) -> str | None:
         if error.status == 404:
             return None
         raise
+
+
+def test_two_instances_on_twenty_requests_with_the_leader_killed_midway(
+    api: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    crds_installed: None,
+    tmp_path: Path,
+) -> None:
+    """Four namespaces with the sample, five requests in each created at once (in the same
+    second, all touching the same objects), two instances watching all four; the leader is
+    SIGKILLed midway. Every request ends Succeeded, no two runs on the same objects overlapped,
+    and every Ingress and HPA ends exactly as it began."""
+    core = client.CoreV1Api(api)
+    others = tuple(f"{namespace}-{i}" for i in range(1, 4))
+    for other in others:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    namespaces = (namespace, *others)
+    first = Operator(namespace, kubeconfig, tmp_path, identity="operator-a", also_watch=others)
+    second = Operator(namespace, kubeconfig, tmp_path, identity="operator-b", also_watch=others)
+    try:
+        for ns in namespaces:
+            deploy_app(api, ns, min_ready_seconds={"backend": 1, "frontend": 1})
+        before = {ns: snapshot(api, ns) for ns in namespaces}
+        first.start()
+        wait_until(
+            lambda: _try_holder(api, namespace) == "operator-a", timeout=30, what="a leading"
+        )
+        second.start()
+        wait_until(lambda: "waiting to lead" in second.logs(), timeout=30, what="b standing by")
+        names = [f"r{i}" for i in range(5)]
+        for ns in namespaces:
+            for name in names:
+                create_request(api, ns, name)
+
+        def finished() -> int:
+            return sum(
+                1
+                for ns in namespaces
+                for name in names
+                if get_request(api, ns, name).get("status", {}).get("announced") is True
+            )
+
+        wait_until(lambda: finished() >= 6, timeout=180, what="a third of the runs done")
+        first.kill()
+        wait_until(lambda: finished() == 20, timeout=400, what="every run done", interval=1)
+    finally:
+        second.stop()
+        first.stop()
+        print(first.logs()[-5000:], second.logs()[-5000:])
+    for ns in namespaces:
+        runs = sorted(
+            (get_request(api, ns, name)["status"] for name in names),
+            key=lambda s: (s["startedAt"], s["finishedAt"]),
+        )
+        assert [s["phase"] for s in runs] == ["Succeeded"] * 5, [s["message"] for s in runs]
+        for earlier, later in itertools.pairwise(runs):
+            assert later["startedAt"] >= earlier["finishedAt"], (ns, earlier, later)
+        after = snapshot(api, ns)
+        assert after["ingresses"] == before[ns]["ingresses"] or (
+            after["ingresses"]["lawyershub"]["spec"]
+            == before[ns]["ingresses"]["lawyershub"]["spec"]
+        )
+        for hpa in ("backend", "frontend"):
+            assert after["hpas"][hpa]["spec"] == before[ns]["hpas"][hpa]["spec"]
+    for other in others:
+        core.delete_namespace(other)
