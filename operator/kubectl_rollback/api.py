@@ -24,7 +24,7 @@ from rollback_operator.kube import (
     request_path,
     requests_path,
 )
-from rollback_operator.model import Phase
+from rollback_operator.model import ended
 
 # How long one watch call lasts before it is renewed from the last version seen.
 WATCH_SECONDS = 300
@@ -186,7 +186,7 @@ class RequestWatch:
                 resource_version = obj["metadata"]["resourceVersion"]
                 if kind in ("ADDED", "MODIFIED"):
                     self.versions.put(obj)
-                    if Phase(obj.get("status", {}).get("phase") or Phase.PENDING).terminal:
+                    if ended(obj.get("status", {})):  # over, and its end announced
                         return ""
         finally:
             stream.release_conn()
