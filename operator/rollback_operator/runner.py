@@ -44,6 +44,7 @@ from rollback_operator.steps import jobs
 from rollback_operator.steps.base import StepContext
 
 QUEUE_POLL_SECONDS = 1.0
+ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
 # Transient API errors (5xx, 429, 409, unreachable) are retried, waiting 2 s, then twice as
 # long each time up to 30 s, until the step's deadline: spec.rolloutTimeout from the step's
 # start. Then the step fails, the site left as it is (maintenance on).
@@ -144,8 +145,21 @@ class Runner:
                 if isinstance(outcome, Fail):
                     return True
                 if isinstance(outcome, Wait | NeedsApproval):
-                    await stopped.wait(outcome.retry_after)
+                    await self._pause(stopped, outcome.retry_after)
         return False
+
+    async def _pause(self, stopped: Stopped, seconds: float) -> None:
+        """Waits `seconds` before a step runs again, but ends early when the daemon stops or
+        someone asks to abort: the annotation is read from Kopf's live view of the request, so
+        an abort is seen within ABORT_SLICE_SECONDS without a call to the API server."""
+        left = seconds
+        while left > 0 and not stopped and not self._abort_asked():
+            await stopped.wait(min(left, ABORT_SLICE_SECONDS))
+            left -= ABORT_SLICE_SECONDS
+
+    def _abort_asked(self) -> bool:
+        annotations = self.body["metadata"].get("annotations") or {}
+        return bool(annotations.get(ABORT_ANNOTATION) == "true")
 
     async def _run(self, step: StepName) -> Outcome:
         record = self.ledger.status.record(step)
@@ -287,7 +301,7 @@ class Runner:
     async def _signals(self, status: Status) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
         step, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
-        abort = annotations.get(ABORT_ANNOTATION) == "true"
+        abort = self._abort_asked()
         blocker = None
         if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
             blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start

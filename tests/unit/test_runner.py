@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from rollback_operator import registry
+from rollback_operator import registry, runner
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.model import (
     ABORT_ANNOTATION,
@@ -423,6 +423,7 @@ def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
 ) -> None:
     """Issue: a 500 from a down admission webhook retried every 2 s forever, maintenance on."""
     monkeypatch.setitem(SPEC, "rolloutTimeout", "2s")  # stamps have 1 s resolution
+    monkeypatch.setattr(runner, "ABORT_SLICE_SECONDS", 60.0)  # each wait in one piece
     api = FakeApi()
 
     def webhook_down(ctx: StepContext, call: int) -> None:
@@ -445,3 +446,26 @@ def test_an_unreachable_api_server_is_an_api_error_the_steps_retry() -> None:
     with pytest.raises(ApiError) as raised:
         kube.get("/api/v1/namespaces")
     assert raised.value.status == 0 and raised.value.transient
+
+
+def test_a_wait_is_cut_short_by_an_abort(steps: dict[StepName, ScriptedStep]) -> None:
+    """A step that waits 5 s between checks: the abort is seen within a slice of that."""
+    api = FakeApi()
+    steps[StepName.REVERT_WORKLOADS].outcomes = [Wait("rolling out", 5.0)] * 100
+    body = api.body()
+
+    class AbortAfter(Stopped):
+        async def wait(self, timeout: float | None = None) -> None:
+            await super().wait(timeout)
+            if len(self.waits) == 2:  # someone annotates the request, half-way through a wait
+                body["metadata"]["annotations"][ABORT_ANNOTATION] = "true"
+
+    stopped = AbortAfter()
+
+    async def go() -> None:
+        await Runner(api, body, _spec(body), FreeGate(), _logger()).drive(stopped)  # type: ignore[arg-type]
+
+    asyncio.run(go())
+    assert stopped.waits == [0.5, 0.5]
+    assert api.status["phase"] == "Aborted"
+    assert steps[StepName.REVERT_WORKLOADS].calls == 1
