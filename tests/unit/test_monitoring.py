@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from rollback_operator.prometheus import (
     QueryFailed,
     Result,
     interpret,
+    query_all,
 )
 from rollback_operator.redaction import without_credentials
 from rollback_operator.registry import STEPS
@@ -43,6 +45,7 @@ from rollback_operator.status import Status
 from rollback_operator.steps import monitor
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.monitor import Monitor
+from tests.slow_servers import SlowServer, silent, trickle
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -175,7 +178,21 @@ def test_the_client_posts_the_query_form_encoded() -> None:
     assert request.method == "POST"
     assert str(request.url) == f"{URL}/api/v1/query"
     form = dict(httpx.QueryParams(request.content.decode()))
-    assert form == {"query": 'up{a="b"}', "timeout": "10s"}
+    assert form == {"query": 'up{a="b"}', "timeout": "4s"}
+
+
+@pytest.mark.parametrize("server", [trickle, silent], ids=["trickling", "silent"])
+def test_a_slow_prometheus_costs_a_query_its_total_deadline(
+    server: Callable[[], SlowServer],
+) -> None:
+    with server() as slow:
+        prometheus = Prometheus(slow.url, timeout=2)
+        started = time.monotonic()
+        results = query_all(prometheus, {ERROR_RATE: "a", LATENCY: "b"})
+        took = time.monotonic() - started
+    assert took < 2 + 2.0  # both queries at once, each within its deadline
+    for result in results.values():
+        assert result == QueryFailed(f"Prometheus at {slow.url} did not answer within 2s")
 
 
 def test_unreachable_and_slow_prometheus_are_failures_without_credentials() -> None:

@@ -24,7 +24,7 @@ from rollback_operator.clock import parse
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.monitoring import MonitoringSpec
 from rollback_operator.monitoring_watch import Watch
-from rollback_operator.prometheus import Prometheus, QueryFailed
+from rollback_operator.prometheus import Prometheus, QueryFailed, query_all
 from rollback_operator.redaction import without_credentials
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
@@ -33,7 +33,6 @@ SECTION = "monitoring"
 # Between evaluations the step still wakes this often, so that an abort is seen promptly;
 # a wake-up that evaluates nothing writes nothing.
 MAX_WAIT_SECONDS = 5.0
-PREFLIGHT_TIMEOUT_SECONDS = 5.0
 
 
 def preflight_problems(ctx: StepContext) -> list[str]:
@@ -44,9 +43,11 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     if spec is None:
         return []
     problems = monitoring.configuration_problems(spec)
-    prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
-    for rule in spec.rules(ctx.namespace):
-        result = prometheus.query(rule.query)
+    prometheus = Prometheus(spec.prometheus_url)
+    rules = spec.rules(ctx.namespace)
+    answers = query_all(prometheus, {rule.name: rule.query for rule in rules})
+    for rule in rules:
+        result = answers[rule.name]
         if not isinstance(result, QueryFailed):
             continue
         if result.invalid_query:
@@ -112,7 +113,7 @@ class Monitor:
             )
 
         prometheus = Prometheus(spec.prometheus_url)
-        results = {rule.name: prometheus.query(rule.query) for rule in spec.rules(ctx.namespace)}
+        results = query_all(prometheus, {r.name: r.query for r in spec.rules(ctx.namespace)})
         now = ctx.now()
         watch = monitoring_watch.record(watch, results, now, (now - start).total_seconds())
 
