@@ -215,8 +215,8 @@ def record(
         new.unwatched_seconds += round(span)
         new.gaps = [*new.gaps, {"from": stamp(since), "to": stamp(now), "seconds": round(span)}]
         new.gaps = new.gaps[-GAPS_KEPT:]
-    else:
-        new.watched_seconds += round(span)
+    # What was not a gap was watched (from the elapsed time, so roundings do not add up).
+    new.watched_seconds = max(new.watched_seconds, int(elapsed) - new.unwatched_seconds)
     new.evaluations += 1
     new.last_evaluated_at = stamp(now)
     new.elapsed_seconds = max(new.elapsed_seconds, int(elapsed))
