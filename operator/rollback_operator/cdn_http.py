@@ -22,6 +22,7 @@ import httpx
 
 from rollback_operator import throttling
 from rollback_operator.cdn import CLOUDFLARE, FASTLY, WEBHOOK, CdnSpec, PurgeRequest, auth_headers
+from rollback_operator.deadlines import Deadline, request
 from rollback_operator.redaction import display_url, redact
 
 USER_AGENT = "rollback-operator (PurgeCDN)"
@@ -193,34 +194,36 @@ def backoff(failures: int) -> float:
 
 
 def send(
-    client: httpx.Client,
     spec: CdnSpec,
     call: PurgeRequest,
     token: str | None,
     *,
-    timeout: float,
+    deadline: Deadline,
     now: datetime,
+    transport: httpx.BaseTransport | None = None,
 ) -> Answer:
-    """Makes one purge call and reads its answer. Network trouble is retryable; nothing here
-    raises, and no text it returns contains the token."""
+    """Makes one purge call and reads its answer, all within `deadline`. Network trouble and
+    a server too slow for the deadline are retryable; nothing here raises, and no text it
+    returns contains the token."""
     headers = {"User-Agent": USER_AGENT, **call.headers, **auth_headers(spec.provider, token)}
     content = json.dumps(call.body).encode() if call.body else None
+    where = display_url(call.url)
     try:
-        response = client.request(
+        response = request(
             call.method,
             call.url,
+            deadline=deadline,
+            transport=transport,
             headers=headers,
             content=content,
-            timeout=httpx.Timeout(max(0.5, timeout)),
         )
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
-        return Refused(
-            redact(f"cannot call {display_url(call.url)}: {type(error).__name__}", token)
-        )
+        return Refused(redact(f"cannot call {where}: {type(error).__name__}", token))
+    except httpx.TimeoutException:
+        return Retry(f"{spec.who} at {where} did not answer within {deadline.shown}")
     except httpx.TransportError as error:
         kind = type(error).__name__
         text = str(error) or "no detail"
-        where = display_url(call.url)
         return Retry(redact(f"could not reach {spec.who} at {where}: {kind}: {text}", token))
     answer = interpret(
         spec,

@@ -6,17 +6,23 @@ the last one stopped. "No data" and Prometheus errors are never counted as healt
 evaluation that could not measure every rule neither advances nor resets a rule's count of
 consecutive breaches, and `for` such evaluations in a row end the watch as "could not measure".
 
+Time is watched only where evaluations were made: the time between two evaluations (or between
+traffic's return and the first one) counts as watched when they are at most a few intervals
+apart (`gap_after`), else it is a gap, recorded with its times. The step extends the watch by
+its gaps, up to `MAX_STRETCH` times the duration, and fails it as "not watched" beyond that.
+
 Pure arithmetic on the results `prometheus.py` returns, unit-tested without a network; the step
 that evaluates and records is `steps/monitor.py`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from rollback_operator.clock import stamp
+from rollback_operator.clock import parse, stamp
 from rollback_operator.monitoring import (
     Rule,
     describe_rule,
@@ -27,6 +33,16 @@ from rollback_operator.prometheus import Measured, NoData, Result
 from rollback_operator.redaction import without_credentials
 
 HEALTHY, OVER, NO_DATA, ERROR = "Healthy", "Over", "NoData", "Error"
+
+# An honest watch: time without an evaluation is not watched. Two evaluations (or the step's
+# start and the first one) further apart than this many intervals, and at least GAP_MIN_SECONDS,
+# leave a gap: the operator was not running, not leading, or could not act on the request.
+GAP_INTERVALS = 3
+GAP_MIN_SECONDS = 30.0
+# The watch is extended by its gaps, so that `duration` is really watched, until it has lasted
+# this many times its duration since traffic returned; a gap that would need more fails it.
+MAX_STRETCH = 2
+GAPS_KEPT = 20  # in status.monitoring.gaps; unwatchedSeconds counts them all
 
 
 @dataclass
@@ -68,6 +84,9 @@ class Watch:
     last_error: str | None = None
     breach: str | None = None
     maintenance_on: bool = False
+    watched_seconds: int = 0  # time between evaluations that were not a gap apart
+    unwatched_seconds: int = 0  # the gaps', all together
+    gaps: list[dict[str, Any]] = field(default_factory=list)  # {from, to, seconds}
     extra: dict[str, Any] = field(default_factory=dict)  # fields a newer version wrote
 
     @classmethod
@@ -101,6 +120,9 @@ class Watch:
             "lastError",
             "breach",
             "maintenanceOn",
+            "watchedSeconds",
+            "unwatchedSeconds",
+            "gaps",
         }
         return cls(
             rules=states,
@@ -115,6 +137,10 @@ class Watch:
             last_error=raw.get("lastError"),
             breach=raw.get("breach"),
             maintenance_on=bool(raw.get("maintenanceOn", False)),
+            # A tally from before gaps were counted: what it called elapsed was watched.
+            watched_seconds=int(raw.get("watchedSeconds", raw.get("elapsedSeconds", 0))),
+            unwatched_seconds=int(raw.get("unwatchedSeconds", 0)),
+            gaps=[dict(g) for g in raw.get("gaps") or []],
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -130,9 +156,13 @@ class Watch:
                 "errors": self.errors,
                 "unmeasuredStreak": self.unmeasured_streak,
                 "maintenanceOn": self.maintenance_on,
+                "watchedSeconds": self.watched_seconds,
+                "unwatchedSeconds": self.unwatched_seconds,
                 "rules": [r.to_dict() for r in self.rules],
             }
         )
+        if self.gaps:
+            out["gaps"] = [dict(g) for g in self.gaps]
         for key, value in (
             ("lastEvaluatedAt", self.last_evaluated_at),
             ("lastError", self.last_error),
@@ -152,10 +182,41 @@ class Watch:
         return next(r for r in self.rules if r.name == name)
 
 
-def record(watch: Watch, results: dict[str, Result], now: datetime, elapsed: float) -> Watch:
+def gap_after(interval: float) -> float:
+    """How far apart two evaluations may be and the time between them still count as watched."""
+    return max(GAP_INTERVALS * interval, GAP_MIN_SECONDS)
+
+
+def record(
+    watch: Watch,
+    results: dict[str, Result],
+    now: datetime,
+    elapsed: float,
+    *,
+    interval: float = 0.0,
+) -> Watch:
     """The tally after one evaluation: each rule's result, and the evaluation counted once, as
-    healthy (every rule measured and within its threshold), over, no data or error."""
-    new = replace(watch, rules=[replace(r) for r in watch.rules], extra=dict(watch.extra))
+    healthy (every rule measured and within its threshold), over, no data or error; and the
+    time since the last evaluation (or since the watch began, `elapsed` ago) counted as watched,
+    or as a gap when longer than `gap_after(interval)`."""
+    new = replace(
+        watch,
+        rules=[replace(r) for r in watch.rules],
+        gaps=[dict(g) for g in watch.gaps],
+        extra=dict(watch.extra),
+    )
+    since = (
+        parse(watch.last_evaluated_at)
+        if watch.last_evaluated_at
+        else now - timedelta(seconds=elapsed)
+    )
+    span = max(0.0, (now - since).total_seconds())
+    if interval and span > gap_after(interval):
+        new.unwatched_seconds += round(span)
+        new.gaps = [*new.gaps, {"from": stamp(since), "to": stamp(now), "seconds": round(span)}]
+        new.gaps = new.gaps[-GAPS_KEPT:]
+    # What was not a gap was watched (from the elapsed time, so roundings do not add up).
+    new.watched_seconds = max(new.watched_seconds, int(elapsed) - new.unwatched_seconds)
     new.evaluations += 1
     new.last_evaluated_at = stamp(now)
     new.elapsed_seconds = max(new.elapsed_seconds, int(elapsed))
@@ -204,6 +265,46 @@ def verdict(watch: Watch, for_count: int) -> tuple[str, RuleState | None] | None
     return None
 
 
+def unwatched_over_cap(watch: Watch) -> bool:
+    """Whether the gaps are more than the watch may be extended by (see MAX_STRETCH)."""
+    return watch.unwatched_seconds > watch.duration_seconds * (MAX_STRETCH - 1)
+
+
+def describe_gaps(watch: Watch, started: datetime) -> str:
+    """Which minutes of the watch were not watched: '03:00:00Z-03:31:00Z (minutes 0-31)'."""
+    parts = []
+    for gap in watch.gaps:
+        begin, end = parse(gap["from"]), parse(gap["to"])
+        first = int((begin - started).total_seconds() // 60)
+        last = math.ceil((end - started).total_seconds() / 60)
+        parts.append(
+            f"{_clock(begin)}-{_clock(end)} (minutes {first}-{last} of the watch, "
+            f"{show_duration(gap['seconds'])})"
+        )
+    return ", ".join(parts)
+
+
+NOT_WATCHED_WHY = (
+    "no evaluation was made in that time: the operator was not running, not leading, or could "
+    "not act on the request"
+)
+
+
+def not_watched_message(watch: Watch, started: datetime) -> str:
+    return (
+        f"not watched: {describe_gaps(watch, started)}; {NOT_WATCHED_WHY}. "
+        f"{show_duration(watch.unwatched_seconds)} not watched in all, more than the watch of "
+        f"{show_duration(watch.duration_seconds)} can be extended by (to {MAX_STRETCH}x its "
+        f"duration); {show_duration(watch.watched_seconds)} watched. Traffic stays on the "
+        "application; watch the error rate and latency by hand (runbook §2.5), and find out "
+        "why the operator stopped (its logs, and its Lease's holder)"
+    )
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%SZ")
+
+
 def breach_message(state: RuleState, watch: Watch) -> str:
     return (
         f"{describe_rule(state.name)} {show_value(state.name, state.value)} is above the "
@@ -223,7 +324,7 @@ def blind_message(watch: Watch, prometheus_url: str) -> str:
     )
 
 
-def conclusion(watch: Watch) -> tuple[bool, str, tuple[str, ...]]:
+def conclusion(watch: Watch, started: datetime | None = None) -> tuple[bool, str, tuple[str, ...]]:
     """At the end of the watch: (succeeded, message, warnings). It succeeds when no breach
     stopped it and at least half the evaluations measured every rule; evaluations that could
     not, and a rule over its threshold (not yet `for` times) at the end, are warned about."""
@@ -237,7 +338,12 @@ def conclusion(watch: Watch) -> tuple[bool, str, tuple[str, ...]]:
         f"{watch.evaluations} evaluations: {watch.healthy} healthy, "
         f"{watch.no_data} without data, {watch.errors} Prometheus error(s)"
     )
-    took = show_duration(watch.elapsed_seconds)
+    took = show_duration(watch.watched_seconds)
+    if watch.unwatched_seconds:
+        took += (
+            f" watched, over {show_duration(watch.elapsed_seconds)} "
+            f"({show_duration(watch.unwatched_seconds)} not watched, made up)"
+        )
     if measured * 2 < watch.evaluations or measured == 0:
         return (
             False,
@@ -247,6 +353,11 @@ def conclusion(watch: Watch) -> tuple[bool, str, tuple[str, ...]]:
             (),
         )
     warnings = []
+    if watch.gaps and started is not None:
+        warnings.append(
+            f"Monitor did not watch {describe_gaps(watch, started)}: {NOT_WATCHED_WHY}; the "
+            "watch was extended by it"
+        )
     unmeasured = watch.evaluations - measured
     if unmeasured:
         warnings.append(
@@ -268,7 +379,9 @@ def conclusion(watch: Watch) -> tuple[bool, str, tuple[str, ...]]:
 def progress_message(watch: Watch) -> str:
     """The Wait message while watching: the same until the next evaluation, so that a wake-up
     that evaluates nothing writes nothing."""
-    of = f"{show_duration(watch.elapsed_seconds)} of {show_duration(watch.duration_seconds)}"
+    of = f"{show_duration(watch.watched_seconds)} of {show_duration(watch.duration_seconds)}"
+    if watch.unwatched_seconds:
+        of += f" ({show_duration(watch.unwatched_seconds)} not watched, made up)"
     if watch.evaluations == 0:
         return f"watching for {show_duration(watch.duration_seconds)}: first evaluation pending"
     figures = ", ".join(

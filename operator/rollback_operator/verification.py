@@ -17,12 +17,16 @@ when to run them and records each check's last result in `status.checks`.
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from rollback_operator.deadlines import Deadline, connect, request
 from rollback_operator.model import RollbackSpec, parse_duration
 from rollback_operator.redaction import display_url
 
@@ -30,9 +34,9 @@ DEFAULT_TIMEOUT = "5m"
 DEFAULT_PROBE_TIMEOUT = "5s"
 DEFAULT_JOB_TIMEOUT = "5m"
 USER_AGENT = "rollback-operator/verify"
-# A smoke endpoint's body is small; a check reads at most this much of it, so a URL that
-# streams a large file cannot hold the step up or fill the operator's memory.
-MAX_BODY_BYTES = 1024 * 1024
+# How long one call of the Verify step waits for its probes (see `Probing`).
+CALL_SECONDS = 4.0
+PROBE_THREADS = 32  # probes in flight at once, for every run together
 # How much of an unexpected reply a message quotes: enough to read "-NOAUTH ...", not a dump.
 QUOTE_BYTES = 64
 
@@ -221,41 +225,30 @@ class ProbeResult:
 # --- http
 
 
-def probe_http(probe: HttpProbe, client: httpx.Client | None = None) -> ProbeResult:
+def probe_http(probe: HttpProbe) -> ProbeResult:
     """One request; passes on an expected status and, when asked, the text in the body.
 
-    Redirects are not followed: the status is what is checked, so a health URL that starts
-    redirecting (to a login page, say) fails unless its redirect status is listed.
+    The whole attempt (connection, request, status, headers and the body read) fits in the
+    probe's timeout: a server trickling its answer ends the attempt there. Redirects are not
+    followed: the status is what is checked, so a health URL that starts redirecting (to a
+    login page, say) fails unless its redirect status is listed.
     """
     started = time.monotonic()
-    owned = client is None
-    http = client or httpx.Client(
-        timeout=probe.timeout_seconds,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-    )
+    deadline = Deadline(probe.timeout_seconds)
     try:
-        with http.stream(probe.method, probe.url, timeout=probe.timeout_seconds) as response:
-            status = response.status_code
-            body = b""
-            if probe.body_contains is not None and status in probe.expect_status:
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) >= MAX_BODY_BYTES:
-                        break
-                    if time.monotonic() - started > probe.timeout_seconds:
-                        # httpx's timeouts are per read: a body trickling in would never end.
-                        raise httpx.ReadTimeout("the body took too long")
-    except httpx.TimeoutException:
-        return ProbeResult(
-            False, f"{probe.target}: no answer within {_seconds(probe.timeout_seconds)}"
+        response = request(
+            probe.method,
+            probe.url,
+            deadline=deadline,
+            read_body=probe.body_contains is not None,
+            headers={"User-Agent": USER_AGENT},
         )
+    except httpx.TimeoutException:
+        return ProbeResult(False, f"{probe.target}: no answer within {deadline.shown}")
     except httpx.HTTPError as error:
         return ProbeResult(False, f"{probe.target}: {_http_error(error)}")
-    finally:
-        if owned:
-            http.close()
     took = f"{(time.monotonic() - started) * 1000:.0f} ms"
+    status, body = response.status_code, response.content
     if status not in probe.expect_status:
         wanted = " or ".join(str(s) for s in probe.expect_status)
         return ProbeResult(False, f"{probe.target}: HTTP {status}, expected {wanted}")
@@ -302,28 +295,27 @@ _QUOTED = {13: "\\r", 10: "\\n", 9: "\\t", 0: "\\0", 92: "\\\\"}
 def probe_tcp(probe: TcpProbe) -> ProbeResult:
     """Connects; sends the probe, if any; reads until the reply can be compared with `expect`.
 
-    The whole attempt (connect, send, read) shares one timeout. Without `expect`, a connection
+    The whole attempt (resolving, connecting, sending, reading) shares one total deadline, the
+    probe's timeout: each operation gets what is left of it. Without `expect`, a connection
     accepted (and the probe sent) is a pass.
     """
-    deadline = time.monotonic() + probe.timeout_seconds
+    deadline = Deadline(probe.timeout_seconds)
     started = time.monotonic()
     expect = as_bytes(probe.expect)
     try:
-        with socket.create_connection((probe.host, probe.port), timeout=probe.timeout_seconds) as s:
+        with connect(probe.host, probe.port, deadline) as s:
             if probe.send:
-                s.settimeout(_remaining(deadline))
+                s.settimeout(deadline.timeout())
                 s.sendall(as_bytes(probe.send))
             reply = b""
             while len(reply) < len(expect):
-                s.settimeout(_remaining(deadline))
+                s.settimeout(deadline.timeout())
                 chunk = s.recv(4096)
                 if not chunk:
                     break
                 reply += chunk
     except TimeoutError:
-        return ProbeResult(
-            False, f"{probe.target}: no answer within {_seconds(probe.timeout_seconds)}"
-        )
+        return ProbeResult(False, f"{probe.target}: no answer within {deadline.shown}")
     except socket.gaierror as error:
         return ProbeResult(False, f"{probe.target}: cannot resolve {probe.host}: {error.strerror}")
     except OSError as error:
@@ -338,11 +330,61 @@ def probe_tcp(probe: TcpProbe) -> ProbeResult:
     return ProbeResult(True, f"{probe.target}: replied {quote(reply[: len(expect)])} ({took})")
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
+# --- probing in the background
+
+
+class Probing:
+    """Runs probes in the background and waits for them a bounded time.
+
+    A check's timeout may be up to a minute, but a call of the Verify step must return within
+    `CALL_SECONDS` (the runner sees an abort only between calls): a probe still running then
+    goes on in the background, and a later call of the same run collects its result instead of
+    starting another. Probes only read, so one left behind by an abort does no harm; it ends
+    at its own deadline.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flight: dict[tuple[Hashable, str], tuple[Future[ProbeResult], float]] = {}
+
+    def run(
+        self,
+        key: Hashable,
+        checks: list[Check],
+        prober: Callable[[Check], ProbeResult],
+        budget: Deadline,
+    ) -> tuple[dict[str, ProbeResult], list[str]]:
+        """The results of `checks` ready within `budget`, and the names still running."""
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, (f, at) in self._flight.items() if f.done() and at < now - 600]:
+                del self._flight[stale]  # a run that went away (aborted, deleted)
+            futures = {}
+            for check in checks:
+                entry = self._flight.get((key, check.name))
+                if entry is None:
+                    entry = (_POOL.submit(_attempt, prober, check), now)
+                    self._flight[(key, check.name)] = entry
+                futures[check.name] = entry[0]
+        wait(futures.values(), timeout=budget.left())
+        results: dict[str, ProbeResult] = {}
+        with self._lock:
+            for name, future in futures.items():
+                if future.done():
+                    results[name] = future.result()
+                    self._flight.pop((key, name), None)
+        return results, [name for name in futures if name not in results]
+
+
+# The probes' own threads, shared by every run (started as needed): never the runner's workers.
+_POOL = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="verify")
+
+
+def _attempt(prober: Callable[[Check], ProbeResult], check: Check) -> ProbeResult:
+    try:
+        return prober(check)
+    except Exception as error:  # a probe that crashed is a failed attempt, not a dead step
+        return ProbeResult(False, f"the probe crashed: {type(error).__name__}: {error}")
 
 
 def _seconds(value: float) -> str:

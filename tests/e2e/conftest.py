@@ -9,7 +9,6 @@ cluster the tier fails.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from kubernetes import client, config
 
 from standins.local import wait_until
-from tests.e2e.lawyershub import Operator, deploy_app, running_operator
+from tests.e2e.lawyershub import Operator, deploy_app, fresh_namespace, running_operator
 from tests.e2e.support import REPO_ROOT, apply_crds
 
 
@@ -49,18 +48,8 @@ def crds_installed(api: client.ApiClient) -> None:
 @pytest.fixture
 def namespace(api: client.ApiClient) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (its default ServiceAccount awaited)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    wait_until(
-        lambda: any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ),
-        timeout=30,
-        what=f"default ServiceAccount in {name}",
-    )
-    yield name
-    core.delete_namespace(name)
+    with fresh_namespace(api) as name:
+        yield name
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,25 @@ def deploy_app(
             {"spec": {"minReadySeconds": seconds, "progressDeadlineSeconds": seconds + 600}},
             _content_type="application/merge-patch+json",
         )
+
+
+@contextmanager
+def fresh_namespace(api: client.ApiClient) -> Iterator[str]:
+    """A new namespace, its default ServiceAccount awaited; deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_until(
+        lambda: any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ),
+        timeout=30,
+        what=f"default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
 
 
 def _create(api: client.ApiClient, namespace: str, obj: dict[str, Any]) -> None:
@@ -257,7 +277,7 @@ class Operator:
         also_watch: tuple[str, ...] = (),
     ) -> None:
         self.namespace, self.kubeconfig, self.log_dir = namespace, kubeconfig, log_dir
-        self.also_watch = also_watch
+        self.also_watch = also_watch  # more namespaces to watch
         self.metrics = f"127.0.0.1:{metrics_port}" if metrics_port else ""
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0

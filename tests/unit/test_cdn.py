@@ -9,6 +9,7 @@ operator process against local servers that speak the providers' APIs.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -25,14 +26,17 @@ from rollback_operator.cdn import (
     token_problem,
 )
 from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, interpret, retry_after, send
+from rollback_operator.deadlines import Deadline
 from rollback_operator.kube import Kube
 from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, SecretKeyRef
 from rollback_operator.redaction import display_url, redact
 from rollback_operator.registry import STEPS
 from rollback_operator.status import Status
+from rollback_operator.steps import purge_cdn
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.purge_cdn import PurgeCDN, preflight_problems
+from tests.slow_servers import SlowServer, silent, trickle
 
 NS, REQUEST = "lawyershub", "golive-2026-01-10"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -299,8 +303,9 @@ def test_send_adds_the_token_and_redacts_it_from_whatever_comes_back() -> None:
 
     spec = CdnSpec.parse(FASTLY)
     [call] = calls_for(FASTLY)
-    with httpx.Client(transport=httpx.MockTransport(echo)) as client:
-        result = send(client, spec, call, TOKEN, timeout=5, now=T0)
+    result = send(
+        spec, call, TOKEN, deadline=Deadline(5), now=T0, transport=httpx.MockTransport(echo)
+    )
     assert seen[0].headers["Fastly-Key"] == TOKEN
     assert isinstance(result, Refused)
     assert TOKEN not in result.message and "<redacted>" in result.message
@@ -312,10 +317,26 @@ def test_send_turns_network_trouble_into_a_retry() -> None:
 
     spec = CdnSpec.parse(CLOUDFLARE)
     [call] = calls_for(CLOUDFLARE)
-    with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
-        result = send(client, spec, call, TOKEN, timeout=5, now=T0)
+    result = send(
+        spec, call, TOKEN, deadline=Deadline(5), now=T0, transport=httpx.MockTransport(refuse)
+    )
     assert isinstance(result, Retry) and result.after is None
     assert "could not reach Cloudflare" in result.reason and "Connection refused" in result.reason
+
+
+@pytest.mark.parametrize("server", [trickle, silent], ids=["trickling", "silent"])
+def test_a_purge_against_a_slow_server_is_retried_after_its_total_deadline(
+    server: Callable[[], SlowServer],
+) -> None:
+    with server() as slow:
+        spec = CdnSpec.parse({**CLOUDFLARE, "apiBase": slow.url})
+        [call] = calls_for({**CLOUDFLARE, "apiBase": slow.url})
+        started = time.monotonic()
+        result = send(spec, call, TOKEN, deadline=Deadline(2), now=T0)
+        took = time.monotonic() - started
+    assert took < 2 + 2.0
+    assert isinstance(result, Retry)
+    assert result.reason.endswith("did not answer within 2s")
 
 
 # --- the step: retries, deadline, progress, secrecy
@@ -371,6 +392,19 @@ class Harness:
 
 def cf(status: int, body: Any = None, **headers: str) -> httpx.Response:
     return httpx.Response(status, json=CF_OK if body is None else body, headers=headers)
+
+
+def test_one_call_of_the_step_is_bounded_whatever_the_provider_does() -> None:
+    """A call of the step returns within its budget, so the runner sees an abort in time."""
+    with trickle() as slow:
+        h = Harness({**CLOUDFLARE, "apiBase": slow.url}, [])
+        h.step = PurgeCDN()
+        started = time.monotonic()
+        outcome = h.run()
+        took = time.monotonic() - started
+    assert took < purge_cdn.CALL_SECONDS + 2.0
+    assert isinstance(outcome, Wait)
+    assert "did not answer within 4s" in outcome.message
 
 
 def test_one_request_on_success_with_the_exact_headers_and_body() -> None:

@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "webhook_post",
         "redaction",
         "throttling",
+        "deadlines",
         "postmortem",
         "database.spec",
         "database.scripts",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from rollback_operator.prometheus import (
     QueryFailed,
     Result,
     interpret,
+    query_all,
 )
 from rollback_operator.redaction import without_credentials
 from rollback_operator.registry import STEPS
@@ -43,6 +45,7 @@ from rollback_operator.status import Status
 from rollback_operator.steps import monitor
 from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 from rollback_operator.steps.monitor import Monitor
+from tests.slow_servers import SlowServer, silent, trickle
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -175,7 +178,21 @@ def test_the_client_posts_the_query_form_encoded() -> None:
     assert request.method == "POST"
     assert str(request.url) == f"{URL}/api/v1/query"
     form = dict(httpx.QueryParams(request.content.decode()))
-    assert form == {"query": 'up{a="b"}', "timeout": "10s"}
+    assert form == {"query": 'up{a="b"}', "timeout": "4s"}
+
+
+@pytest.mark.parametrize("server", [trickle, silent], ids=["trickling", "silent"])
+def test_a_slow_prometheus_costs_a_query_its_total_deadline(
+    server: Callable[[], SlowServer],
+) -> None:
+    with server() as slow:
+        prometheus = Prometheus(slow.url, timeout=2)
+        started = time.monotonic()
+        results = query_all(prometheus, {ERROR_RATE: "a", LATENCY: "b"})
+        took = time.monotonic() - started
+    assert took < 2 + 2.0  # both queries at once, each within its deadline
+    for result in results.values():
+        assert result == QueryFailed(f"Prometheus at {slow.url} did not answer within 2s")
 
 
 def test_unreachable_and_slow_prometheus_are_failures_without_credentials() -> None:
@@ -556,10 +573,100 @@ def test_a_restarted_operator_continues_the_watch_where_it_was(
     assert isinstance(restarted.at(30).run(), Wait)
     status = restarted.sections["monitoring"]
     assert (status["evaluations"], status["elapsedSeconds"]) == (3, 30)
-    # Down past the end of the watch: one last evaluation at once, then the conclusion.
+    # Down past the end of the watch: one evaluation at once, and the time not watched is not
+    # counted as watched: 4m30s without an evaluation is more than a 1m watch can make up.
     late = Harness(SHORT, sections=copy.deepcopy(restarted.sections))
-    assert isinstance(late.at(300).run(), Done)
-    assert late.sections["monitoring"]["elapsedSeconds"] == 300
+    outcome = late.at(300).run()
+    assert isinstance(outcome, Fail)
+    assert outcome.message.startswith(
+        "not watched: 03:00:30Z-03:05:00Z (minutes 0-5 of the watch, 4m30s); no evaluation was "
+        "made in that time"
+    )
+    status = late.sections["monitoring"]
+    assert (status["elapsedSeconds"], status["watchedSeconds"]) == (300, 30)
+    assert status["gaps"] == [
+        {"from": "2026-01-10T03:00:30.000Z", "to": "2026-01-10T03:05:00.000Z", "seconds": 270}
+    ]
+
+
+HALF_HOUR = {"prometheus": {"url": URL}, "duration": "30m", "interval": "30s", "for": 3}
+
+
+def test_a_31_minute_gap_on_a_30_minute_watch_does_not_succeed(
+    prometheus: Callable[..., Scripted],
+) -> None:
+    """The operator down from minute 0 to minute 31: one evaluation is not 30 minutes watched."""
+    prometheus([Measured(0.01)] * 10)
+    harness = Harness(HALF_HOUR)
+    outcome = harness.at(31 * 60).run()
+    assert isinstance(outcome, Fail)
+    assert outcome.message.startswith(
+        "not watched: 03:00:00Z-03:31:00Z (minutes 0-31 of the watch, 31m); no evaluation was "
+        "made in that time: the operator was not running, not leading, or could not act on the "
+        "request. 31m not watched in all, more than the watch of 30m can be extended by"
+    )
+    status = harness.sections["monitoring"]
+    assert (status["watchedSeconds"], status["unwatchedSeconds"], status["evaluations"]) == (
+        0,
+        1860,
+        1,
+    )
+
+
+def test_a_gap_extends_the_watch_and_a_breach_after_it_is_still_seen(
+    prometheus: Callable[..., Scripted],
+) -> None:
+    """Down from minute 20 to minute 35 of a 30-minute watch with `for: 3`: the watch goes on
+    past its 30 minutes, and three evaluations over the threshold after the gap fail it."""
+    prometheus([Measured(0.01)] * 40 + [Measured(0.09)] * 3)
+    harness = Harness(HALF_HOUR)
+    for second in range(30, 20 * 60 + 1, 30):
+        assert isinstance(harness.at(second).run(), Wait)
+    after = harness.at(35 * 60).run()
+    assert isinstance(after, Wait)  # not the end: 15 minutes were not watched
+    assert "20m of 30m (15m not watched, made up)" in after.message
+    assert isinstance(harness.at(35 * 60 + 30).run(), Wait)
+    breach = harness.at(36 * 60).run()
+    assert isinstance(breach, Fail)
+    assert breach.message.startswith("error rate 9.00 % is above the 5.00 % threshold for 3")
+    status = harness.sections["monitoring"]
+    assert status["gaps"] == [
+        {"from": "2026-01-10T03:20:00.000Z", "to": "2026-01-10T03:35:00.000Z", "seconds": 900}
+    ]
+
+
+def test_a_watch_extended_by_its_gap_ends_once_its_duration_was_watched(
+    prometheus: Callable[..., Scripted],
+) -> None:
+    prometheus([Measured(0.01)] * 100)
+    harness = Harness(HALF_HOUR)
+    for second in range(30, 10 * 60 + 1, 30):
+        harness.at(second).run()
+    seconds = list(range(20 * 60, 40 * 60 + 1, 30))  # down from minute 10 to 20
+    outcomes = [harness.at(second).run() for second in seconds]
+    assert all(isinstance(o, Wait) for o in outcomes[:-1])
+    done = outcomes[-1]
+    assert isinstance(done, Done)
+    assert done.message.startswith(
+        "healthy for 30m watched, over 40m (10m not watched, made up) (61 evaluations"
+    )
+    assert done.warnings[0] == (
+        "Monitor did not watch 03:10:00Z-03:20:00Z (minutes 10-20 of the watch, 10m): no "
+        "evaluation was made in that time: the operator was not running, not leading, or could "
+        "not act on the request; the watch was extended by it"
+    )
+    status = harness.sections["monitoring"]
+    assert (status["watchedSeconds"], status["unwatchedSeconds"]) == (1800, 600)
+
+
+def test_evaluations_a_little_late_are_still_watched() -> None:
+    watch = fresh()
+    for at in (10, 25, 44, 70):  # up to 26 s apart with a 10 s interval: not gaps (30 s)
+        watch = monitoring_watch.record(
+            watch, {ERROR_RATE: Measured(0.01), LATENCY: Measured(0.1)},
+            T0 + timedelta(seconds=at), at, interval=10,
+        )  # fmt: skip
+    assert (watch.watched_seconds, watch.unwatched_seconds, watch.gaps) == (70, 0, [])
 
 
 def test_a_breach_with_onbreach_fail_leaves_traffic_alone(

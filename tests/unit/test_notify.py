@@ -5,6 +5,7 @@ real local receivers."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from rollback_operator.status import Status
 from rollback_operator.steps.base import NeedsApproval
 from rollback_operator.webhook_post import BUDGET, Attempted, post
 from standins.webhooks import slack_problem
+from tests.slow_servers import SlowServer, silent, trickle
 
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
 SECRET_URL = "https://hooks.slack.example/services/T0001/B0001/s3cr3tT0k3n"
@@ -314,6 +316,17 @@ def test_the_whole_delivery_fits_in_the_budget() -> None:
     assert len(seen) == 2  # waited 4 s once; a second 4 s would overrun the budget
 
 
+@pytest.mark.parametrize("server", [trickle, silent], ids=["trickling", "silent"])
+def test_a_slow_webhook_costs_its_budget_and_no_more(server: Callable[[], SlowServer]) -> None:
+    with server() as slow:
+        started = time.monotonic()
+        result = post(f"{slow.url}/hook?token=s3cr3t", {"text": "hi"}, budget=4.0)
+        took = time.monotonic() - started
+    assert took < 4.0 + 2.0
+    assert not result.ok and result.attempts == 2  # 3 s, a 0.5 s wait, then what is left
+    assert result.error == "no answer within 0.5s (after 2 attempt(s))"
+
+
 def test_the_error_body_quoted_never_echoes_the_url() -> None:
     transport, _ = _server(httpx.Response(404, text=f"no hook at {SECRET_URL}"))
     result = _post(transport, Clock())
@@ -364,7 +377,7 @@ def test_deliver_updates_each_webhooks_status_and_reports_failures_without_urls(
         spec,
         current,
         resolve,
-        budget=0.0,  # no retries: this test is about the bookkeeping
+        budget=0.5,  # no retries (the first wait is 0.5 s): this test is about the bookkeeping
         transport=httpx.MockTransport(handler),
     )
     assert slack_problem(bodies["good"]) is None

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -29,6 +29,7 @@ from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, St
 from rollback_operator.steps.jobs import JobResult, JobState
 from rollback_operator.steps.verify import Verify, job_template, preflight_problems
 from rollback_operator.verification import (
+    CALL_SECONDS,
     Check,
     HttpProbe,
     JobProbe,
@@ -42,6 +43,7 @@ from rollback_operator.verification import (
 )
 from standins.local import free_port
 from standins.sites import TcpHandler, redis_like, tcp_listeners
+from tests.slow_servers import SlowServer, silent, trickle
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -759,3 +761,60 @@ def test_check_records_keep_the_specs_order() -> None:
     world = _world(checks("zeta", "alpha", "redis"))
     world.run()
     assert [r["name"] for r in world.sections["checks"]] == ["zeta", "alpha", "redis"]
+
+
+# --- total deadlines, against servers that trickle their answer or never answer
+
+
+@pytest.mark.parametrize("server", [trickle, silent], ids=["trickling", "silent"])
+def test_an_http_probe_ends_at_its_timeout_whatever_the_server_does(
+    server: Callable[[], SlowServer],
+) -> None:
+    with server() as slow:
+        started = time.monotonic()
+        result = probe_http(HttpProbe(f"{slow.url}/healthz", timeout_seconds=2))
+        took = time.monotonic() - started
+    assert took < 2 + 2.0
+    assert result == ProbeResult(False, f"GET {slow.url}/healthz: no answer within 2s")
+
+
+@pytest.mark.parametrize("server", [trickle, silent], ids=["trickling", "silent"])
+def test_a_tcp_probe_ends_at_its_timeout_whatever_the_server_does(
+    server: Callable[[], SlowServer],
+) -> None:
+    with server() as slow:
+        slow.raw = b"+PO"  # "+PO", then "+PO" again: never "+PONG"
+        started = time.monotonic()
+        probe = TcpProbe("127.0.0.1", slow.port, send="PING\r\n", expect="+PONG" * 4)
+        result = probe_tcp(replace(probe, timeout_seconds=2))
+        took = time.monotonic() - started
+    assert took < 2 + 2.0
+    assert result == ProbeResult(False, f"127.0.0.1:{slow.port}: no answer within 2s")
+
+
+def test_a_call_of_verify_returns_within_seconds_and_collects_a_slow_probe_later() -> None:
+    """A check with a 6 s timeout against a server that never answers: each call of the step
+    returns within its few seconds (an abort is seen between them), the probe goes on in the
+    background, and its verdict is recorded once it has one."""
+    with silent() as slow:
+        world = _world(
+            {
+                "timeout": "1m",
+                "checks": [{"name": "api", "http": {"url": slow.url, "timeout": "6s"}}],
+            }
+        )
+        step = Verify()
+        outcomes = []
+        started = time.monotonic()
+        while not world.checks().get("api", {}).get("attempts"):
+            call = time.monotonic()
+            outcomes.append(step.run(world.ctx()))
+            assert time.monotonic() - call < CALL_SECONDS + 2.0
+            assert time.monotonic() - started < 6 + 4.0
+    assert outcomes[0] == Wait(
+        "1 Deployment(s) Available at stable-last-known; awaiting the answer of api",
+        retry_after=0.25,
+    )
+    assert slow.connections == 1  # one attempt, collected, not started again by each call
+    assert world.checks()["api"]["message"] == f"GET {slow.url}: no answer within 6s"
+    assert isinstance(outcomes[-1], Wait) and "failing: api" in outcomes[-1].message

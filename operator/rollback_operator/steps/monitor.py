@@ -7,6 +7,11 @@ watch's clock is the step's recorded start and its tally is status.monitoring, b
 request's status, so an operator killed mid-watch resumes with the elapsed time and the counts
 where they were.
 
+Time without an evaluation is not watched (`monitoring_watch`): a gap of more than a few
+intervals (the operator was down, or not leading) is recorded in status.monitoring.gaps and
+the watch is extended by it, so that `duration` is really watched; gaps of more than the
+duration in all fail the run as "not watched", saying which minutes.
+
 On a breach the step fails the run (the runner posts the Warning Event); with
 `onBreach: Maintenance` it first puts the site back on the maintenance page, from the
 original backends in status.saved.ingresses. The breach and `maintenanceOn` are written
@@ -24,7 +29,7 @@ from rollback_operator.clock import parse
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.monitoring import MonitoringSpec
 from rollback_operator.monitoring_watch import Watch
-from rollback_operator.prometheus import Prometheus, QueryFailed
+from rollback_operator.prometheus import Prometheus, QueryFailed, query_all
 from rollback_operator.redaction import without_credentials
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
@@ -33,7 +38,6 @@ SECTION = "monitoring"
 # Between evaluations the step still wakes this often, so that an abort is seen promptly;
 # a wake-up that evaluates nothing writes nothing.
 MAX_WAIT_SECONDS = 5.0
-PREFLIGHT_TIMEOUT_SECONDS = 5.0
 
 
 def preflight_problems(ctx: StepContext) -> list[str]:
@@ -44,9 +48,11 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     if spec is None:
         return []
     problems = monitoring.configuration_problems(spec)
-    prometheus = Prometheus(spec.prometheus_url, timeout=PREFLIGHT_TIMEOUT_SECONDS)
-    for rule in spec.rules(ctx.namespace):
-        result = prometheus.query(rule.query)
+    prometheus = Prometheus(spec.prometheus_url)
+    rules = spec.rules(ctx.namespace)
+    answers = query_all(prometheus, {rule.name: rule.query for rule in rules})
+    for rule in rules:
+        result = answers[rule.name]
         if not isinstance(result, QueryFailed):
             continue
         if result.invalid_query:
@@ -95,7 +101,9 @@ class Monitor:
             return self._breached(ctx, spec, watch)
 
         start = ctx.step_started_at
-        end = start + timedelta(seconds=spec.duration_seconds)
+        # The watch ends once `duration` was watched: extended by every gap (see
+        # monitoring_watch: time without an evaluation is not watched).
+        end = start + timedelta(seconds=spec.duration_seconds + watch.unwatched_seconds)
         last = parse(watch.last_evaluated_at) if watch.last_evaluated_at else None
         if last is not None and last >= end:  # the last evaluation was made; only Done was lost
             return self._concluded(ctx, watch)
@@ -112,9 +120,11 @@ class Monitor:
             )
 
         prometheus = Prometheus(spec.prometheus_url)
-        results = {rule.name: prometheus.query(rule.query) for rule in spec.rules(ctx.namespace)}
+        results = query_all(prometheus, {r.name: r.query for r in spec.rules(ctx.namespace)})
         now = ctx.now()
-        watch = monitoring_watch.record(watch, results, now, (now - start).total_seconds())
+        watch = monitoring_watch.record(
+            watch, results, now, (now - start).total_seconds(), interval=spec.interval_seconds
+        )
 
         found = monitoring_watch.verdict(watch, spec.for_count)
         if found is not None:
@@ -129,6 +139,9 @@ class Monitor:
             return Fail(monitoring_watch.blind_message(watch, spec.prometheus_url))
 
         ctx.ledger.put_section(SECTION, watch.to_dict())
+        if monitoring_watch.unwatched_over_cap(watch):
+            return Fail(monitoring_watch.not_watched_message(watch, start))
+        end = start + timedelta(seconds=spec.duration_seconds + watch.unwatched_seconds)
         if now >= end:
             return self._concluded(ctx, watch)
         due = min(now + timedelta(seconds=spec.interval_seconds), end)
@@ -138,7 +151,7 @@ class Monitor:
         )
 
     def _concluded(self, ctx: StepContext, watch: Watch) -> Outcome:
-        succeeded, message, warnings = monitoring_watch.conclusion(watch)
+        succeeded, message, warnings = monitoring_watch.conclusion(watch, ctx.step_started_at)
         if succeeded:
             return Done(message, warnings=warnings, warning_reason="MonitoringWarning")
         return Fail(message)

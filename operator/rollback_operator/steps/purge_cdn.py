@@ -31,6 +31,7 @@ import httpx
 from rollback_operator.cdn import CdnSpec, PurgeRequest, clean_token, purge_requests, token_problem
 from rollback_operator.cdn_http import Purged, Refused, Retry, backoff, describe_wait, send
 from rollback_operator.clock import stamp
+from rollback_operator.deadlines import Deadline
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.redaction import display_url
 from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
@@ -39,7 +40,11 @@ logger = logging.getLogger(__name__)
 
 WAIT_SLICE = 5.0  # the longest single Wait: abort and shutdown are seen at least this often
 MIN_RETRY = 0.5  # even "Retry-After: 0" does not turn the loop into a busy one
-HTTP_TIMEOUT = 30.0  # one call; never past the step's deadline
+# One call of the step sends purge requests for at most this long (each request gets what is
+# left of it, and never more than the step's deadline), so that the runner, which sees an abort
+# between calls, is never held up longer; a provider slower than this is retried with backoff.
+CALL_SECONDS = 4.0
+MIN_REQUEST_SECONDS = 2.0  # the least a further request of a batch starts with in one call
 FORGET_AFTER = timedelta(hours=1)  # progress of a run that went away (aborted, deleted)
 
 _Key = tuple[str, str, str]
@@ -117,34 +122,49 @@ class PurgeCDN:
                 )
 
         calls = _calls(ctx, spec)
-        with httpx.Client(transport=self._transport, follow_redirects=False) as client:
-            while progress.done < len(calls):
-                call = calls[progress.done]
-                now = ctx.now()
-                left = (deadline - now).total_seconds()
-                if left <= 0:
-                    self._forget(key)
-                    return Fail(_gave_up(spec, progress.last_problem or "no answer in time"))
-                answer = send(client, spec, call, token, timeout=min(HTTP_TIMEOUT, left), now=now)
-                if isinstance(answer, Purged):
-                    progress.done += 1
-                    progress.failures = 0
-                    progress.not_before = None
-                    if answer.detail:
-                        progress.details.append(answer.detail)
-                elif isinstance(answer, Refused):
-                    self._forget(key)
-                    return Fail(f"could not purge {spec.where}: {answer.message}")
-                elif isinstance(answer, Retry):
-                    return self._retry(
-                        key,
-                        spec=spec,
-                        call=call,
-                        answer=answer,
-                        progress=progress,
-                        now=ctx.now(),
-                        total=len(calls),
-                    )
+        call_budget = Deadline(CALL_SECONDS)  # this call of the step, not the whole purge
+        sent = 0
+        while progress.done < len(calls):
+            call = calls[progress.done]
+            now = ctx.now()
+            left = (deadline - now).total_seconds()
+            if left <= 0:
+                self._forget(key)
+                return Fail(_gave_up(spec, progress.last_problem or "no answer in time"))
+            if sent and call_budget.left() < MIN_REQUEST_SECONDS:
+                # The rest of a batch in the next call: the runner sees an abort in between.
+                return Wait(
+                    f"purged {progress.done} of {len(calls)} requests of {spec.where}",
+                    retry_after=0.0,
+                )
+            answer = send(
+                spec,
+                call,
+                token,
+                deadline=call_budget.within(left),
+                now=now,
+                transport=self._transport,
+            )
+            sent += 1
+            if isinstance(answer, Purged):
+                progress.done += 1
+                progress.failures = 0
+                progress.not_before = None
+                if answer.detail:
+                    progress.details.append(answer.detail)
+            elif isinstance(answer, Refused):
+                self._forget(key)
+                return Fail(f"could not purge {spec.where}: {answer.message}")
+            elif isinstance(answer, Retry):
+                return self._retry(
+                    key,
+                    spec=spec,
+                    call=call,
+                    answer=answer,
+                    progress=progress,
+                    now=ctx.now(),
+                    total=len(calls),
+                )
         self._forget(key)
         return Done(_summary(spec, len(calls), progress))
 

@@ -22,6 +22,10 @@ How the checks are run, and why:
   Available and every http/tcp check passes, so that the one run a smoke test gets is against
   an application whose dependencies answer. A failed Job fails the step at once; it is never
   retried.
+- A call of the step waits for its probes `CALL_SECONDS` (4 s) at most, so an abort is seen
+  within seconds: a probe with a longer timeout goes on in the background and its result is
+  collected by the next call (`verification.Probing`). Each probe is one total deadline, its
+  `timeout`, connection to the last byte read.
 - Deadlines: the Deployments get `rolloutTimeout` and the checks `verification.timeout`, both
   counted from the step's start, or from the sign-off once given (the checks are re-run then,
   and a dependency that blinks in that round gets its full window again). A Job still running
@@ -32,12 +36,12 @@ How the checks are run, and why:
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from rollback_operator.clock import parse, stamp
+from rollback_operator.deadlines import Deadline
 from rollback_operator.images import with_tag
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.rollout import is_available, rollout_state
@@ -53,11 +57,13 @@ from rollback_operator.steps.base import (
     poll_interval,
 )
 from rollback_operator.verification import (
+    CALL_SECONDS,
     ONLY_DEPLOYMENTS,
     Check,
     HttpProbe,
     JobProbe,
     ProbeResult,
+    Probing,
     TcpProbe,
     VerificationSpec,
     probe_http,
@@ -72,7 +78,7 @@ QA_GROUP = "qa"
 # A dependency that is down is rarely back within a quarter of a second: retry failing checks
 # at most once a second, not at the rollout poll's fastest pace.
 CHECK_RETRY_SECONDS = 1.0
-MAX_PARALLEL_PROBES = 8
+PENDING_RETRY_SECONDS = 0.25  # a probe still running is looked at again this soon
 NOT_RUN = "not run yet"
 
 Prober = Callable[[Check], ProbeResult]
@@ -168,6 +174,7 @@ class Verify:
     def __init__(self, prober: Prober = probe, job_runner: JobRunner = run_job_check) -> None:
         self.prober = prober
         self.job_runner = job_runner
+        self.probing = Probing()
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None
@@ -214,9 +221,11 @@ class Verify:
                 return NeedsApproval(_sign_off(ctx, verification, records))
             return Done(deployments + _signed(ctx))
 
-        round_ = _Round(ctx, self.prober, records)
+        round_ = _Round(ctx, self.prober, self.probing, records)
         probes = [c for c in verification.checks if not isinstance(c.probe, JobProbe)]
         round_.probe([c for c in probes if not records[c.name].passed])
+        if round_.pending:
+            return round_.awaiting(deployments)
         failed_jobs: list[CheckRecord] = []
         running_jobs: list[CheckRecord] = []
         if all(round_.records[c.name].passed for c in probes):
@@ -231,6 +240,8 @@ class Verify:
             # The last round: every http/tcp check not run just now is run again, so the
             # verdict is never older than this call.
             round_.probe([c for c in probes if c.name not in round_.probed])
+            if round_.pending:
+                return round_.awaiting(deployments)
         round_.save()
         current = [round_.records[c.name] for c in verification.checks]
         running = {r.name for r in running_jobs}
@@ -261,22 +272,34 @@ class Verify:
 
 
 class _Round:
-    """One call's work on the checks: probes run in parallel, results recorded as they come."""
+    """One call's work on the checks: probes run in parallel, for `CALL_SECONDS` at most (one
+    still running is collected by a later call: see `verification.Probing`), results recorded
+    as they come."""
 
-    def __init__(self, ctx: StepContext, prober: Prober, records: dict[str, CheckRecord]) -> None:
-        self.ctx, self.prober = ctx, prober
+    def __init__(
+        self,
+        ctx: StepContext,
+        prober: Prober,
+        probing: Probing,
+        records: dict[str, CheckRecord],
+    ) -> None:
+        self.ctx, self.prober, self.probing = ctx, prober, probing
+        self.key = (ctx.namespace, ctx.request, stamp(ctx.step_started_at))
+        self.budget = Deadline(CALL_SECONDS)
         self.records = dict(records)
         self.probed: set[str] = set()
+        self.pending: list[str] = []
         self.changed = False
 
     def probe(self, checks: list[Check]) -> None:
         if not checks:
             return
-        workers = min(MAX_PARALLEL_PROBES, len(checks))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-            results = list(pool.map(self._attempt, checks))
+        results, self.pending = self.probing.run(self.key, checks, self.prober, self.budget)
         now = stamp(self.ctx.now())
-        for check, result in zip(checks, results, strict=True):
+        for check in checks:
+            result = results.get(check.name)
+            if result is None:
+                continue
             before = self.records[check.name]
             self.records[check.name] = replace(
                 before,
@@ -286,13 +309,15 @@ class _Round:
                 checked_at=now,
             )
             self.probed.add(check.name)
-        self.changed = True
+            self.changed = True
 
-    def _attempt(self, check: Check) -> ProbeResult:
-        try:
-            return self.prober(check)
-        except Exception as error:  # a probe that crashed is a failed attempt, not a dead step
-            return ProbeResult(False, f"the probe crashed: {type(error).__name__}: {error}")
+    def awaiting(self, deployments: str) -> Wait:
+        """The Wait while probes are still running: their results are collected next call."""
+        self.save()
+        return Wait(
+            f"{deployments}; awaiting the answer of {', '.join(self.pending)}",
+            retry_after=PENDING_RETRY_SECONDS,
+        )
 
     def job(self, runner: JobRunner, check: Check) -> jobs.JobState:
         result = runner(self.ctx, check)
