@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from standins.local import wait_until
 from tests.e2e.lawyershub import Operator, deploy_app, fresh_namespace, running_operator
 from tests.e2e.support import REPO_ROOT, apply_crds
 
