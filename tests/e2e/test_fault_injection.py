@@ -189,15 +189,15 @@ def _drive(
 
             wait_until(gone_or_done, timeout=180, what=f"the kill after {limit}", interval=0.2)
             killed = process.poll() is not None
+            # The next process neither kills nor counts: the count is the first one's.
+            operator.env.pop("ROLLBACK_COUNT_FILE")
             operator.env["ROLLBACK_KILL_AFTER"] = "0"
             if killed:
                 operator.start()
-        mutations = int(count.read_text()) if count.exists() else 0
         done = wait_phase(api, place.namespace, "crash", "Succeeded", "Failed", timeout=180)
-        if not limit:
-            mutations = int(count.read_text())
     finally:
         operator.stop()
+    mutations = int(count.read_text() or 0) if count.exists() else 0
     return killed, mutations, done, operator.logs()
 
 
