@@ -126,6 +126,8 @@ class BackendRef:
 class Workload:
     deployment: str
     containers: tuple[str, ...] | None  # None: every container of the Deployment
+    # None: the init containers whose image repository is one the request reverts; () none.
+    init_containers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,9 @@ class RollbackSpec:
                 Workload(
                     deployment=w["deployment"],
                     containers=None if w.get("containers") is None else tuple(w["containers"]),
+                    init_containers=None
+                    if w.get("initContainers") is None
+                    else tuple(w["initContainers"]),
                 )
                 for w in spec["workloads"]
             ),
