@@ -229,6 +229,16 @@ INVALID_SPECS: list[tuple[str, Mutation, list[str]]] = [
         ['container "api" is listed more than once'],
     ),
     (
+        "duplicate init container",
+        _set("workloads.0.initContainers", ["migrate", "migrate"]),
+        ['init container "migrate" is listed more than once'],
+    ),
+    (
+        "bad init container name",
+        _set("workloads.0.initContainers", ["Migrate"]),
+        ['"Migrate" is not a valid init container name'],
+    ),
+    (
         "bad targetTag",
         _set("targetTag", "bad tag!"),
         ['targetTag "bad tag!" is not a valid image tag'],
@@ -564,5 +574,7 @@ def test_kubectl_explain_reads_well(kubeconfig: str) -> None:
 
     port = explain("rbr.spec.traffic.maintenanceBackend.port")
     assert port and "a number (1 to 65535) or the name of one of the Service's ports" in port
+    init = explain("rbr.spec.workloads.initContainers")
+    assert init and "every init container whose image repository is that of a container" in init
     trigger = explain("rbr.spec.trigger")
     assert trigger and "stayed above 5 % for 15 consecutive minutes" in trigger
