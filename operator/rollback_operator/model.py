@@ -18,6 +18,13 @@ ABORT_ANNOTATION = f"{GROUP}/abort"
 APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 
+# The longest name a RollbackRequest may have: the name is the value of the label
+# `rollback.lawyershub.io/request` on the run's Jobs, their pods and its post-mortem ConfigMap,
+# and a label value has at most 63 characters. The other names derived from it fit by
+# construction (a Job's name is cut, `steps.jobs.job_name`; `<name>-postmortem` and an Event's
+# `<name>.<12 hex>` are subdomains of up to 253). The CRD refuses a longer name on create.
+MAX_REQUEST_NAME = 63
+
 
 # The tag every reverted container is set to when the request names none (runbook §2.1).
 DEFAULT_TARGET_TAG = "stable-last-known"
