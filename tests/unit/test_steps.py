@@ -418,6 +418,11 @@ def images(world: World, name: str) -> dict[str, str]:
     return {c["name"]: c["image"] for c in pod["containers"]}
 
 
+def pod_patch(**pod: Any) -> dict[str, Any]:
+    """The strategic merge patch RevertWorkloads sends: `pod` in the pod template's spec."""
+    return {"spec": {"template": {"spec": pod}}}
+
+
 def init_images(world: World, name: str) -> dict[str, str]:
     pod = world.kube.stored("Deployment", name)["spec"]["template"]["spec"]
     return {c["name"]: c["image"] for c in pod.get("initContainers") or []}
@@ -984,20 +989,10 @@ def test_revert_changes_only_the_selected_containers() -> None:
     assert init_images(world, "backend") == {"migrate": f"{REGISTRY}/backend:stable-last-known"}
     backend_patch = world.kube.patches[0]
     assert backend_patch.content_type == STRATEGIC_MERGE_PATCH
-    assert backend_patch.body == {
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {"name": "api", "image": f"{REGISTRY}/backend:stable-last-known"}
-                    ],
-                    "initContainers": [
-                        {"name": "migrate", "image": f"{REGISTRY}/backend:stable-last-known"}
-                    ],
-                }
-            }
-        }
-    }
+    assert backend_patch.body == pod_patch(
+        containers=[{"name": "api", "image": f"{REGISTRY}/backend:stable-last-known"}],
+        initContainers=[{"name": "migrate", "image": f"{REGISTRY}/backend:stable-last-known"}],
+    )
 
 
 def test_revert_leaves_an_init_container_of_another_repository_alone() -> None:
@@ -1074,17 +1069,9 @@ def test_revert_restarts_when_containers_and_init_containers_are_at_the_target()
     spec = make_spec(workloads=[{"deployment": "backend"}])
     RevertWorkloads().run(world.ctx(spec))
     (patch,) = world.kube.patches
-    assert patch.body == {
-        "spec": {
-            "template": {
-                "spec": {
-                    "initContainers": [
-                        {"name": "migrate", "image": f"{REGISTRY}/backend:stable-last-known"}
-                    ]
-                }
-            }
-        }
-    }
+    assert patch.body == pod_patch(
+        initContainers=[{"name": "migrate", "image": f"{REGISTRY}/backend:stable-last-known"}]
+    )
 
 
 def test_revert_saves_the_previous_images_before_patching() -> None:
