@@ -155,6 +155,7 @@ CREATE TABLE audit.log (
     "userId" INTEGER NOT NULL CONSTRAINT log_user_fkey REFERENCES public."User"("id"),
     "message" TEXT
 );
+CREATE TABLE audit.case_history ("status" public."CaseStatus");
 """
 
 
@@ -172,6 +173,7 @@ def test_objects_outside_the_listed_schemas_depending_on_them_are_refused_by_nam
     assert refused.message == (
         "objects outside database.restore.schemas (public) depend on objects inside them, and "
         "the restore's DROP SCHEMA ... CASCADE would drop them too: "
+        'column status of table audit.case_history depends on type public."CaseStatus"; '
         'constraint log_user_fkey on table audit.log depends on index public."User_pkey", '
         'table public."User"; '
         'view reporting.active_users depends on table public."User". Drop or move them first '
@@ -196,7 +198,8 @@ def test_dependents_inside_the_listed_schemas_or_on_other_schemas_are_accepted(
     assert accepted.returncode == 0, accepted.message
 
     database.psql(
-        "DROP SCHEMA reporting CASCADE; ALTER TABLE audit.log DROP CONSTRAINT log_user_fkey"
+        "DROP SCHEMA reporting CASCADE; DROP TABLE audit.case_history; "
+        "ALTER TABLE audit.log DROP CONSTRAINT log_user_fkey"
     )
     without = inspect(database, tmp_path, restore_spec(tmp_path, "snapshot.sql"))
     assert without.returncode == 0, without.message

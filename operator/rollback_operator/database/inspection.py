@@ -78,9 +78,10 @@ def parse_inspection(message: str) -> Inspection:
 # The objects outside the listed schemas that depend on objects inside them: `DROP SCHEMA ...
 # CASCADE` would drop them too (a view in `reporting` selecting from `public.users`, a foreign
 # key from `audit.log` to it, a column of another schema typed with one of its enums, a trigger
-# calling one of its functions), as PostgreSQL describes them, on one line: at most 20 and a
-# count of the rest; an empty line when there are none. Read-only; the schemas arrive through a psql
-# variable (names separated by spaces, as the CRD's schema names cannot hold one).
+# calling one of its functions, an index using one of its operator classes), as PostgreSQL
+# describes them, on one line: at most 20 and a count of the rest; an empty line when there are
+# none. Read-only; the schemas arrive through a psql variable (names separated by spaces, as the
+# CRD's schema names cannot hold one).
 DEPENDENTS_SQL = r"""SET LOCAL search_path = '';
 WITH listed AS (
   SELECT n.oid FROM pg_catalog.pg_namespace n
@@ -94,6 +95,15 @@ WITH listed AS (
   UNION ALL
   SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid
     FROM pg_catalog.pg_proc p WHERE p.pronamespace IN (SELECT oid FROM listed)
+  UNION ALL
+  SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_operator o WHERE o.oprnamespace IN (SELECT oid FROM listed)
+  UNION ALL
+  SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_opclass o WHERE o.opcnamespace IN (SELECT oid FROM listed)
+  UNION ALL
+  SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, c.oid
+    FROM pg_catalog.pg_collation c WHERE c.collnamespace IN (SELECT oid FROM listed)
 ), dependent AS (
   SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid,
     CASE d.classid
