@@ -82,28 +82,51 @@ def parse_inspection(message: str) -> Inspection:
 # describes them, on one line: at most 20 and a count of the rest; an empty line when there are
 # none. Read-only; the schemas arrive through a psql variable (names separated by spaces, as the
 # CRD's schema names cannot hold one).
-DEPENDENTS_SQL = r"""SET LOCAL search_path = '';
+# What a schema holds (each catalog with the column naming the object's schema), and what hangs
+# off a table (the column naming the table, whose schema is the object's).
+_HELD_IN_SCHEMA = {
+    "pg_class": "relnamespace",
+    "pg_type": "typnamespace",
+    "pg_proc": "pronamespace",
+    "pg_operator": "oprnamespace",
+    "pg_opclass": "opcnamespace",
+    "pg_collation": "collnamespace",
+    "pg_constraint": "connamespace",
+}
+_ON_A_TABLE = {"pg_trigger": "tgrelid", "pg_attrdef": "adrelid", "pg_policy": "polrelid"}
+
+
+def _catalog(name: str) -> str:
+    return f"'pg_catalog.{name}'::pg_catalog.regclass"
+
+
+_INSIDE_SQL = "\n  UNION ALL\n".join(
+    f"  SELECT {_catalog(name)} AS classid, x.oid AS objid FROM pg_catalog.{name} x\n"
+    f"    WHERE x.{column} IN (SELECT oid FROM listed)"
+    for name, column in _HELD_IN_SCHEMA.items()
+)
+_SCHEMA_OF_SQL = "".join(
+    [
+        f"\n      WHEN classid = {_catalog(name)} THEN\n"
+        f"        (SELECT x.{column} FROM pg_catalog.{name} x WHERE x.oid = objid)"
+        for name, column in _HELD_IN_SCHEMA.items()
+    ]
+    + [
+        f"\n      WHEN classid = {_catalog(name)} THEN\n"
+        f"        (SELECT t.relnamespace FROM pg_catalog.{name} x\n"
+        f"          JOIN pg_catalog.pg_class t ON t.oid = x.{column} WHERE x.oid = objid)"
+        for name, column in _ON_A_TABLE.items()
+    ]
+)
+DEPENDENTS_SQL = (
+    """SET LOCAL search_path = '';
 WITH listed AS (
   SELECT n.oid FROM pg_catalog.pg_namespace n
   WHERE n.nspname = ANY (pg_catalog.string_to_array(:'rollback_schemas', ' '))
 ), inside AS (
-  SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS classid, c.oid AS objid
-    FROM pg_catalog.pg_class c WHERE c.relnamespace IN (SELECT oid FROM listed)
-  UNION ALL
-  SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid
-    FROM pg_catalog.pg_type t WHERE t.typnamespace IN (SELECT oid FROM listed)
-  UNION ALL
-  SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid
-    FROM pg_catalog.pg_proc p WHERE p.pronamespace IN (SELECT oid FROM listed)
-  UNION ALL
-  SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, o.oid
-    FROM pg_catalog.pg_operator o WHERE o.oprnamespace IN (SELECT oid FROM listed)
-  UNION ALL
-  SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, o.oid
-    FROM pg_catalog.pg_opclass o WHERE o.opcnamespace IN (SELECT oid FROM listed)
-  UNION ALL
-  SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, c.oid
-    FROM pg_catalog.pg_collation c WHERE c.collnamespace IN (SELECT oid FROM listed)
+"""
+    + _INSIDE_SQL
+    + """
 ), dependent AS (
   SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid,
     CASE d.classid
@@ -117,24 +140,9 @@ WITH listed AS (
   SELECT dependent.*,
     CASE
       WHEN view_oid IS NOT NULL THEN
-        (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = view_oid)
-      WHEN classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN
-        (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = objid)
-      WHEN classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN
-        (SELECT o.connamespace FROM pg_catalog.pg_constraint o WHERE o.oid = objid)
-      WHEN classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
-        (SELECT c.relnamespace FROM pg_catalog.pg_trigger t
-          JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE t.oid = objid)
-      WHEN classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN
-        (SELECT c.relnamespace FROM pg_catalog.pg_attrdef a
-          JOIN pg_catalog.pg_class c ON c.oid = a.adrelid WHERE a.oid = objid)
-      WHEN classid = 'pg_catalog.pg_policy'::pg_catalog.regclass THEN
-        (SELECT c.relnamespace FROM pg_catalog.pg_policy p
-          JOIN pg_catalog.pg_class c ON c.oid = p.polrelid WHERE p.oid = objid)
-      WHEN classid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
-        (SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE p.oid = objid)
-      WHEN classid = 'pg_catalog.pg_type'::pg_catalog.regclass THEN
-        (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = objid)
+        (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = view_oid)"""
+    + _SCHEMA_OF_SQL
+    + """
       ELSE (SELECT n.oid FROM pg_catalog.pg_namespace n
         WHERE n.nspname = (pg_catalog.pg_identify_object(classid, objid, objsubid)).schema)
     END AS namespace
@@ -162,6 +170,7 @@ SELECT pg_catalog.string_agg(
   CASE WHEN n <= 20 THEN line ELSE 'and ' || (total - 20) || ' more' END, '; ' ORDER BY n)
 FROM numbered WHERE n <= 21;
 """
+)
 
 
 def _dependents_sh(schemas: tuple[str, ...]) -> str:
