@@ -24,6 +24,7 @@ from typing import Any
 from kubernetes import client, config
 
 from rollback_operator import GROUP, PLURAL, VERSION
+from rollback_operator.images import SelectedImages, pod_images
 from rollback_operator.model import ended
 
 
@@ -106,14 +107,12 @@ def story(obj: dict[str, Any]) -> None:
         print("\n  images (before -> after):")
         apps = client.AppsV1Api()
         for name, record in saved["deployments"].items():
-            now = {
-                c.name: c.image
-                for c in apps.read_namespaced_deployment(
-                    name, namespace
-                ).spec.template.spec.containers
-            }
-            for container, image in record["images"].items():
-                print(f"    {name}/{container}: {image} -> {now.get(container)}")
+            deployment = apps.api_client.sanitize_for_serialization(
+                apps.read_namespaced_deployment(name, namespace)
+            )
+            for kind, container, label, image in SelectedImages.saved(record).by_kind():
+                now = pod_images(deployment, kind).get(container)
+                print(f"    {name}/{label}: {image} -> {now}")
     if saved.get("ingresses"):
         print("\n  Ingress backends saved and restored:")
         for name, record in saved["ingresses"].items():

@@ -22,6 +22,13 @@ APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 TRAFFIC_RESTORED_ANNOTATION = f"{GROUP}/traffic-restored"
 RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
 
+# The longest name a RollbackRequest may have: the name is the value of the label
+# `rollback.lawyershub.io/request` on the run's Jobs, their pods and its post-mortem ConfigMap,
+# and a label value has at most 63 characters. The other names derived from it fit by
+# construction (a Job's name is cut, `steps.jobs.job_name`; `<name>-postmortem` and an Event's
+# `<name>.<12 hex>` are subdomains of up to 253). The CRD refuses a longer name on create.
+MAX_REQUEST_NAME = 63
+
 
 # The tag every reverted container is set to when the request names none (runbook §2.1).
 DEFAULT_TARGET_TAG = "stable-last-known"
@@ -130,6 +137,8 @@ class BackendRef:
 class Workload:
     deployment: str
     containers: tuple[str, ...] | None  # None: every container of the Deployment
+    # None: the init containers whose image repository is one the request reverts; () none.
+    init_containers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,9 @@ class RollbackSpec:
                 Workload(
                     deployment=w["deployment"],
                     containers=None if w.get("containers") is None else tuple(w["containers"]),
+                    init_containers=None
+                    if w.get("initContainers") is None
+                    else tuple(w["initContainers"]),
                 )
                 for w in spec["workloads"]
             ),

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from rollback_operator.clock import parse
-from rollback_operator.images import with_tag
+from rollback_operator.images import SelectedImages, with_tag
 from rollback_operator.model import DEFAULT_TARGET_TAG
 from rollback_operator.monitoring import describe_rule, show_duration, show_value
 from rollback_operator.traffic import describe
@@ -183,7 +183,7 @@ def _images(deployments: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     tag = spec.get("targetTag", DEFAULT_TARGET_TAG)
     lines = ["### Images", "", "| Deployment/container | before | after |", "|---|---|---|"]
     for name, record in sorted(deployments.items()):
-        for container, image in sorted(record["images"].items()):
+        for container, image in sorted(SelectedImages.saved(record).labelled()):
             lines.append(f"| {name}/{container} | `{image}` | `{with_tag(image, tag)}` |")
     return [*lines, ""]
 

@@ -19,8 +19,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rollback_operator import GROUP, PLURAL, VERSION
-from rollback_operator.model import ABORT_ANNOTATION, APPROVED_BY_ANNOTATION
+from rollback_operator.model import ABORT_ANNOTATION, APPROVED_BY_ANNOTATION, MAX_REQUEST_NAME
+from rollback_operator.steps.jobs import REQUEST_LABEL
 from standins.local import wait_until
+from tests.e2e.lawyershub import Operator, run_request
 from tests.e2e.people import DBA, approve, as_person, install_approval_policy
 
 pytestmark = pytest.mark.e2e
@@ -229,6 +231,16 @@ INVALID_SPECS: list[tuple[str, Mutation, list[str]]] = [
         ['container "api" is listed more than once'],
     ),
     (
+        "duplicate init container",
+        _set("workloads.0.initContainers", ["migrate", "migrate"]),
+        ['init container "migrate" is listed more than once'],
+    ),
+    (
+        "bad init container name",
+        _set("workloads.0.initContainers", ["Migrate"]),
+        ['"Migrate" is not a valid init container name'],
+    ),
+    (
         "bad targetTag",
         _set("targetTag", "bad tag!"),
         ['targetTag "bad tag!" is not a valid image tag'],
@@ -365,6 +377,50 @@ def test_boundary_values_are_accepted(
     for key in path.split("."):
         node = node[key]
     assert node == value
+
+
+# --- the request's name ----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("crds_installed")
+def test_a_name_too_long_for_its_label_is_refused(api: client.ApiClient, namespace: str) -> None:
+    """The name is a label value (at most 63) on the run's Jobs and post-mortem: a longer one
+    used to fail Report after traffic was back, so the API server refuses it up front."""
+    name = "golive-2026-01-10-error-rate-after-the-release-of-the-new-case-u"
+    assert len(name) == MAX_REQUEST_NAME + 1
+    with pytest.raises(ApiException) as raised:
+        _create(api, namespace, _request(name, _minimal_spec()))
+    assert raised.value.status == 422, raised.value.body
+    message = _message(raised.value)
+    assert (
+        "metadata: Invalid value: name too long: a RollbackRequest's name may have at most "
+        f"{MAX_REQUEST_NAME} characters, because it is the value of the label {REQUEST_LABEL}"
+    ) in message, message
+
+
+def test_the_longest_name_runs_to_the_end_with_a_job_check_and_its_report(
+    api: client.ApiClient, app: str, operator: Operator
+) -> None:
+    """The longest accepted name: its smoke-test Job and its post-mortem ConfigMap carry it as
+    their request label, and the run ends Succeeded, Report included."""
+    name = "golive-2026-01-10.error-rate-after-the-release-of-the-new-case1"
+    assert len(name) == MAX_REQUEST_NAME
+    check = {"name": "save-document", "job": {"image": "busybox:1.36", "command": ["true"]}}
+    done = run_request(
+        api,
+        app,
+        name,
+        "Succeeded",
+        timeout=120,
+        verification={"timeout": "60s", "checks": [check]},
+    )
+    steps = {s["name"]: s["state"] for s in done["status"]["steps"]}
+    assert steps["Verify"] == steps["Report"] == "Succeeded", done["status"]["steps"]
+    report = client.CoreV1Api(api).read_namespaced_config_map(f"{name}-postmortem", app)
+    assert report.metadata.labels[REQUEST_LABEL] == name
+    (job,) = client.BatchV1Api(api).list_namespaced_job(app).items
+    assert job.metadata.labels[REQUEST_LABEL] == name
+    assert len(job.metadata.name) <= MAX_REQUEST_NAME
 
 
 # --- immutability ----------------------------------------------------------------------------
@@ -564,5 +620,7 @@ def test_kubectl_explain_reads_well(kubeconfig: str) -> None:
 
     port = explain("rbr.spec.traffic.maintenanceBackend.port")
     assert port and "a number (1 to 65535) or the name of one of the Service's ports" in port
+    init = explain("rbr.spec.workloads.initContainers")
+    assert init and "every init container whose image repository is that of a container" in init
     trigger = explain("rbr.spec.trigger")
     assert trigger and "stayed above 5 % for 15 consecutive minutes" in trigger

@@ -345,6 +345,38 @@ def test_a_missing_backup_fails_in_preflight_with_the_site_untouched(
     assert contents(db) == state
 
 
+def test_a_restore_that_would_drop_objects_of_other_schemas_fails_in_preflight(
+    api: client.ApiClient, app: str, db: Database, backups: Backups, operator: Operator
+) -> None:
+    """DROP SCHEMA public CASCADE would take a reporting view and an audit foreign key with it:
+    Preflight names them and nothing changes, in the cluster or in the database."""
+    namespace = app
+    backups.dump(db)
+    db.psql(
+        "CREATE SCHEMA reporting; "
+        'CREATE VIEW reporting.active_users AS SELECT "id", "email" FROM public."User"; '
+        "CREATE SCHEMA audit; CREATE TABLE audit.log "
+        '("userId" INTEGER CONSTRAINT log_user_fkey REFERENCES public."User"("id"))'
+    )
+    before = snapshot(api, namespace)
+    state = contents(db)
+
+    done = run_request(api, namespace, "golive", "Failed", database=restore_section())
+
+    preflight = ledger(done)["Preflight"]
+    assert preflight["message"].startswith(
+        f"database check (Job {done['status']['jobs'][0]['name']}): objects outside "
+        "database.restore.schemas (public) depend on objects inside them"
+    ), preflight["message"]
+    for named in ("constraint log_user_fkey on table audit.log", "view reporting.active_users"):
+        assert named in preflight["message"]
+    assert ledger(done)["EnableMaintenance"]["state"] == "Pending"
+    assert snapshot(api, namespace) == before
+    assert jobs_of(api, namespace, "RestoreDatabase") == []
+    assert contents(db) == state
+    assert db.rows("SELECT count(*) FROM reporting.active_users") == [("3",)]
+
+
 def test_preflight_names_every_missing_reference_at_once(
     api: client.ApiClient, app: str, db: Database, operator: Operator
 ) -> None:

@@ -129,13 +129,76 @@ def test_restore_of_several_schemas_recreates_each_from_the_dump(
     only_public = restore_spec(backups, "snapshot.sql")
     refused = inspect(database, tmp_path, only_public)
     assert refused.returncode == 1
-    assert "creates schema(s) audit that database.restore.schemas (public)" in refused.message
+    assert refused.message.startswith(
+        "backup snapshot.sql creates schema(s) audit that database.restore.schemas (public)"
+    )
 
     both = restore_spec(backups, "snapshot.sql", schemas=["public", "audit"])
     restored = restore(database, tmp_path, both, "snapshot.sql")
     assert restored.returncode == 0, restored.message
     assert (contents(database), database.table("audit.log")) == before
     assert database.tables("audit") == ["log"]
+
+
+# Objects of other schemas that depend on the application's: DROP SCHEMA public CASCADE would
+# drop them with it, so the inspection refuses the restore and names them.
+OUTSIDE_DEPENDENTS = """
+CREATE SCHEMA reporting;
+CREATE VIEW reporting.active_users AS SELECT "id", "email" FROM public."User";
+CREATE SCHEMA audit;
+CREATE TABLE audit.log (
+    "id" SERIAL PRIMARY KEY,
+    "userId" INTEGER NOT NULL CONSTRAINT log_user_fkey REFERENCES public."User"("id"),
+    "message" TEXT
+);
+CREATE TABLE audit.case_history ("status" public."CaseStatus");
+"""
+
+
+def test_objects_outside_the_listed_schemas_depending_on_them_are_refused_by_name(
+    database: Database, tmp_path: Path
+) -> None:
+    database.psql(PRE_GOLIVE_SQL)
+    database.dump(tmp_path / "snapshot.sql")
+    database.psql(OUTSIDE_DEPENDENTS + 'INSERT INTO audit.log ("userId") VALUES (1);')
+    before = contents(database), database.table("audit.log")
+
+    refused = inspect(database, tmp_path, restore_spec(tmp_path, "snapshot.sql"))
+
+    assert refused.returncode == 1
+    assert refused.message == (
+        "objects outside database.restore.schemas (public) depend on objects inside them, and "
+        "the restore's DROP SCHEMA ... CASCADE would drop them too: "
+        'column status of table audit.case_history depends on type public."CaseStatus"; '
+        'constraint log_user_fkey on table audit.log depends on index public."User_pkey", '
+        'table public."User"; '
+        'view reporting.active_users depends on table public."User". Drop or move them first '
+        "(and recreate them after the restore), or list their schemas in "
+        "database.restore.schemas if the backup holds them; nothing was changed"
+    )
+    assert (contents(database), database.table("audit.log")) == before
+
+
+def test_dependents_inside_the_listed_schemas_or_on_other_schemas_are_accepted(
+    database: Database, tmp_path: Path
+) -> None:
+    """Only what the drop would reach outside the listed schemas counts: the same objects with
+    their schemas listed, and a view of the application's on another schema, are fine."""
+    database.psql(PRE_GOLIVE_SQL)
+    database.dump(tmp_path / "snapshot.sql")
+    database.psql(OUTSIDE_DEPENDENTS)
+    database.psql('CREATE VIEW public."LogCount" AS SELECT count(*) AS n FROM audit.log')
+
+    listed = restore_spec(tmp_path, "snapshot.sql", schemas=["public", "reporting", "audit"])
+    accepted = inspect(database, tmp_path, listed)
+    assert accepted.returncode == 0, accepted.message
+
+    database.psql(
+        "DROP SCHEMA reporting CASCADE; DROP TABLE audit.case_history; "
+        "ALTER TABLE audit.log DROP CONSTRAINT log_user_fkey"
+    )
+    without = inspect(database, tmp_path, restore_spec(tmp_path, "snapshot.sql"))
+    assert without.returncode == 0, without.message
 
 
 def test_a_dump_with_an_sql_error_fails_and_changes_nothing(

@@ -90,11 +90,14 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
 
     # Images: selected containers at stable-last-known, registry and port kept; others untouched.
+    # The migrate init container shares the api's repository: reverted with it, or every pod
+    # started afterwards would re-apply the bad release's migrations.
     apps = client.AppsV1Api(api)
-    backend = apps.read_namespaced_deployment("backend", namespace).spec.template.spec.containers
-    assert {c.name: c.image for c in backend} == {
+    pod = apps.read_namespaced_deployment("backend", namespace).spec.template.spec
+    assert {c.name: c.image for c in pod.containers + pod.init_containers} == {
         "api": f"{REGISTRY}/backend:stable-last-known",
         "ai-gateway-sidecar": f"{REGISTRY}/ai-gateway-proxy:1.4.2",
+        "migrate": f"{REGISTRY}/backend:stable-last-known",
     }
     frontend = apps.read_namespaced_deployment("frontend", namespace).spec.template.spec.containers
     assert [c.image for c in frontend] == [f"{REGISTRY}/frontend:stable-last-known"]
@@ -123,8 +126,10 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
         "AutoscalingPaused": "False",
     }
     saved = status["saved"]
-    assert saved["deployments"]["backend"]["images"] == {
-        "api": f"{REGISTRY}/backend:2026.01.10-golive"
+    assert saved["deployments"]["backend"] | {"restartedAt": None} == {
+        "images": {"api": f"{REGISTRY}/backend:2026.01.10-golive"},
+        "initImages": {"migrate": f"{REGISTRY}/backend:2026.01.10-golive"},
+        "restartedAt": None,
     }
     assert saved["ingresses"]["lawyershub"]["backends"][0]["backend"] == {
         "service": {"name": "backend", "port": {"number": 8080}}
@@ -150,6 +155,7 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
         f"`{REGISTRY}/backend:2026.01.10-golive` | `{REGISTRY}/backend:stable-last-known`"
     )
     assert f"| backend/api | {before_after} |" in document
+    assert f"| backend/migrate (init) | {before_after} |" in document
     assert "| lawyershub | lawyershub.example/api | backend:8080 |" in document
     assert "| backend | 3 | 12 | custom |" in document
     for section in ("## Root cause", "## Findings", "## Follow-ups"):
@@ -302,8 +308,12 @@ def test_dry_run_changes_nothing(api: client.ApiClient, app: str, operator: Oper
         "dry run: would point Ingress lawyershub: 2 backend(s)"
     )
     assert (
-        f"{REGISTRY}/backend:2026.01.10-golive -> {REGISTRY}/backend:stable-last-known"
+        f"backend/api: {REGISTRY}/backend:2026.01.10-golive -> {REGISTRY}/backend:stable-last-known"
         in steps["RevertWorkloads"]["message"]
+    )
+    assert (
+        f"backend/migrate (init): {REGISTRY}/backend:2026.01.10-golive -> "
+        f"{REGISTRY}/backend:stable-last-known" in steps["RevertWorkloads"]["message"]
     )
     assert "ai-gateway" not in steps["RevertWorkloads"]["message"]
     assert {c["type"]: c["status"] for c in done["status"]["conditions"]}["DryRun"] == "True"

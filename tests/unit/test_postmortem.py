@@ -66,7 +66,12 @@ REQUEST = {
         },
         "notifications": [{"name": "slack", "sent": 3, "failed": 1, "lastError": "HTTP 500"}],
         "saved": {
-            "deployments": {"backend": {"images": {"api": "reg:5000/app/backend:bad@sha256:ab"}}},
+            "deployments": {
+                "backend": {
+                    "images": {"api": "reg:5000/app/backend:bad@sha256:ab"},
+                    "initImages": {"migrate": "reg:5000/app/backend:bad"},
+                }
+            },
             "ingresses": {
                 "site": {
                     "backends": [
@@ -101,6 +106,8 @@ def test_the_report_has_the_timeline_the_changes_and_the_sections_to_fill() -> N
     assert "| 0.25s | found \\| everything |" in document  # a pipe cannot break the table
     before_after = "`reg:5000/app/backend:bad@sha256:ab` | `reg:5000/app/backend:stable-last-known`"
     assert f"| backend/api | {before_after} |" in document
+    migrate = "`reg:5000/app/backend:bad` | `reg:5000/app/backend:stable-last-known`"
+    assert f"| backend/migrate (init) | {migrate} |" in document
     assert "| site | h/api | backend:http |" in document
     assert "| backend | 3 | 12 | default |" in document
     assert "[Monitor](#monitor): Skipped: not configured" in document

@@ -418,6 +418,16 @@ def images(world: World, name: str) -> dict[str, str]:
     return {c["name"]: c["image"] for c in pod["containers"]}
 
 
+def pod_patch(**pod: Any) -> dict[str, Any]:
+    """The strategic merge patch RevertWorkloads sends: `pod` in the pod template's spec."""
+    return {"spec": {"template": {"spec": pod}}}
+
+
+def init_images(world: World, name: str) -> dict[str, str]:
+    pod = world.kube.stored("Deployment", name)["spec"]["template"]["spec"]
+    return {c["name"]: c["image"] for c in pod.get("initContainers") or []}
+
+
 def test_every_implemented_step_is_registered_under_its_name() -> None:
     """The engine finds steps by name; one registered under the wrong name would be skipped."""
     for name, step in STEPS.items():
@@ -455,7 +465,11 @@ def test_preflight_names_every_missing_thing_at_once() -> None:
     spec = make_spec(
         ingresses=["lawyershub", "gone"],
         workloads=[
-            {"deployment": "backend", "containers": ["api", "worker"]},
+            {
+                "deployment": "backend",
+                "containers": ["api", "worker"],
+                "initContainers": ["migrate", "seed"],
+            },
             {"deployment": "missing"},
         ],
         hpas=["backend", "nope"],
@@ -463,9 +477,10 @@ def test_preflight_names_every_missing_thing_at_once() -> None:
     outcome = Preflight().run(world.ctx(spec))
     assert isinstance(outcome, Fail)
     assert outcome.message == (
-        "Preflight found 5 problem(s): Ingress 'gone' not found; "
+        "Preflight found 6 problem(s): Ingress 'gone' not found; "
         "maintenance Service 'maintenance-page' not found; "
         "Deployment 'backend' has no container 'worker'; "
+        "Deployment 'backend' has no init container 'seed'; "
         "Deployment 'missing' not found; "
         "HorizontalPodAutoscaler 'nope' not found. "
         "Nothing was changed. Fix the references (or the objects) and create a new "
@@ -957,8 +972,9 @@ def test_resume_fails_when_a_frozen_hpa_is_gone() -> None:
 
 
 def test_revert_changes_only_the_selected_containers() -> None:
-    """`containers: [api]` reverts api only; no list reverts every container; init containers
-    are never touched. Registry port and path are kept, the digest dropped."""
+    """`containers: [api]` reverts api only; no list reverts every container; an init container
+    on a reverted repository (backend's `migrate`) is reverted with them. Registry port and
+    path are kept, the digest dropped."""
     world = lawyershub()
     outcome = RevertWorkloads().run(world.ctx(make_spec()))
     assert isinstance(outcome, Wait)
@@ -970,21 +986,92 @@ def test_revert_changes_only_the_selected_containers() -> None:
         "web": f"{REGISTRY}/frontend:stable-last-known",
         "metrics": f"{REGISTRY}/exporter:stable-last-known",
     }
-    init = world.kube.stored("Deployment", "backend")["spec"]["template"]["spec"]["initContainers"]
-    assert init == [{"name": "migrate", "image": f"{REGISTRY}/backend:v2.1.0"}]
+    assert init_images(world, "backend") == {"migrate": f"{REGISTRY}/backend:stable-last-known"}
     backend_patch = world.kube.patches[0]
     assert backend_patch.content_type == STRATEGIC_MERGE_PATCH
-    assert backend_patch.body == {
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {"name": "api", "image": f"{REGISTRY}/backend:stable-last-known"}
-                    ]
-                }
-            }
-        }
+    assert backend_patch.body == pod_patch(
+        containers=[{"name": "api", "image": f"{REGISTRY}/backend:stable-last-known"}],
+        initContainers=[{"name": "migrate", "image": f"{REGISTRY}/backend:stable-last-known"}],
+    )
+
+
+def test_revert_leaves_an_init_container_of_another_repository_alone() -> None:
+    """Unlisted init containers follow the reverted repositories: one waiting for the database
+    on its own image keeps it, in the patch and in the record."""
+    world = World()
+    world.kube.add(
+        "Deployment",
+        deployment(
+            "backend",
+            {"api": f"{REGISTRY}/backend:v2.1.0"},
+            init={"wait-for-db": "busybox:1.36", "migrate": f"{REGISTRY}/backend:v2.1.0"},
+        ),
+    )
+    spec = make_spec(workloads=[{"deployment": "backend"}])
+    RevertWorkloads().run(world.ctx(spec))
+    assert init_images(world, "backend") == {
+        "wait-for-db": "busybox:1.36",
+        "migrate": f"{REGISTRY}/backend:stable-last-known",
     }
+    assert world.saved["deployments"]["backend"]["initImages"] == {
+        "migrate": f"{REGISTRY}/backend:v2.1.0"
+    }
+
+
+def test_revert_follows_the_repositories_of_every_workload() -> None:
+    """A worker whose init container migrates with the backend's image: the backend's
+    repository is reverted by the request, so that init container is too."""
+    world = lawyershub()
+    world.kube.add(
+        "Deployment",
+        deployment(
+            "worker",
+            {"work": f"{REGISTRY}/worker:v2.1.0"},
+            init={"migrate": f"{REGISTRY}/backend:v2.1.0"},
+        ),
+    )
+    spec = make_spec(workloads=[{"deployment": "backend"}, {"deployment": "worker"}])
+    RevertWorkloads().run(world.ctx(spec))
+    assert init_images(world, "worker") == {"migrate": f"{REGISTRY}/backend:stable-last-known"}
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected"),
+    [
+        (["migrate"], f"{REGISTRY}/backend:stable-last-known"),
+        ([], f"{REGISTRY}/backend:v2.1.0"),
+    ],
+    ids=["listed", "none"],
+)
+def test_revert_takes_listed_init_containers_as_written(listed: list[str], expected: str) -> None:
+    """`initContainers` names exactly those reverted; an empty list reverts none."""
+    world = lawyershub()
+    spec = make_spec(
+        workloads=[{"deployment": "backend", "containers": ["api"], "initContainers": listed}]
+    )
+    RevertWorkloads().run(world.ctx(spec))
+    assert init_images(world, "backend") == {"migrate": expected}
+    assert images(world, "backend")["api"] == f"{REGISTRY}/backend:stable-last-known"
+
+
+def test_revert_restarts_when_containers_and_init_containers_are_at_the_target() -> None:
+    """An init container still on the bad image is a change: no restart annotation then; once
+    every selected image is at the target, the restart."""
+    world = World()
+    world.kube.add(
+        "Deployment",
+        deployment(
+            "backend",
+            {"api": f"{REGISTRY}/backend:stable-last-known"},
+            init={"migrate": f"{REGISTRY}/backend:v2.1.0"},
+        ),
+    )
+    spec = make_spec(workloads=[{"deployment": "backend"}])
+    RevertWorkloads().run(world.ctx(spec))
+    (patch,) = world.kube.patches
+    assert patch.body == pod_patch(
+        initContainers=[{"name": "migrate", "image": f"{REGISTRY}/backend:stable-last-known"}]
+    )
 
 
 def test_revert_saves_the_previous_images_before_patching() -> None:
@@ -995,6 +1082,7 @@ def test_revert_saves_the_previous_images_before_patching() -> None:
     assert world.log[0][1]["deployments"] == {
         "backend": {
             "images": {"api": f"{REGISTRY}/backend:v2.1.0@{DIGEST}"},
+            "initImages": {"migrate": f"{REGISTRY}/backend:v2.1.0"},
             "restartedAt": "2026-01-10T03:00:00Z",
         }
     }
@@ -1020,6 +1108,7 @@ def test_revert_waits_for_the_rollouts_then_succeeds() -> None:
     outcome = step.run(world.ctx(spec))
     assert outcome == Done(
         f"rolled out backend/api: {REGISTRY}/backend:stable-last-known, "
+        f"backend/migrate (init): {REGISTRY}/backend:stable-last-known, "
         f"frontend/web: {REGISTRY}/frontend:stable-last-known, "
         f"frontend/metrics: {REGISTRY}/exporter:stable-last-known"
     )
@@ -1120,7 +1209,9 @@ def test_revert_plan_reads_only() -> None:
     plan = RevertWorkloads().plan(world.ctx(spec))
     assert plan == (
         f"would set backend/api: {REGISTRY}/backend:v2.1.0@{DIGEST} -> "
-        f"{REGISTRY}/backend:stable-last-known; search/es: restart at search:stable-last-known"
+        f"{REGISTRY}/backend:stable-last-known; backend/migrate (init): "
+        f"{REGISTRY}/backend:v2.1.0 -> {REGISTRY}/backend:stable-last-known; "
+        "search/es: restart at search:stable-last-known"
     )
     assert world.kube.patches == [] and world.saved == {}
 
@@ -1164,6 +1255,36 @@ def test_verify_waits_then_fails_with_the_maintenance_page_on() -> None:
     assert outcome.message.startswith(f"verification failed: {problems}. ")
     assert "The maintenance page stays on" in outcome.message
     assert world.kube.patches[-1].path != ingress_path(NS, "lawyershub")
+
+
+def test_verify_waits_for_an_init_container_put_back_on_the_bad_image() -> None:
+    """The reverted init containers are checked as the containers are: one changed back since
+    RevertWorkloads keeps traffic off."""
+    world = lawyershub()
+    spec = make_spec(workloads=[{"deployment": "backend", "containers": ["api"]}])
+    RevertWorkloads().run(world.ctx(spec))
+    world.kube.edit(
+        "Deployment",
+        "backend",
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "initContainers": [
+                            {"name": "migrate", "image": f"{REGISTRY}/backend:v2.1.0"}
+                        ]
+                    }
+                }
+            }
+        },
+    )
+    world.kube.finish_rollouts()
+    outcome = Verify().run(world.ctx(spec))
+    assert outcome == Wait(
+        f"waiting for: backend/migrate (init) runs {REGISTRY}/backend:v2.1.0, not "
+        f"{REGISTRY}/backend:stable-last-known",
+        retry_after=0.25,
+    )
 
 
 @pytest.mark.parametrize(("waited", "interval"), [(0, 0.25), (1, 0.25), (8, 2.0), (60, 5.0)])

@@ -307,7 +307,9 @@ def migrate_down_script(spec: MigrateDownSpec, root: str = MIGRATIONS_DIR) -> st
 
 def schemas_check_sh(dump: str, label: str, schemas: Sequence[str]) -> str:
     """The schemas a dump creates must be among those the restore drops first: any other
-    one would still exist, and `CREATE SCHEMA` would fail half-way through the restore."""
+    one would still exist, and `CREATE SCHEMA` would fail half-way through the restore.
+    `label` names the dump in messages: one shell word, as the script should expand it
+    (`sh("backup x.sql")`, or `'"backup $chosen"'` for the file the script chose)."""
     allowed = " ".join(schemas)
     return "\n".join(
         [
@@ -316,7 +318,7 @@ def schemas_check_sh(dump: str, label: str, schemas: Sequence[str]) -> str:
             f"\\([^ ;]*\\).*/\\2/p' {dump})",
             "rc=$?",
             "set -e",
-            f'[ "$rc" -eq 0 ] || fail {sh(f"could not read {label}")}',
+            f'[ "$rc" -eq 0 ] || fail {sh("could not read ")}{label}',
             "extra=",
             "set -f",
             "for created_schema in $created; do",
@@ -327,7 +329,8 @@ def schemas_check_sh(dump: str, label: str, schemas: Sequence[str]) -> str:
             "done",
             "set +f",
             '[ -z "$extra" ] || fail '
-            + sh(f"{label} creates schema(s) ")
+            + label
+            + sh(" creates schema(s) ")
             + '"$extra"'
             + sh(
                 f" that database.restore.schemas ({', '.join(schemas)}) does not list: the "
@@ -399,7 +402,7 @@ def restore_script(restore: RestoreSpec, file: str, sha256: str) -> str:
         + '"$sum"'
         + sh(f", not {sha256} as recorded in status.backup; nothing was restored"),
         f'one_transaction_only "$dump" {sh(f"backup {file}")}',
-        schemas_check_sh('"$dump"', f"backup {file}", schemas),
+        schemas_check_sh('"$dump"', sh(f"backup {file}"), schemas),
         "database_url",
         write_sh("prepare.sql", restore_prepare_sql(schemas)),
         write_sh("public.sql", RECREATE_PUBLIC_SQL),

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rollback_operator.autoscaling import is_frozen
+from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Fail, Outcome, PreflightCheck, StepContext, Wait
 from rollback_operator.takeover import Leftover, leftovers
@@ -50,12 +51,16 @@ class Preflight:
             if deployment is None:
                 problems.append(f"Deployment {workload.deployment!r} not found")
                 continue
-            present = {c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]}
-            problems += [
-                f"Deployment {workload.deployment!r} has no container {c!r}"
-                for c in workload.containers or ()
-                if c not in present
-            ]
+            for kind, what, listed in (
+                (CONTAINERS, "container", workload.containers),
+                (INIT_CONTAINERS, "init container", workload.init_containers),
+            ):
+                present = pod_images(deployment, kind)
+                problems += [
+                    f"Deployment {workload.deployment!r} has no {what} {c!r}"
+                    for c in listed or ()
+                    if c not in present
+                ]
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
         # The optional sections check what they depend on: the CDN token, Prometheus, the

@@ -3,9 +3,10 @@ referenced from status.report, for `kubectl rollback report` and the team's revi
 
 from __future__ import annotations
 
-from rollback_operator import GROUP, postmortem
+from rollback_operator import postmortem
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps.base import Done, Outcome, StepContext
+from rollback_operator.steps.jobs import REQUEST_LABEL
 
 
 class Report:
@@ -24,7 +25,7 @@ class Report:
             ctx.namespace,
             name,
             {postmortem.KEY: postmortem.render(ctx.ledger.request(), ctx.now())},
-            {f"{GROUP}/request": ctx.request},
+            {REQUEST_LABEL: ctx.request},
         )
         ctx.ledger.set_report({"configMap": name, "key": postmortem.KEY})
         return Done(f"post-mortem in ConfigMap {name} (key {postmortem.KEY})")

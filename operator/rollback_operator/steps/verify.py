@@ -42,7 +42,7 @@ from typing import Any
 
 from rollback_operator.clock import parse, stamp
 from rollback_operator.deadlines import Deadline
-from rollback_operator.images import with_tag
+from rollback_operator.images import SelectedImages, pod_images, with_tag
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.rollout import is_available, rollout_state
 from rollback_operator.steps import jobs
@@ -365,13 +365,11 @@ def _deployment_problems(ctx: StepContext) -> list[str]:
         if deployment is None:
             problems.append(f"Deployment {name} not found")
             continue
-        running = {
-            c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]
-        }
-        for container, image in saved["images"].items():
+        for kind, container, label, image in SelectedImages.saved(saved).by_kind():
             wanted = with_tag(image, ctx.spec.target_tag)
-            if running.get(container) != wanted:
-                problems.append(f"{name}/{container} runs {running.get(container)}, not {wanted}")
+            running = pod_images(deployment, kind).get(container)
+            if running != wanted:
+                problems.append(f"{name}/{label} runs {running}, not {wanted}")
         state = rollout_state(deployment)
         if not state.complete:
             problems.append(state.detail)
