@@ -25,8 +25,11 @@ class OperatorProcess:
     whole cluster, so it cannot pick up requests that others create on a shared cluster.
     """
 
-    def __init__(self, kubeconfig: Path, namespaces: list[str], log: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespaces: list[str], log: Path, pod_name: str | None = None
+    ) -> None:
         self.kubeconfig, self.namespaces, self.log = kubeconfig, namespaces, log
+        self.pod_name = pod_name  # names it as the holder of the leader Lease
         self.process: subprocess.Popen[bytes] | None = None
         self.code: JSON = {}
 
@@ -41,6 +44,8 @@ class OperatorProcess:
         for ns in self.namespaces:
             args += ["-n", ns]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        if self.pod_name:
+            env["POD_NAME"] = self.pod_name
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
@@ -71,6 +76,12 @@ class OperatorProcess:
             if now != last:
                 last, last_change = now, time.monotonic()
         return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure would do."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
 
     def stop(self) -> None:
         """SIGTERM (Kopf stops gracefully), then SIGKILL if it lingers: this process only."""
