@@ -2,7 +2,7 @@
 
 | module | what it is |
 |---|---|
-| `time_to_maintenance`, `full_run`, `scale` | the three benchmarks |
+| `time_to_maintenance`, `full_run`, `scale`, `failover` | the benchmarks |
 | `plain_rollback` | the baseline: the same rollback as a plain script |
 | `report` | BENCHMARKS.md from the results |
 | `api` | the API client (the operator's own transport), paths, the benchmarks' label |

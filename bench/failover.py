@@ -131,10 +131,66 @@ def failover(api: Api, kubeconfig: Path, namespaces: list[str], logs: Path, stan
     }
 
 
+TITLE = "## Failover"
+
+
+def section(result: JSON, command: str) -> str:
+    """BENCHMARKS.md's failover section, from a result."""
+    names = {"standby": "standby (2 replicas)", "restart": "restart in place (baseline)"}
+    rows = []
+    for setup in result["setups"]:
+        resumed = setup["resumed_s"]
+        ended = ", ".join(f"{n} {p}" for p, n in _counts(setup["phases"]).items())
+        rows.append(
+            f"| {names[setup['setup']]} | {setup['lease_taken_s']} s | {resumed['median']} s "
+            f"| {resumed['max']} s | {ended} |"
+        )
+    m = result["machine"]
+    load = " / ".join(f"{x:.2f}" for x in m["loadavg"])
+    return "\n".join(
+        [
+            "",
+            TITLE,
+            "",
+            f"`{command}`, {m['date']}, {m['nproc']} CPUs, load average {load} at the start. "
+            f"{REQUESTS} requests in flight (RevertWorkloads waiting on slowed rollouts), the "
+            "leading instance SIGKILLed. Resumed: the first status write of each request "
+            "after the kill. Target: the standby resumes them within 15 s.",
+            "",
+            "| setup | new leader holds the Lease | resumed, median | resumed, max | ended |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            "The baseline is the same pod's container started again at once (the Lease names "
+            "the pod, so it leads at once): what a standby adds is the Lease's 10 s expiry.",
+            "",
+        ]
+    )
+
+
+def _counts(phases: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for phase in phases:
+        counts[phase] = counts.get(phase, 0) + 1
+    return counts
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replaces the failover section of `path` (or appends it), leaving the rest as it is."""
+    page = path.read_text() if path.exists() else ""
+    at = page.find("\n" + TITLE + "\n")
+    if at >= 0:
+        rest = page.find("\n## ", at + len(TITLE) + 2)
+        page = page[:at] + (page[rest:] if rest >= 0 else "")
+    path.write_text(page.rstrip("\n") + "\n" + text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="failover: standby vs restart in place")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--markdown", type=Path, help="write its section into this page")
+    parser.add_argument("--command", default="make bench")
     args = parser.parse_args(argv)
     api = Api.from_kubeconfig()
     result: JSON = {"benchmark": "failover", "machine": machine(), "setups": []}
@@ -153,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 cleanup(api, namespaces, None)
     write_result(args.out, result)
+    if args.markdown:
+        write_section(args.markdown, section(result, args.command))
 
 
 if __name__ == "__main__":

@@ -52,3 +52,6 @@ if ((started_here)); then
 fi
 "$python" -m bench.report --results "$results" --out BENCHMARKS.md \
   --command "make bench" --versions "$versions"
+# Its own section, after the report's (which keeps what follows "## The image").
+"$python" -m bench.failover --out "$results/failover.json" --logs "$results" \
+  --markdown BENCHMARKS.md
