@@ -25,8 +25,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from standins.local import wait_until
 from tests.e2e.lawyershub import GROUP, PLURAL, VERSION
-from tests.e2e.support import REPO_ROOT, wait_until
+from tests.e2e.support import REPO_ROOT
 from tests.e2e.test_install import (
     CRD,
     MANIFESTS,

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 from kubernetes import client
 
-from tests.e2e.support import REPO_ROOT, free_port, wait_until
+from standins.local import free_port, wait_until
+from tests.e2e.support import REPO_ROOT
 from tests.e2e.test_install import (
     SERVICE_ACCOUNT,
     _full_run_of,
