@@ -31,3 +31,18 @@ def test_chart_reads_the_crd_and_the_alerts_from_their_one_source() -> None:
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
         p.name for p in (REPO_ROOT / "crds").glob("*.yaml")
     )
+
+
+def test_the_manifests_carry_the_package_version() -> None:
+    """One version, pyproject.toml's: the kustomize base's image tag and version labels name it
+    too (kustomize cannot read it, so this holds them to it)."""
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    manifests = REPO_ROOT / "manifests"
+    deployment = yaml.safe_load((manifests / "common" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"rollback-operator:{version}"
+    for kustomization in manifests.rglob("kustomization.yaml"):
+        for entry in yaml.safe_load(kustomization.read_text()).get("labels") or []:
+            pairs = entry.get("pairs") or {}
+            if "app.kubernetes.io/version" in pairs:
+                assert pairs["app.kubernetes.io/version"] == version, kustomization
