@@ -72,6 +72,15 @@ def _api_error(error: ApiException) -> ApiError:
     return ApiError(status=int(error.status or 0), reason=str(error.reason or ""), message=message)
 
 
+# What a connection that fails before any answer raises: refused, reset, DNS, TLS, a read cut off.
+_CONNECTION_ERRORS = (OSError, urllib3.exceptions.HTTPError)
+
+
+def _unreachable(error: Exception) -> ApiError:
+    API_ERRORS.labels(status="0").inc()
+    return ApiError(status=0, reason="Unreachable", message=str(error))
+
+
 class Kube:
     """A thin JSON client: paths in, dicts out. `None` for an object that does not exist."""
 
@@ -107,10 +116,10 @@ class Kube:
         self,
         method: str,
         path: str,
+        *,
         body: Any = None,
         content_type: str | None = None,
         query: dict[str, str] | None = None,
-        *,
         timeout: float | tuple[float, float | None] = 30,
     ) -> Any:
         """The raw response, not yet read (a watch is read as it streams)."""
@@ -131,9 +140,8 @@ class Kube:
             return self.api_client.call_api(*params, _request_timeout=timeout)
         except ApiException as error:
             raise _api_error(error) from None
-        except (OSError, urllib3.exceptions.HTTPError) as error:  # refused, reset, DNS, TLS
-            API_ERRORS.labels(status="0").inc()
-            raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
+        except _CONNECTION_ERRORS as error:
+            raise _unreachable(error) from None
 
     def request(
         self,
@@ -143,12 +151,11 @@ class Kube:
         content_type: str | None = None,
         query: dict[str, str] | None = None,
     ) -> Any:
-        response = self.send(method, path, body, content_type, query)
+        response = self.send(method, path, body=body, content_type=content_type, query=query)
         try:
             response.read()
-        except (OSError, urllib3.exceptions.HTTPError) as error:
-            API_ERRORS.labels(status="0").inc()
-            raise ApiError(status=0, reason="Unreachable", message=str(error)) from None
+        except _CONNECTION_ERRORS as error:
+            raise _unreachable(error) from None
         if response.status >= 400:
             raise _api_error(ApiException(http_resp=response))
         return json.loads(response.data) if response.data else None
