@@ -117,10 +117,10 @@ class Kube:
         method: str,
         path: str,
         *,
+        timeout: float | tuple[float, float | None] = 30,
         body: Any = None,
         content_type: str | None = None,
         query: dict[str, str] | None = None,
-        timeout: float | tuple[float, float | None] = 30,
     ) -> Any:
         """The raw response, not yet read (a watch is read as it streams)."""
         headers = {"Accept": "application/json"}

@@ -19,6 +19,8 @@ from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outc
 
 __all__ = [
     "Approval",
+    "AutoscalingStep",
+    "BaseStep",
     "Done",
     "Fail",
     "NeedsApproval",
@@ -101,3 +103,26 @@ class Step(Protocol):
 
     def plan(self, ctx: StepContext) -> str:
         """What `run` would change, read-only, for dry runs."""
+
+
+class BaseStep:
+    """The defaults of a `Step`: no part of Preflight, and the step applies to every request.
+    A step overrides what it needs; the `Step` protocol stays the type the runner sees."""
+
+    name: StepName
+    preflight: PreflightCheck | None = None
+
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        return None
+
+
+class AutoscalingStep(BaseStep):
+    """PauseAutoscaling and ResumeAutoscaling: skipped when Preflight found no HPA that scales
+    the listed Deployments."""
+
+    no_hpa: str  # the skip reason, in the step's words
+
+    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
+        if targets is not None and not targets.hpas:
+            return self.no_hpa
+        return None

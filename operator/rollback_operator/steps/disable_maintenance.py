@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import BaseStep, Done, Fail, Outcome, StepContext
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
 
-class DisableMaintenance:
+class DisableMaintenance(BaseStep):
     name = StepName.DISABLE_MAINTENANCE
-    preflight = None
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None
 
     def plan(self, ctx: StepContext) -> str:
         return f"would restore the original backends of Ingress {', '.join(ctx.spec.ingresses)}"

@@ -7,17 +7,13 @@ rather than overwritten.
 
 from __future__ import annotations
 
-from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import BaseStep, Done, Fail, Outcome, StepContext
 from rollback_operator.traffic import backend_at, backend_locations, describe, patch_backends
 
 
-class EnableMaintenance:
+class EnableMaintenance(BaseStep):
     name = StepName.ENABLE_MAINTENANCE
-    preflight = None
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None
 
     def plan(self, ctx: StepContext) -> str:
         maintenance = describe(ctx.spec.maintenance_backend.as_ingress_backend())

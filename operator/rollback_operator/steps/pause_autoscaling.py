@@ -7,18 +7,13 @@ from __future__ import annotations
 
 from rollback_operator.autoscaling import FREEZE_PATCH, is_frozen, saved_fields
 from rollback_operator.kube import hpa_path
-from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import AutoscalingStep, Done, Fail, Outcome, StepContext
 
 
-class PauseAutoscaling:
+class PauseAutoscaling(AutoscalingStep):
     name = StepName.PAUSE_AUTOSCALING
-    preflight = None
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        if targets is not None and not targets.hpas:
-            return "no HorizontalPodAutoscaler scales the listed Deployments"
-        return None
+    no_hpa = "no HorizontalPodAutoscaler scales the listed Deployments"
 
     def plan(self, ctx: StepContext) -> str:
         return f"would freeze HPA {', '.join(ctx.targets.hpas)} (selectPolicy: Disabled both ways)"

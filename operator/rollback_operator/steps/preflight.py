@@ -12,23 +12,27 @@ from typing import Any
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
 from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.steps.base import Done, Fail, Outcome, PreflightCheck, StepContext, Wait
+from rollback_operator.steps.base import (
+    BaseStep,
+    Done,
+    Fail,
+    Outcome,
+    PreflightCheck,
+    StepContext,
+    Wait,
+)
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
 
 
-class Preflight:
+class Preflight(BaseStep):
     """Checks the core objects itself, then each capability's part (`checks`, composed by the
     registry from the steps' `preflight`): every problem is reported at once."""
 
     name = StepName.PREFLIGHT
-    preflight = None
 
     def __init__(self, checks: Sequence[PreflightCheck] = ()) -> None:
         self.checks = tuple(checks)
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None
 
     def plan(self, ctx: StepContext) -> str:
         return "checks every referenced object"

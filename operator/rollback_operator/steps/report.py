@@ -4,17 +4,13 @@ referenced from status.report, for `kubectl rollback report` and the team's revi
 from __future__ import annotations
 
 from rollback_operator import postmortem
-from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.steps.base import Done, Outcome, StepContext
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import BaseStep, Done, Outcome, StepContext
 from rollback_operator.steps.jobs import REQUEST_LABEL
 
 
-class Report:
+class Report(BaseStep):
     name = StepName.REPORT
-    preflight = None
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None
 
     def plan(self, ctx: StepContext) -> str:
         return f"would write the post-mortem to ConfigMap {postmortem.configmap_name(ctx.request)}"

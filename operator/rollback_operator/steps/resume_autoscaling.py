@@ -8,18 +8,13 @@ from __future__ import annotations
 
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.kube import hpa_path
-from rollback_operator.model import RollbackSpec, StepName, Targets
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext
+from rollback_operator.model import StepName
+from rollback_operator.steps.base import AutoscalingStep, Done, Fail, Outcome, StepContext
 
 
-class ResumeAutoscaling:
+class ResumeAutoscaling(AutoscalingStep):
     name = StepName.RESUME_AUTOSCALING
-    preflight = None
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        if targets is not None and not targets.hpas:
-            return "no HorizontalPodAutoscaler was paused"
-        return None
+    no_hpa = "no HorizontalPodAutoscaler was paused"
 
     def plan(self, ctx: StepContext) -> str:
         return f"would restore the behavior of HPA {', '.join(ctx.targets.hpas)}"

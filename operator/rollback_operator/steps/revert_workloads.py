@@ -23,19 +23,23 @@ from rollback_operator.images import (
     with_tag,
 )
 from rollback_operator.kube import STRATEGIC_MERGE_PATCH, deployment_path
-from rollback_operator.model import RollbackSpec, StepName, Targets, Workload
+from rollback_operator.model import StepName, Workload
 from rollback_operator.rollout import rollout_state
-from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import (
+    BaseStep,
+    Done,
+    Fail,
+    Outcome,
+    StepContext,
+    Wait,
+    poll_interval,
+)
 
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 
 
-class RevertWorkloads:
+class RevertWorkloads(BaseStep):
     name = StepName.REVERT_WORKLOADS
-    preflight = None
-
-    def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
-        return None
 
     def plan(self, ctx: StepContext) -> str:
         found = [
