@@ -20,7 +20,7 @@ from rollback_operator.database.spec import (
 )
 from rollback_operator.model import StepName
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import Fail, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import Done, Fail, StepContext, Wait, poll_interval
 
 COMPONENT = {"app.kubernetes.io/component": "database"}
 
@@ -46,6 +46,23 @@ class JobParts:
             self.volumes + other.volumes,
             self.volume_mounts + other.volume_mounts,
             self.init_containers + other.init_containers,
+        )
+
+    def template(
+        self, purpose: str, image: str, command: tuple[str, ...], deadline: int, check_by_hand: str
+    ) -> jobs.JobTemplate:
+        """The database Job with these parts, under the database component label."""
+        return jobs.JobTemplate(
+            purpose=purpose,
+            image=image,
+            command=command,
+            env=self.env,
+            volumes=self.volumes,
+            volume_mounts=self.volume_mounts,
+            init_containers=self.init_containers,
+            deadline_seconds=deadline,
+            labels=COMPONENT,
+            check_by_hand=check_by_hand,
         )
 
 
@@ -103,17 +120,17 @@ def migrations_parts(migrate: MigrateDownSpec) -> JobParts:
 
 
 def follow_job(
-    ctx: StepContext, step: StepName, template: jobs.JobTemplate, doing: str
-) -> Wait | Fail | jobs.JobResult:
+    ctx: StepContext, step: StepName, template: jobs.JobTemplate, doing: str, note: str = ""
+) -> Wait | Fail | Done:
     """Runs the step's Job once (`jobs.run_job_once`) and says where it stands: a Wait while it
     runs ("<doing>: Job <name> is running"), a Fail with `failure`'s message when it failed or
-    was lost, else the succeeded Job's result, from which the step writes its own Done."""
+    was lost, else Done with the Job's own message ("<message> (Job <name><note>)")."""
     result = jobs.run_job_once(ctx, step, template)
     if result.state == jobs.JobState.RUNNING:
         return Wait(f"{doing}: Job {result.name} is running", retry_after=poll_interval(ctx))
     if result.state == jobs.JobState.FAILED:
         return Fail(failure(ctx, result))
-    return result
+    return Done(f"{result.message} (Job {result.name}{note})")
 
 
 def planned_job_name(ctx: StepContext, purpose: str) -> str:

@@ -16,7 +16,6 @@ import json
 from rollback_operator.clock import stamp
 from rollback_operator.database.inspection import Inspection, inspect_script, parse_inspection
 from rollback_operator.database.jobs import (
-    COMPONENT,
     JobParts,
     backup_parts,
     connection_parts,
@@ -90,17 +89,12 @@ def inspection_template(database: DatabaseSpec) -> jobs.JobTemplate | None:
         deadline = migrate.timeout_seconds
     if image is None:
         return None
-    return jobs.JobTemplate(
-        purpose=INSPECT_PURPOSE,
-        image=image or DEFAULT_IMAGE,
-        command=("/bin/sh", "-c", inspect_script(database)),
-        env=parts.env,
-        volumes=parts.volumes,
-        volume_mounts=parts.volume_mounts,
-        init_containers=parts.init_containers,
-        deadline_seconds=deadline,
-        labels=COMPONENT,
-        check_by_hand="nothing (it only reads)",
+    return parts.template(
+        INSPECT_PURPOSE,
+        image or DEFAULT_IMAGE,
+        ("/bin/sh", "-c", inspect_script(database)),
+        deadline,
+        "nothing (it only reads)",
     )
 
 

@@ -16,7 +16,6 @@ the old schema and the old `_prisma_migrations` table, and the restore puts them
 from __future__ import annotations
 
 from rollback_operator.database.jobs import (
-    COMPONENT,
     connection_parts,
     follow_job,
     migrations_parts,
@@ -27,7 +26,7 @@ from rollback_operator.database.scripts import migrate_down_script
 from rollback_operator.database.spec import DatabaseSpec, MigrateDownSpec
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import Done, Outcome, StepContext
+from rollback_operator.steps.base import Outcome, StepContext
 
 PURPOSE = "db-migrate-down"
 NOT_CONFIGURED = "no spec.database.migrateDown"
@@ -41,20 +40,13 @@ def migrate_down_template(database: DatabaseSpec, migrate: MigrateDownSpec) -> j
     """The Job: the built-in psql script, or the team's own command, in `migrate.image`."""
     parts = connection_parts(database) + migrations_parts(migrate)
     command = migrate.command or ("/bin/sh", "-c", migrate_down_script(migrate))
-    return jobs.JobTemplate(
-        purpose=PURPOSE,
-        image=migrate.image,
-        command=tuple(command),
-        env=parts.env,
-        volumes=parts.volumes,
-        volume_mounts=parts.volume_mounts,
-        init_containers=parts.init_containers,
-        deadline_seconds=migrate.timeout_seconds,
-        labels=COMPONENT,
-        check_by_hand=(
-            "the schema and _prisma_migrations (whether the rollback of "
-            f"{', '.join(migrate.migrations)} committed)"
-        ),
+    return parts.template(
+        PURPOSE,
+        migrate.image,
+        tuple(command),
+        migrate.timeout_seconds,
+        "the schema and _prisma_migrations (whether the rollback of "
+        f"{', '.join(migrate.migrations)} committed)",
     )
 
 
@@ -85,15 +77,12 @@ class MigrateDatabaseDown:
 
     def run(self, ctx: StepContext) -> Outcome:
         database, migrate = _parts(ctx)
-        result = follow_job(
+        return follow_job(
             ctx,
             self.name,
             migrate_down_template(database, migrate),
             f"rolling back {', '.join(migrate.migrations)}",
         )
-        if not isinstance(result, jobs.JobResult):
-            return result
-        return Done(f"{result.message} (Job {result.name})")
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, MigrateDownSpec]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 from rollback_operator.database.jobs import (
-    COMPONENT,
     backup_parts,
     connection_parts,
     describe_backup,
@@ -31,7 +30,7 @@ from rollback_operator.database.scripts import restore_script
 from rollback_operator.database.spec import DatabaseSpec, RestoreSpec
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import Done, Fail, NeedsApproval, Outcome, StepContext
+from rollback_operator.steps.base import Fail, NeedsApproval, Outcome, StepContext
 
 PURPOSE = "db-restore"
 NOT_CONFIGURED = "no spec.database.restore"
@@ -46,19 +45,13 @@ def restore_template(
     """The restore Job, for the file Preflight recorded and its sha256."""
     parts = connection_parts(database) + backup_parts(restore)
     script = restore_script(restore, str(backup["file"]), str(backup["sha256"]))
-    return jobs.JobTemplate(
-        purpose=PURPOSE,
-        image=restore.image,
-        command=("/bin/sh", "-c", script),
-        env=parts.env,
-        volumes=parts.volumes,
-        volume_mounts=parts.volume_mounts,
-        deadline_seconds=restore.timeout_seconds,
-        labels=COMPONENT,
-        check_by_hand=(
-            f"the schema(s) {', '.join(restore.schemas)} (whether the restore of "
-            f"{backup['file']} committed)"
-        ),
+    return parts.template(
+        PURPOSE,
+        restore.image,
+        ("/bin/sh", "-c", script),
+        restore.timeout_seconds,
+        f"the schema(s) {', '.join(restore.schemas)} (whether the restore of "
+        f"{backup['file']} committed)",
     )
 
 
@@ -95,16 +88,13 @@ class RestoreDatabase:
                 f"the file, then runs `kubectl rollback approve {ctx.request} {self.name} -n "
                 f"{ctx.namespace}`. The maintenance page stays on meanwhile"
             )
-        result = follow_job(
+        return follow_job(
             ctx,
             self.name,
             restore_template(database, restore, backup),
             f"restoring {backup['file']}",
+            note=f", approved by {ctx.approval.by}" if ctx.approval else "",
         )
-        if not isinstance(result, jobs.JobResult):
-            return result
-        by = f", approved by {ctx.approval.by}" if ctx.approval else ""
-        return Done(f"{result.message} (Job {result.name}{by})")
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, RestoreSpec]:
