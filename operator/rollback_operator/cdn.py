@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
+from rollback_operator.model import SecretKeyRef, SpecSection, parse_duration
 from rollback_operator.redaction import display_url
 
 CLOUDFLARE = "cloudflare"
@@ -96,8 +96,10 @@ class PurgeTarget:
 
 
 @dataclass(frozen=True)
-class CdnSpec:
+class CdnSpec(SpecSection):
     """`spec.cdn`, typed. The API server has validated it (provider fields, one purge kind)."""
+
+    SPEC_KEY = "cdn"  # absent: PurgeCDN is Skipped
 
     provider: str
     api_base: str | None = None
@@ -120,12 +122,6 @@ class CdnSpec:
             purge=PurgeTarget.parse(raw.get("purge")),
             timeout_seconds=parse_duration(raw.get("timeout") or DEFAULT_TIMEOUT),
         )
-
-    @classmethod
-    def of(cls, spec: RollbackSpec) -> CdnSpec | None:
-        """The request's `spec.cdn`, or None when the request has none (PurgeCDN is Skipped)."""
-        raw = spec.sections.get("cdn")
-        return None if raw is None else cls.parse(raw)
 
     @property
     def base(self) -> str:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from rollback_operator import GROUP
 
@@ -233,3 +233,19 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {text!r}")
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+class SpecSection:
+    """An optional section of the spec, typed by the module of its steps: `parse(raw)` is the
+    section as written, `of(spec)` the request's (None when the request has none)."""
+
+    SPEC_KEY: ClassVar[str]  # its key in the spec, and in RollbackSpec.sections
+
+    @classmethod
+    def parse(cls, raw: Any) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def of(cls, spec: RollbackSpec) -> Self | None:
+        raw = spec.sections.get(cls.SPEC_KEY)
+        return None if raw is None else cls.parse(raw)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rollback_operator.model import RollbackSpec, parse_duration
+from rollback_operator.model import SpecSection, parse_duration
 
 ERROR_RATE = "errorRate"
 LATENCY = "latency"
@@ -67,7 +67,9 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class MonitoringSpec:
+class MonitoringSpec(SpecSection):
+    SPEC_KEY = "monitoring"  # absent: Monitor is Skipped
+
     prometheus_url: str
     duration_seconds: float
     interval_seconds: float
@@ -95,12 +97,6 @@ class MonitoringSpec:
             queries=queries,
             thresholds=thresholds,
         )
-
-    @classmethod
-    def of(cls, spec: RollbackSpec) -> MonitoringSpec | None:
-        """The request's `spec.monitoring`, or None when it has none (Monitor is Skipped)."""
-        raw = spec.sections.get("monitoring")
-        return None if raw is None else cls.parse(raw)
 
     def rules(self, namespace: str) -> tuple[Rule, ...]:
         """The rules with their queries as evaluated: the default ones, or the request's own,

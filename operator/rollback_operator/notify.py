@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from rollback_operator import clock
-from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef
+from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef, SpecSection
 from rollback_operator.status import Status
 from rollback_operator.webhook_post import BUDGET, Attempted, post
 
@@ -84,21 +84,17 @@ class Webhook:
 
 
 @dataclass(frozen=True)
-class NotifySpec:
+class NotifySpec(SpecSection):
     """spec.notify, typed. The API server has validated it (one of url and urlSecretRef,
     known formats and events), so parsing only gives it names."""
+
+    SPEC_KEY = "notify"  # absent: nobody is notified
 
     webhooks: tuple[Webhook, ...] = ()
 
     @classmethod
     def parse(cls, raw: Sequence[dict[str, Any]] | None) -> NotifySpec:
         return cls(tuple(Webhook.parse(dict(w)) for w in raw or ()))
-
-    @classmethod
-    def of(cls, spec: RollbackSpec) -> NotifySpec | None:
-        """The request's `spec.notify`, or None when it has none (nobody is notified)."""
-        raw = spec.sections.get("notify")
-        return None if raw is None else cls.parse(raw)
 
 
 # --- what is sent

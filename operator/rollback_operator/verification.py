@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from rollback_operator.deadlines import Deadline, connect, request
-from rollback_operator.model import RollbackSpec, parse_duration
+from rollback_operator.model import SpecSection, parse_duration
 from rollback_operator.redaction import display_url
 
 DEFAULT_TIMEOUT = "5m"
@@ -116,8 +116,10 @@ class Check:
 
 
 @dataclass(frozen=True)
-class VerificationSpec:
+class VerificationSpec(SpecSection):
     """`spec.verification`, typed. Absent: no checks, no sign-off, only the Deployments."""
+
+    SPEC_KEY = "verification"  # absent: Verify checks the Deployments only (ONLY_DEPLOYMENTS)
 
     timeout_seconds: float = 300.0
     require_approval: bool = False
@@ -137,13 +139,6 @@ class VerificationSpec:
             require_approval=bool(raw.get("requireApproval", False)),
             checks=tuple(_parse_check(c) for c in raw.get("checks") or ()),
         )
-
-    @classmethod
-    def of(cls, spec: RollbackSpec) -> VerificationSpec | None:
-        """The request's `spec.verification`, or None when it has none (Verify then checks the
-        Deployments only: see `ONLY_DEPLOYMENTS`)."""
-        raw = spec.sections.get("verification")
-        return None if raw is None else cls.parse(raw)
 
 
 # What Verify does for a request without spec.verification: no checks, no sign-off.

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rollback_operator.model import RollbackSpec, SecretKeyRef, parse_duration
+from rollback_operator.model import SecretKeyRef, SpecSection, parse_duration
 
 DATE_PLACEHOLDER = "YYYYMMDD"
 DEFAULT_IMAGE = "postgres:16"
@@ -125,7 +125,9 @@ class RestoreSpec:
 
 
 @dataclass(frozen=True)
-class DatabaseSpec:
+class DatabaseSpec(SpecSection):
+    SPEC_KEY = "database"  # absent: no database step runs
+
     connection: SecretKeyRef
     migrate_down: MigrateDownSpec | None
     restore: RestoreSpec | None
@@ -141,12 +143,6 @@ class DatabaseSpec:
             migrate_down=None if migrate is None else MigrateDownSpec.parse(migrate),
             restore=None if restore is None else RestoreSpec.parse(restore),
         )
-
-    @classmethod
-    def of(cls, spec: RollbackSpec) -> DatabaseSpec | None:
-        """The request's database section; None when it asks for no database step."""
-        raw = spec.sections.get("database")
-        return None if raw is None else cls.parse(raw)
 
     @property
     def runs_migrate_down(self) -> bool:
