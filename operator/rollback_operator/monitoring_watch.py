@@ -31,6 +31,7 @@ from rollback_operator.monitoring import (
 )
 from rollback_operator.prometheus import Measured, NoData, Result
 from rollback_operator.redaction import without_credentials
+from rollback_operator.status import record_dict
 
 HEALTHY, OVER, NO_DATA, ERROR = "Healthy", "Over", "NoData", "Error"
 
@@ -56,16 +57,7 @@ class RuleState:
     result: str | None = None  # the last evaluation's: Healthy, Over, NoData or Error
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "query": self.query,
-            "threshold": self.threshold,
-            "consecutive": self.consecutive,
-        }
-        for key, value in (("value", self.value), ("peak", self.peak), ("result", self.result)):
-            if value is not None:
-                out[key] = value
-        return out
+        return record_dict(self)
 
 
 @dataclass

@@ -8,14 +8,29 @@ always the single source of truth: an operator killed at any point resumes from 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from rollback_operator.model import STEP_ORDER, Phase, StepName, StepState, Targets
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # Status sections that belong to one capability each (see the CRD): the backup Preflight
 # resolved, the Jobs started, the verification checks, the monitoring watch, the notifications.
 SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications")
+
+
+def record_dict(record: DataclassInstance) -> dict[str, Any]:
+    """A flat record of a status section as it is written: its fields under camelCase keys,
+    those that are None left out."""
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if value is not None:
+            head, *rest = f.name.split("_")
+            out[head + "".join(word.title() for word in rest)] = value
+    return out
 
 
 @dataclass

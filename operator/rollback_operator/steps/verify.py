@@ -45,6 +45,7 @@ from rollback_operator.deadlines import Deadline
 from rollback_operator.images import SelectedImages, pod_images, with_tag
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.rollout import is_available, rollout_state
+from rollback_operator.status import record_dict
 from rollback_operator.steps import jobs
 from rollback_operator.steps.base import (
     Done,
@@ -127,16 +128,7 @@ class CheckRecord:
     checked_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "type": self.type,
-            "passed": self.passed,
-            "message": self.message,
-            "attempts": self.attempts,
-        }
-        if self.checked_at:
-            out["checkedAt"] = self.checked_at
-        return out
+        return record_dict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CheckRecord:
