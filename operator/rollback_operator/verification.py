@@ -146,42 +146,38 @@ ONLY_DEPLOYMENTS = VerificationSpec()
 
 
 def _parse_check(raw: dict[str, Any]) -> Check:
-    name = raw["name"]
-    if raw.get("http") is not None:
-        http = raw["http"]
-        return Check(
-            name,
-            HttpProbe(
-                url=http["url"],
-                method=http.get("method") or "GET",
-                expect_status=tuple(http.get("expectStatus") or (200,)),
-                body_contains=http.get("bodyContains") or None,
-                timeout_seconds=parse_duration(http.get("timeout") or DEFAULT_PROBE_TIMEOUT),
-            ),
+    return Check(raw["name"], _parse_probe(raw))
+
+
+def _parse_probe(raw: dict[str, Any]) -> Probe:
+    if (http := raw.get("http")) is not None:
+        return HttpProbe(
+            url=http["url"],
+            method=http.get("method") or "GET",
+            expect_status=tuple(http.get("expectStatus") or (200,)),
+            body_contains=http.get("bodyContains") or None,
+            timeout_seconds=_timeout(http, DEFAULT_PROBE_TIMEOUT),
         )
-    if raw.get("tcp") is not None:
-        tcp = raw["tcp"]
-        return Check(
-            name,
-            TcpProbe(
-                host=tcp["host"],
-                port=int(tcp["port"]),
-                send=tcp.get("send") or None,
-                expect=tcp.get("expect") or None,
-                timeout_seconds=parse_duration(tcp.get("timeout") or DEFAULT_PROBE_TIMEOUT),
-            ),
+    if (tcp := raw.get("tcp")) is not None:
+        return TcpProbe(
+            host=tcp["host"],
+            port=int(tcp["port"]),
+            send=tcp.get("send") or None,
+            expect=tcp.get("expect") or None,
+            timeout_seconds=_timeout(tcp, DEFAULT_PROBE_TIMEOUT),
         )
     job = raw["job"]
-    return Check(
-        name,
-        JobProbe(
-            image=job["image"],
-            command=tuple(job["command"]),
-            args=tuple(job.get("args") or ()),
-            env=tuple(_env_var(e) for e in job.get("env") or ()),
-            timeout_seconds=parse_duration(job.get("timeout") or DEFAULT_JOB_TIMEOUT),
-        ),
+    return JobProbe(
+        image=job["image"],
+        command=tuple(job["command"]),
+        args=tuple(job.get("args") or ()),
+        env=tuple(_env_var(e) for e in job.get("env") or ()),
+        timeout_seconds=_timeout(job, DEFAULT_JOB_TIMEOUT),
     )
+
+
+def _timeout(probe: dict[str, Any], default: str) -> float:
+    return parse_duration(probe.get("timeout") or default)
 
 
 def _env_var(raw: dict[str, Any]) -> dict[str, Any]:
