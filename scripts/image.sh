@@ -73,9 +73,11 @@ if [[ ! -d "$wheels" ]]; then
   mv -T "$wheels.$$.tmp" "$wheels" 2>/dev/null || rm -rf "$wheels.$$.tmp"  # another build's won
 fi
 
+# Both are mounted on paths the base already has (the CA file, the empty /mnt): a mount on a
+# path it lacks would leave that path, empty, in every layer built under it.
 buildah bud --pull=never --force-rm --layers --isolation chroot --network host \
   --volume "$ca:/etc/ssl/certs/ca-certificates.crt:ro" --build-arg "PIP_CERT=$ca" \
-  --volume "$wheels:/wheels:ro" --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1 \
+  --volume "$wheels:/mnt:ro" --build-arg PIP_FIND_LINKS=/mnt --build-arg PIP_NO_INDEX=1 \
   --build-arg "VERSION=$IMAGE_VERSION" --tag "$IMAGE" "$@" .
 
 size="$(podman image inspect --format '{{.Size}}' "$IMAGE")"
