@@ -243,7 +243,8 @@ def test_template_passes_a_server_side_dry_run(
         objects = _documents(rendered.stdout)
         if values:
             bindings = [o for o in objects if o["kind"] == "RoleBinding"]
-            assert len(bindings) == 3, bindings  # the operator's and the two people's
+            # The operator's, its leader election's and the two people's.
+            assert len(bindings) == 4, bindings
         applied = _kubectl(
             kubeconfig,
             "apply",
