@@ -35,6 +35,24 @@ def _step(api: client.ApiClient, namespace: str, name: str, step: str) -> dict[s
     return {s["name"]: s for s in status.get("steps", [])}.get(step, {})
 
 
+def _lead_and_stand_by(
+    api: client.ApiClient, lease_namespace: str, leader: Operator, standby: Operator
+) -> None:
+    """Starts `leader` and waits until it holds the Lease, then `standby` until it waits."""
+    leader.start()
+    wait_until(
+        lambda: _try_holder(api, lease_namespace) == leader.env["POD_NAME"],
+        timeout=30,
+        what=f"{leader.env['POD_NAME']} leading",
+    )
+    standby.start()
+    wait_until(
+        lambda: "waiting to lead" in standby.logs(),
+        timeout=30,
+        what=f"{standby.env['POD_NAME']} standing by",
+    )
+
+
 def test_the_standby_takes_over_when_the_leader_dies(
     api: client.ApiClient,
     kubeconfig: str,
@@ -46,17 +64,8 @@ def test_the_standby_takes_over_when_the_leader_dies(
     before = snapshot(api, namespace)
     first = Operator(namespace, kubeconfig, tmp_path, identity="operator-a")
     second = Operator(namespace, kubeconfig, tmp_path, identity="operator-b")
-    first.start()
     try:
-        wait_until(
-            lambda: _try_holder(api, namespace) == "operator-a",
-            timeout=30,
-            what="operator-a leading",
-        )
-        second.start()
-        wait_until(
-            lambda: "waiting to lead" in second.logs(), timeout=30, what="operator-b standing by"
-        )
+        _lead_and_stand_by(api, namespace, first, second)
 
         create_request(api, namespace, "failover")
         wait_until(
@@ -105,17 +114,8 @@ def test_a_stopped_leader_hands_the_lease_over_at_once(
     it to expire."""
     first = Operator(namespace, kubeconfig, tmp_path, identity="operator-a")
     second = Operator(namespace, kubeconfig, tmp_path, identity="operator-b")
-    first.start()
     try:
-        wait_until(
-            lambda: _try_holder(api, namespace) == "operator-a",
-            timeout=30,
-            what="operator-a leading",
-        )
-        second.start()
-        wait_until(
-            lambda: "waiting to lead" in second.logs(), timeout=30, what="operator-b standing by"
-        )
+        _lead_and_stand_by(api, namespace, first, second)
         first.stop()
         assert _try_holder(api, namespace) in (None, "operator-b")
         wait_until(
@@ -159,12 +159,7 @@ def test_two_instances_on_twenty_requests_with_the_leader_killed_midway(
         for ns in namespaces:
             deploy_app(api, ns, min_ready_seconds={"backend": 1, "frontend": 1})
         before = {ns: snapshot(api, ns) for ns in namespaces}
-        first.start()
-        wait_until(
-            lambda: _try_holder(api, namespace) == "operator-a", timeout=30, what="a leading"
-        )
-        second.start()
-        wait_until(lambda: "waiting to lead" in second.logs(), timeout=30, what="b standing by")
+        _lead_and_stand_by(api, namespace, first, second)
         names = [f"r{i}" for i in range(5)]
         for ns in namespaces:
             for name in names:
