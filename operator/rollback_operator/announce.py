@@ -36,20 +36,27 @@ class StepStarted:
 
 @dataclass(frozen=True)
 class StepEnded:
+    """A step succeeded or failed: a Normal or Warning Event, and the step's metrics."""
+
     step: StepName
-    outcome: Done | Fail
+    outcome: Done | Fail  # its message becomes the Event's
 
 
 @dataclass(frozen=True)
 class AwaitingApproval:
+    """The run waits for a person (runbook §3): an Event and a notification that say who
+    must approve and how, so that the approver hears of it without watching the request."""
+
     step: StepName
-    message: str
+    message: str  # who must approve, and how
 
 
 @dataclass(frozen=True)
 class Approved:
+    """An approval was recorded in the ledger, under the approver's name."""
+
     step: StepName
-    by: str
+    by: str  # as recorded in the step's ledger entry (approvedBy)
 
 
 @dataclass(frozen=True)

@@ -35,17 +35,24 @@ class Idle:
 
 @dataclass(frozen=True)
 class Queue:
+    """Wait, changing nothing, until the earlier request named by `blocker` (one that holds
+    the same objects) has ended; the runner records the phase Queued once."""
+
     blocker: str
 
 
 @dataclass(frozen=True)
 class Skip:
+    """Record that `step` does not apply to this request, and why, without running it."""
+
     step: StepName
-    reason: str
+    reason: str  # for the ledger, e.g. "no spec.cdn"
 
 
 @dataclass(frozen=True)
 class Run:
+    """Run (or, after a restart, resume) `step`: the one decision with side effects."""
+
     step: StepName
 
 
@@ -54,17 +61,18 @@ class Approve:
     """Record an approval of the running step, given by the annotations."""
 
     step: StepName
-    by: str
+    by: str  # the approved-by annotation, which admission holds to the approver's own name
 
 
 @dataclass(frozen=True)
 class Complete:
-    pass
+    """Every step has succeeded or been skipped: the run ends Succeeded."""
 
 
 @dataclass(frozen=True)
 class Abort:
-    pass
+    """The abort annotation is set: stop the run's Jobs and end Aborted, undoing nothing
+    (the site stays as it stands, on the maintenance page if it was switched)."""
 
 
 Decision = Idle | Queue | Skip | Run | Approve | Complete | Abort

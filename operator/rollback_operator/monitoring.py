@@ -61,7 +61,7 @@ def with_namespace(query: str, namespace: str) -> str:
 class Rule:
     """One threshold to watch: the query's value must stay at or below `threshold`."""
 
-    name: str
+    name: str  # one of RULE_NAMES: how messages and the ledger name the rule
     query: str
     threshold: float
 

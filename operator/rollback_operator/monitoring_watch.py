@@ -283,6 +283,8 @@ NOT_WATCHED_WHY = (
 
 
 def not_watched_message(watch: Watch, started: datetime) -> str:
+    """Monitor's failure when the gaps outgrow what the watch may be extended by: which
+    minutes went unwatched, why that happens, and what the SRE does now."""
     return (
         f"not watched: {describe_gaps(watch, started)}; {NOT_WATCHED_WHY}. "
         f"{show_duration(watch.unwatched_seconds)} not watched in all, more than the watch of "
@@ -298,6 +300,7 @@ def _clock(moment: datetime) -> str:
 
 
 def breach_message(state: RuleState, watch: Watch) -> str:
+    """A rule above its threshold `for` evaluations in a row, with its peak."""
     return (
         f"{describe_rule(state.name)} {show_value(state.name, state.value)} is above the "
         f"{show_value(state.name, state.threshold)} threshold for {state.consecutive} "
@@ -307,6 +310,8 @@ def breach_message(state: RuleState, watch: Watch) -> str:
 
 
 def blind_message(watch: Watch, prometheus_url: str) -> str:
+    """Evaluations that could not measure, `for` in a row: a watch that sees nothing must not
+    pass, so the SRE is told where to look and to watch by hand."""
     return (
         f"could not measure for {watch.unmeasured_streak} consecutive evaluations "
         f"({watch.errors} Prometheus error(s), {watch.no_data} without data, of "

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from rollback_operator import clock
-from rollback_operator.model import STEP_ORDER, RollbackSpec, SecretKeyRef, SpecSection
+from rollback_operator.model import STEP_ORDER, Phase, RollbackSpec, SecretKeyRef, SpecSection
 from rollback_operator.status import Status
 from rollback_operator.webhook_post import BUDGET, Attempted, post
 
@@ -47,7 +47,8 @@ class Event(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self in (Event.FAILED, Event.ABORTED, Event.SUCCEEDED)
+        """The run's end: the events named after the terminal phases."""
+        return self.value in {phase.value for phase in Phase if phase.terminal}
 
 
 class Format(StrEnum):

@@ -34,7 +34,7 @@ class Measured:
 
 @dataclass(frozen=True)
 class NoData:
-    detail: str
+    detail: str  # why no number came back: no matching series, or none of them finite
 
 
 @dataclass(frozen=True)

@@ -226,13 +226,11 @@ def probe_http(probe: HttpProbe) -> ProbeResult:
     """
     started = time.monotonic()
     deadline = Deadline(probe.timeout_seconds)
+    reads_body = probe.body_contains is not None  # else the body is not even read
+    headers = {"User-Agent": USER_AGENT}
     try:
         response = request(
-            probe.method,
-            probe.url,
-            deadline=deadline,
-            read_body=probe.body_contains is not None,
-            headers={"User-Agent": USER_AGENT},
+            probe.method, probe.url, deadline=deadline, read_body=reads_body, headers=headers
         )
     except httpx.TimeoutException:
         return ProbeResult(False, f"{probe.target}: no answer within {deadline.shown}")

@@ -50,9 +50,11 @@ class JobState(StrEnum):
 
 @dataclass(frozen=True)
 class JobResult:
+    """Where a Job of the run stands, as the ledger records it."""
+
     name: str
     state: JobState
-    message: str
+    message: str  # how the Job ended, or what it is waiting for
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from rollback_operator.steps.base import AutoscalingStep, Done, Fail, Outcome, S
 
 
 class PauseAutoscaling(AutoscalingStep):
+    """Freezes each HPA where it stands, its fields saved first for ResumeAutoscaling."""
+
     name = StepName.PAUSE_AUTOSCALING
     no_hpa = "no HorizontalPodAutoscaler scales the listed Deployments"
 

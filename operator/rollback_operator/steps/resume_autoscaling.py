@@ -14,7 +14,7 @@ from rollback_operator.steps.base import AutoscalingStep, Done, Fail, Outcome, S
 
 class ResumeAutoscaling(AutoscalingStep):
     name = StepName.RESUME_AUTOSCALING
-    no_hpa = "no HorizontalPodAutoscaler was paused"
+    no_hpa = "no HorizontalPodAutoscaler was paused"  # PauseAutoscaling was skipped too
 
     def plan(self, ctx: StepContext) -> str:
         return f"would restore the behavior of HPA {', '.join(ctx.targets.hpas)}"
