@@ -199,6 +199,7 @@ class _Scan:
                 raise self.refuse(i, AFTER_UNRESTRICT_REASON)
             if c == "\\":
                 i = self._meta_command(i, alone=first < 0)
+                start = i  # only pg_dump's own lines come back, before any statement's text
                 continue
             if first < 0:
                 first = i
