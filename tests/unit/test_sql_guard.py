@@ -171,5 +171,6 @@ def test_preflight_names_each_down_sql_the_guard_refuses() -> None:
         "the down.sql of b (b.down.sql) cannot run in one transaction: line 2 (COMMIT;)"
     )
     assert problems[1].startswith(
-        "the down.sql of a (a.down.sql) cannot run in one transaction: line 1 (\\set ON_ERROR_STOP off) is a psql meta-command"
+        "the down.sql of a (a.down.sql) cannot run in one transaction: line 1 "
+        "(\\set ON_ERROR_STOP off) is a psql meta-command"
     )
