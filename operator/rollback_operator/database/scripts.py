@@ -26,6 +26,7 @@ from rollback_operator.database.spec import (
     PUBLIC,
     MigrateDownSpec,
     RestoreSpec,
+    configmap_key,
 )
 from rollback_operator.database.sql_guard_job import GUARD_AWK
 
@@ -219,10 +220,10 @@ def check_down_files_sh(spec: MigrateDownSpec, root: str) -> str:
         + '"$missing"'
         + sh(f" (expected {_expected_layout(spec)}); nothing was changed")
     )
-    for index, migration in enumerate(spec.migrations, 1):
+    for migration in spec.migrations:
         path = sh(spec.down_sql_path(migration, root))
         label = sh(f"the down.sql of {migration}")
-        lines.append(f'sql_guard down {path} {label} "$work/down-{index}.sql"')
+        lines.append(f'sql_guard down {path} {label} "$work/{configmap_key(migration)}"')
     return "\n".join(lines)
 
 
@@ -245,8 +246,8 @@ def migrate_down_script(spec: MigrateDownSpec, root: str = MIGRATIONS_DIR) -> st
     `_prisma_migrations` row, in one transaction (psql --single-transaction, ON_ERROR_STOP):
     either every listed migration is rolled back, or none is."""
     files = []
-    for index in range(1, len(spec.migrations) + 1):  # the copies sql_guard checked
-        files.append(f'-f "$work/down-{index}.sql" -f "$work/forget-{index}.sql"')
+    for index, migration in enumerate(spec.migrations, 1):  # the copies sql_guard checked
+        files.append(f'-f "$work/{configmap_key(migration)}" -f "$work/forget-{index}.sql"')
     names = ", ".join(spec.migrations)
     return "\n".join(
         [
