@@ -71,11 +71,12 @@ fail() {
 
 # Refuses file $2 (mode $1: down or dump; named $3 in messages) if it holds anything that
 # could end, split or leave the one transaction: transaction control, a psql meta-command,
-# CREATE/DROP DATABASE (database/sql_guard_job.py). For a down.sql, $4 gets the copy psql
-# runs, Prisma's enum block folded into the one transaction.
+# CREATE/DROP DATABASE (database/sql_guard_job.py), byte by byte whatever the image's locale.
+# For a down.sql, $4 gets the copy psql runs, Prisma's enum block folded into the transaction.
 sql_guard() {
   set +e
-  said=$(GUARD_MODE=$1 GUARD_WHAT=$3 GUARD_OUT=${4:-} awk -f "$work/guard.awk" -- "$2" 2>&1)
+  said=$(LC_ALL=C GUARD_MODE=$1 GUARD_WHAT=$3 GUARD_OUT=${4:-} \
+    awk -f "$work/guard.awk" -- "$2" 2>&1)
   rc=$?
   set -e
   [ "$rc" -eq 0 ] || fail "${said:-could not read $2}"
