@@ -57,7 +57,13 @@ def migrate_diff(database_url: str, *, source: str, target: str, workdir: Path) 
     """`prisma migrate diff --script` from `source` to `target`: each a Prisma schema's text,
     or "" for an empty database. Returns the SQL the CLI printed."""
     root = install()
-    shutil.copyfile(SOURCE / "prisma.config.ts", root / "prisma.config.ts")
+    config = root / "prisma.config.ts"
+    wanted = (SOURCE / "prisma.config.ts").read_bytes()
+    if not config.exists() or config.read_bytes() != wanted:  # tests may run it side by side
+        tmp = root / f".prisma.config.ts.{os.getpid()}"
+        tmp.write_bytes(wanted)
+        tmp.replace(config)
+    workdir.mkdir(parents=True, exist_ok=True)
     args = []
     for side, schema in (("from", source), ("to", target)):
         if not schema:

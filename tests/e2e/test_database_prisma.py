@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,59 +34,20 @@ DATASOURCE = """datasource db {
 }
 """
 
-BEFORE = (
-    DATASOURCE
-    + """
-enum Role {
-  CLIENT
-  ADMIN
-}
+CHANGES = ("table", "column", "index", "enum-value")
 
-model User {
-  id    Int    @id @default(autoincrement())
-  email String @unique
-  role  Role   @default(CLIENT)
-  cases Case[]
-}
 
-model Case {
-  id      Int    @id @default(autoincrement())
-  title   String
-  ownerId Int
-  owner   User   @relation(fields: [ownerId], references: [id])
-}
-"""
-)
-
-# Go-live: a table (CaseDocument), a column (User.phone), an index (Case.title) and an enum
-# value (Role.LAWYER).
-AFTER = (
-    DATASOURCE
-    + """
-enum Role {
-  CLIENT
-  LAWYER
-  ADMIN
-}
-
-model User {
-  id    Int     @id @default(autoincrement())
-  email String  @unique
-  role  Role    @default(CLIENT)
-  phone String?
-  cases Case[]
-}
-
-model Case {
-  id        Int            @id @default(autoincrement())
-  title     String
-  ownerId   Int
-  owner     User           @relation(fields: [ownerId], references: [id])
-  documents CaseDocument[]
-
-  @@index([title])
-}
-
+def schema(*changes: str) -> str:
+    """The application's Prisma schema, before go-live (no change) or with some of its
+    changes: a table (CaseDocument), a column (User.phone), an index (Case.title), an enum
+    value (Role.LAWYER)."""
+    lawyer = "  LAWYER\n" if "enum-value" in changes else ""
+    phone = "  phone String?\n" if "column" in changes else ""
+    index = "\n  @@index([title])\n" if "index" in changes else ""
+    documents, document_model = "", ""
+    if "table" in changes:
+        documents = "  documents CaseDocument[]\n"
+        document_model = """
 model CaseDocument {
   id     Int    @id @default(autoincrement())
   caseId Int
@@ -92,7 +55,39 @@ model CaseDocument {
   path   String
 }
 """
-)
+    return (
+        DATASOURCE
+        + f"""
+enum Role {{
+  CLIENT
+{lawyer}  ADMIN
+}}
+
+model User {{
+  id    Int    @id @default(autoincrement())
+  email String @unique
+  role  Role   @default(CLIENT)
+{phone}  cases Case[]
+}}
+
+model Case {{
+  id      Int    @id @default(autoincrement())
+  title   String
+  ownerId Int
+  owner   User   @relation(fields: [ownerId], references: [id])
+{documents}{index}}}
+"""
+        + document_model
+    )
+
+
+# What each change's down.sql must hold, as Prisma writes it.
+UNDONE = {
+    "table": 'DROP TABLE "CaseDocument";',
+    "column": 'ALTER TABLE "User" DROP COLUMN "phone";',
+    "index": 'DROP INDEX "Case_title_idx";',
+    "enum-value": "-- AlterEnum\nBEGIN;\nCREATE TYPE \"Role_new\" AS ENUM ('CLIENT', 'ADMIN');",
+}
 
 MIGRATIONS_TABLE = """CREATE TABLE "_prisma_migrations" (
     "id" VARCHAR(36) PRIMARY KEY NOT NULL,
@@ -129,22 +124,51 @@ def schema_dump(db: Database) -> str:
     return re.sub(r"^\\(un)?restrict .*$", "", out, flags=re.MULTILINE)
 
 
+@pytest.fixture(scope="module", name="initial")
+def initial_fixture(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The SQL of the first migration, the schema before go-live (`--from-empty`), written by
+    the CLI once for every test here."""
+    db = postgres_server.create_database()
+    try:
+        yield prisma_cli.migrate_diff(
+            db.url, source="", target=schema(), workdir=tmp_path_factory.mktemp("initial")
+        )
+    finally:
+        postgres_server.drop_database(db)
+
+
+def database_count(server: PostgresServer) -> str:
+    return server.psql("postgres", "SELECT count(*) FROM pg_database").split()[2]
+
+
+# The go-live with all four changes, and the enum alone (its down.sql is Prisma's block and
+# nothing else); the other changes alone hold no transaction control and cost CLI time.
+@pytest.mark.parametrize("changes", [CHANGES, ("enum-value",)], ids=["all-four", "enum-value"])
 def test_prisma_down_sql_runs_and_leaves_the_schema_of_the_previous_migration(
-    database: Database, postgres_server: PostgresServer, tmp_path: Path
+    database: Database,
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+    initial: str,
+    changes: tuple[str, ...],
 ) -> None:
     url = database.url
-    initial = prisma_cli.migrate_diff(url, source="", target=BEFORE, workdir=tmp_path)
-    up = prisma_cli.migrate_diff(url, source=BEFORE, target=AFTER, workdir=tmp_path)
-    down = prisma_cli.migrate_diff(url, source=AFTER, target=BEFORE, workdir=tmp_path)
-    # What Prisma writes for the enum: its own transaction block around the rebuild.
-    assert '-- AlterEnum\nBEGIN;\nCREATE TYPE "Role_new" AS ENUM' in down
-    assert "\nCOMMIT;\n" in down
-    for change in (
-        'DROP TABLE "CaseDocument"',
-        'DROP COLUMN "phone"',
-        'DROP INDEX "Case_title_idx"',
-    ):
-        assert change in down
+    databases = database_count(postgres_server)
+    before, after = schema(), schema(*changes)
+    with ThreadPoolExecutor(2) as pool:  # the CLI takes seconds to start: both at once
+        up_run = pool.submit(
+            prisma_cli.migrate_diff, url, source=before, target=after, workdir=tmp_path / "up"
+        )
+        down_run = pool.submit(
+            prisma_cli.migrate_diff, url, source=after, target=before, workdir=tmp_path / "down"
+        )
+        up, down = up_run.result(), down_run.result()
+    assert database_count(postgres_server) == databases, "migrate diff made a shadow database"
+    for change in CHANGES:
+        assert (UNDONE[change] in down) == (change in changes), down
+    if "enum-value" in changes:  # Prisma's own transaction block around the rebuild
+        assert "\nCOMMIT;\n" in down
     assert check_down_sql(down) is None, "the operator's guard refuses Prisma's own down.sql"
 
     # The database as Prisma's previous migration left it, made on its own.
@@ -161,7 +185,6 @@ def test_prisma_down_sql_runs_and_leaves_the_schema_of_the_previous_migration(
     database.psql("""INSERT INTO "User" (email, role) VALUES ('ayu@example.com', 'ADMIN');""")
     applied(database, GO_LIVE, up)
     assert schema_dump(database) != expected
-
     root = tmp_path / "migrations"
     root.mkdir()
     (root / f"{GO_LIVE}.down.sql").write_text(down)

@@ -8,6 +8,7 @@ export default defineConfig({
   experimental: { adapter: true },
   engine: 'js',
   async adapter() {
-    return new PrismaPg({ connectionString: process.env.DATABASE_URL })
+    // A short idle timeout: the pool would otherwise keep the CLI alive 10 s after its work.
+    return new PrismaPg({ connectionString: process.env.DATABASE_URL, idleTimeoutMillis: 50 })
   },
 })
