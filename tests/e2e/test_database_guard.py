@@ -29,7 +29,12 @@ from tests.e2e.test_database_scripts import (
     restore,
     restore_spec,
 )
-from tests.unit.test_sql_guard import HOSTILE_DOWN_SQL, PG_DUMP, PRISMA_ENUM_DOWN
+from tests.unit.test_sql_guard import (
+    ACCEPTED_DOWN_SQL,
+    HOSTILE_DOWN_SQL,
+    PG_DUMP,
+    PRISMA_ENUM_DOWN,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +82,13 @@ def test_the_jobs_scan_refuses_what_the_operator_refuses_on_the_same_line(
     refusal = check_down_sql(text)
     assert refusal is not None
     assert said.split(") ", 1)[0] == refusal.message("X").split(") ", 1)[0]
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED_DOWN_SQL))
+def test_the_jobs_scan_accepts_what_the_operator_accepts(tmp_path: Path, name: str) -> None:
+    status, said, copy = awk_guard(tmp_path, ACCEPTED_DOWN_SQL[name], "down")
+    assert (status, said) == (0, "")
+    assert len(copy.splitlines()) == len(ACCEPTED_DOWN_SQL[name].splitlines())
 
 
 def test_the_jobs_scan_accepts_pg_dump_and_folds_prismas_enum_block(tmp_path: Path) -> None:
