@@ -15,6 +15,11 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # with pg_dump, and the Jobs' scripts run psql.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 { command -v psql && command -v pg_dump; } >/dev/null || need+=(postgresql-client)
+# The Jobs' one-transaction check is an awk program (mawk, as in the postgres images).
+command -v awk >/dev/null || need+=(mawk)
+# The database e2e tests write their down.sql files with the real Prisma CLI
+# (tests/e2e/prisma_cli.py), installed with npm from tests/e2e/prisma/package-lock.json.
+{ command -v node && command -v npm; } >/dev/null || need+=(nodejs npm)
 # The image is built with buildah on a Debian-made base (mmdebstrap) and run with podman on
 # runc: scripts/image.sh, tests/e2e/test_image.py.
 for tool in buildah podman runc mmdebstrap newuidmap; do

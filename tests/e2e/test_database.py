@@ -532,3 +532,36 @@ def test_a_missing_down_sql_fails_in_preflight_before_anything_changes(
     assert snapshot(api, namespace) == before
     assert client.BatchV1Api(api).list_namespaced_job(namespace).items == []
     assert contents(db) == state
+
+
+def test_a_down_sql_that_would_commit_part_of_the_run_fails_in_preflight(
+    api: client.ApiClient, app: str, db: Database, operator: Operator
+) -> None:
+    """The operator reads the ConfigMap's down.sql with PostgreSQL's parser: an indented
+    COMMIT and a psql meta-command are named, line and text, before any Job starts."""
+    namespace = app
+    go_live(db)
+    state = contents(db)
+    down_migrations(api, namespace, list(MIGRATIONS))
+    hostile = {
+        f"{NEWEST_FIRST[0]}.down.sql": 'DROP TABLE "CaseDocument";\n    COMMIT;\n',
+        f"{NEWEST_FIRST[1]}.down.sql": "SELECT 1; \\set ON_ERROR_STOP off\n",
+    }
+    client.CoreV1Api(api).patch_namespaced_config_map(CONFIGMAP, namespace, {"data": hostile})
+    before = snapshot(api, namespace)
+
+    done = run_request(api, namespace, "golive", "Failed", timeout=60, database=migrate_section())
+
+    message = ledger(done)["Preflight"]["message"]
+    assert message.startswith("Preflight found 2 problem(s): ")
+    assert (
+        f"the down.sql of {NEWEST_FIRST[0]} ({NEWEST_FIRST[0]}.down.sql) cannot run in one "
+        "transaction: line 2 (COMMIT;) controls the transaction (COMMIT)"
+    ) in message
+    assert (
+        f"the down.sql of {NEWEST_FIRST[1]} ({NEWEST_FIRST[1]}.down.sql) cannot run in one "
+        "transaction: line 1 (SELECT 1; \\set ON_ERROR_STOP off) is a psql meta-command (\\set)"
+    ) in message
+    assert snapshot(api, namespace) == before
+    assert client.BatchV1Api(api).list_namespaced_job(namespace).items == []
+    assert contents(db) == state

@@ -257,7 +257,7 @@ def test_the_public_schema_is_made_again_as_postgresql_makes_it(
     [
         ("connect", "switches database (\\connect)"),
         ("create", "creates or drops a database (CREATE/DROP DATABASE)"),
-        ("large-object", "starts or ends a transaction (BEGIN/COMMIT"),
+        ("large-object", "controls the transaction (BEGIN)"),
     ],
     ids=str,
 )

@@ -40,6 +40,8 @@ LAYERS: list[set[str]] = [
         "database.spec",
         "database.scripts",
         "database.inspection",
+        "database.sql_guard",
+        "database.sql_guard_job",
     },
     {"steps.base", "steps.jobs", "database.jobs", "database.preflight"},
     {"steps.*"},

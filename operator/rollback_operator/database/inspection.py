@@ -283,7 +283,7 @@ def inspect_script(database: DatabaseSpec, migrations_root: str = MIGRATIONS_DIR
             'size=$(wc -c <"$dump" | tr -d " ")',
             'sum=$(sha256sum <"$dump")',
             "sum=${sum%% *}",
-            'one_transaction_only "$dump" "backup $chosen"',
+            'sql_guard dump "$dump" "backup $chosen"',
             schemas_check_sh('"$dump"', '"backup $chosen"', restore.schemas),
             "file_json=$(printf '%s' \"$chosen\" | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g')",
             'backup_json=$(printf \',"backup":{"file":"%s","sizeBytes":%s,"sha256":"%s",'

@@ -11,7 +11,9 @@ module because it belongs to Preflight, not to either database step.
 
 from __future__ import annotations
 
+import base64
 import json
+from typing import Any
 
 from rollback_operator.clock import stamp
 from rollback_operator.database.inspection import Inspection, inspect_script, parse_inspection
@@ -27,6 +29,7 @@ from rollback_operator.database.spec import (
     DatabaseSpec,
     configmap_key,
 )
+from rollback_operator.database.sql_guard import check_down_sql
 from rollback_operator.model import StepName
 from rollback_operator.steps import jobs
 from rollback_operator.steps.base import Fail, StepContext, Wait, poll_interval
@@ -65,10 +68,30 @@ def preflight_problems(ctx: StepContext) -> list[str]:
                     + ", ".join(repr(configmap_key(m)) for m in missing)
                     + " (one key <migration>.down.sql per migration)"
                 )
+            problems += down_sql_problems(configmap, migrate.migrations)
     if database.restore is not None:
         claim = database.restore.backup.claim_name
         if ctx.kube.pvc(ns, claim) is None:
             problems.append(f"backups PersistentVolumeClaim {claim!r} not found")
+    return problems
+
+
+def down_sql_problems(configmap: dict[str, Any], migrations: tuple[str, ...]) -> list[str]:
+    """Each listed down.sql in the ConfigMap, read as psql reads it and parsed by PostgreSQL's
+    parser (sql_guard.py): whatever could end or split the one transaction is refused here,
+    before the site is touched. The Job checks the same again on what it mounts."""
+    problems = []
+    for migration in migrations:
+        key = configmap_key(migration)
+        text = (configmap.get("data") or {}).get(key)
+        if text is None and key in (configmap.get("binaryData") or {}):
+            raw = base64.b64decode(configmap["binaryData"][key])
+            text = raw.decode("utf-8", errors="replace")
+        if text is None:
+            continue
+        refusal = check_down_sql(text)
+        if refusal is not None:
+            problems.append(refusal.message(f"the down.sql of {migration} ({key})"))
     return problems
 
 

@@ -26,7 +26,9 @@ from rollback_operator.database.spec import (
     PUBLIC,
     MigrateDownSpec,
     RestoreSpec,
+    configmap_key,
 )
+from rollback_operator.database.sql_guard_job import GUARD_AWK
 
 # --- quoting
 
@@ -54,6 +56,7 @@ umask 077
 result=${TERMINATION_LOG:-/dev/termination-log}
 work=$(mktemp -d "${TMPDIR:-/tmp}/rollback.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+@GUARD@
 
 say() {
   printf '%s\n' "$1"
@@ -66,43 +69,17 @@ fail() {
   exit 1
 }
 
-# The first line of file $2 matching the extended regular expression $1 (case-insensitive),
-# as "NUMBER:TEXT", or nothing.
-first_match() {
+# Refuses file $2 (mode $1: down or dump; named $3 in messages) if it holds anything that
+# could end, split or leave the one transaction: transaction control, a psql meta-command,
+# CREATE/DROP DATABASE (database/sql_guard_job.py), byte by byte whatever the image's locale.
+# For a down.sql, $4 gets the copy psql runs, Prisma's enum block folded into the transaction.
+sql_guard() {
   set +e
-  found=$(grep -n -i -E -m 1 -e "$1" -- "$2")
+  said=$(LC_ALL=C GUARD_MODE=$1 GUARD_WHAT=$3 GUARD_OUT=${4:-} \
+    awk -f "$work/guard.awk" -- "$2" 2>&1)
   rc=$?
   set -e
-  case $rc in
-    0) printf '%s' "$found" ;;
-    1) ;;
-    *) fail "could not read $2" ;;
-  esac
-}
-
-# Refuses SQL that cannot run inside the one transaction that makes the change all or
-# nothing: psql's \connect, CREATE/DROP DATABASE, and transaction control, whose COMMIT would
-# make everything before it permanent (pg_dump writes BEGIN/COMMIT around large objects).
-one_transaction_only() {
-  switch='^\\(connect|c)([[:space:]]|$)'
-  database='^(create|drop)[[:space:]]+database([[:space:]]|;|$)'
-  control='^(begin|commit|rollback|end|abort|start[[:space:]]+transaction)[[:space:]]*(;|$)'
-  hit=$(first_match "$switch|$database|$control" "$1")
-  [ -n "$hit" ] || return 0
-  line=${hit%%:*}
-  hit=${hit#*:}
-  if printf '%s\n' "$hit" | grep -q -i -E -e "$switch"; then
-    fail "$2 cannot run in one transaction: line $line switches database (\\connect); \
-restore it by hand, or use a dump of the one database (pg_dump without --create)"
-  fi
-  if printf '%s\n' "$hit" | grep -q -i -E -e "$database"; then
-    fail "$2 cannot run in one transaction: line $line creates or drops a database \
-(CREATE/DROP DATABASE); restore it by hand, or use a dump of the one database \
-(pg_dump without --create)"
-  fi
-  fail "$2 cannot run in one transaction: line $line starts or ends a transaction \
-(BEGIN/COMMIT; pg_dump writes these around large objects), which would make part of it \
-permanent on an error; restore it by hand"
+  [ "$rc" -eq 0 ] || fail "${said:-could not read $2}"
 }
 
 # DATABASE_URL as psql takes it. Prisma's URL may carry parameters libpq does not know, and
@@ -172,6 +149,7 @@ psql_said() {
   tail -c 1500 "$work/errors" | tr '\n' ' ' | sed 's/  */ /g'
 }
 """
+COMMON = COMMON.replace("@GUARD@", f'printf %s {sh(GUARD_AWK)} >"$work/guard.awk"')
 
 
 # Every migration listed must be applied (a finished row in _prisma_migrations, not rolled
@@ -245,7 +223,8 @@ def check_down_files_sh(spec: MigrateDownSpec, root: str) -> str:
     )
     for migration in spec.migrations:
         path = sh(spec.down_sql_path(migration, root))
-        lines.append(f"one_transaction_only {path} {sh(f'the down.sql of {migration}')}")
+        label = sh(f"the down.sql of {migration}")
+        lines.append(f'sql_guard down {path} {label} "$work/{configmap_key(migration)}"')
     return "\n".join(lines)
 
 
@@ -268,9 +247,8 @@ def migrate_down_script(spec: MigrateDownSpec, root: str = MIGRATIONS_DIR) -> st
     `_prisma_migrations` row, in one transaction (psql --single-transaction, ON_ERROR_STOP):
     either every listed migration is rolled back, or none is."""
     files = []
-    for index, migration in enumerate(spec.migrations, 1):
-        down = sh(spec.down_sql_path(migration, root))
-        files.append(f'-f {down} -f "$work/forget-{index}.sql"')
+    for index, migration in enumerate(spec.migrations, 1):  # the copies sql_guard checked
+        files.append(f'-f "$work/{configmap_key(migration)}" -f "$work/forget-{index}.sql"')
     names = ", ".join(spec.migrations)
     return "\n".join(
         [
@@ -401,7 +379,7 @@ def restore_script(restore: RestoreSpec, file: str, sha256: str) -> str:
         + sh(f"backup file {file} has changed since Preflight: its sha256 is now ")
         + '"$sum"'
         + sh(f", not {sha256} as recorded in status.backup; nothing was restored"),
-        f'one_transaction_only "$dump" {sh(f"backup {file}")}',
+        f'sql_guard dump "$dump" {sh(f"backup {file}")}',
         schemas_check_sh('"$dump"', sh(f"backup {file}"), schemas),
         "database_url",
         write_sh("prepare.sql", restore_prepare_sql(schemas)),
