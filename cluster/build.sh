@@ -124,7 +124,25 @@ build_prometheus_operator_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds}")
+# The GitOps health checks' verdicts (tests/e2e/test_gitops_status.py): a small program of this
+# repository, cluster/health-check, whose go.mod pins the versions of versions.env. Cached by
+# those versions and a hash of its sources, so a change to either rebuilds it.
+build_health_check() {
+  local src="$here/health-check"
+  local sum
+  sum="$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)"
+  local out="$cache/bin/health-check-$CLI_UTILS_VERSION-$GOPHER_LUA_VERSION-$CEL_GO_VERSION-$sum"
+  [[ -x "$out/health-check" ]] && return
+  log "health-check (kstatus $CLI_UTILS_VERSION, gopher-lua $GOPHER_LUA_VERSION, cel-go $CEL_GO_VERSION)"
+  local work="$cache/work/health-check-$sum"
+  rm -rf "$work" && mkdir -p "$work" && cp "$src/go.mod" "$src/go.sum" "$src/main.go" "$work/"
+  cd "$work"
+  mkdir -p "$out.tmp"
+  GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$out.tmp/health-check" .
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds health_check}")
 for component in ${components[*]}; do
   ( "build_$component" )
 done

@@ -23,9 +23,9 @@ import (
 )
 
 type input struct {
-	Lua     string                   `json:"lua"`
-	Flux    map[string]string        `json:"flux"`
-	Objects []map[string]interface{} `json:"objects"`
+	Lua     string            `json:"lua"`
+	Flux    map[string]string `json:"flux"`
+	Objects []json.RawMessage `json:"objects"`
 }
 
 type verdict struct {
@@ -47,7 +47,14 @@ func main() {
 		os.Exit(2)
 	}
 	var out []result
-	for _, obj := range in.Objects {
+	for _, raw := range in.Objects {
+		// Decoded as the API machinery decodes objects (integers as int64), as in the tools.
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			fmt.Fprintln(os.Stderr, "reading an object:", err)
+			os.Exit(2)
+		}
+		obj := u.Object
 		r := result{Kstatus: kstatus(obj)}
 		if in.Lua != "" {
 			v := argocd(in.Lua, obj)

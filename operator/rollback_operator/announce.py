@@ -64,9 +64,7 @@ class NotRunAgain:
     """The request ended at once: its spec already ran under its name (runonce.py)."""
 
 
-Happening = (
-    Queued | StepStarted | StepEnded | AwaitingApproval | Approved | Finished | NotRunAgain
-)
+Happening = Queued | StepStarted | StepEnded | AwaitingApproval | Approved | Finished | NotRunAgain
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 

@@ -49,9 +49,7 @@ def stamped(
     return {**records(configmap), PREFIX + record_key: json.dumps(entry, sort_keys=True)}
 
 
-def earlier(
-    configmap: Mapping[str, Any] | None, record_key: str, uid: str
-) -> EarlierRun | None:
+def earlier(configmap: Mapping[str, Any] | None, record_key: str, uid: str) -> EarlierRun | None:
     """The finished run of the same key by another request, if the ConfigMap records one."""
     raw = records(configmap).get(PREFIX + record_key)
     if raw is None:
