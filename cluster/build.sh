@@ -5,8 +5,8 @@
 # k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok from sigs.k8s.io/kwok, helm
 # (for the chart's tests) from helm.sh/helm/v4; the Prometheus Operator's CRDs (ServiceMonitor,
 # PrometheusRule: the shipped monitoring objects are applied against them) are YAML files of
-# github.com/prometheus-operator/prometheus-operator, taken from its module zip. health-check
-# (the GitOps health checks' verdicts, for the tests) is this repository's cluster/health-check. Both
+# github.com/prometheus-operator/prometheus-operator, taken from its module zip; health-check
+# (the GitOps health checks' verdicts, for the tests) is built from cluster/health-check. Both
 # k8s.io/kubernetes and etcd carry replace lines that `go install` refuses, so each is built
 # from a small wrapper module that pins the staging modules instead. The binaries land in
 # $ROLLBACK_OPERATOR_CACHE/bin/<component>-<version>/ so that a second checkout, or a later
