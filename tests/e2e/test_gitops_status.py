@@ -45,7 +45,7 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_phase,
 )
-from tests.e2e.people import approve
+from tests.e2e.people import QA, approve, as_person, install_approval_policy
 from tests.e2e.support import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -203,6 +203,7 @@ def test_success_reads_complete_healthy_and_current_and_kubectl_wait_returns(
     api: client.ApiClient, app: str, operator: Operator, kubeconfig: str, smoke: str
 ) -> None:
     namespace = app
+    install_approval_policy(api, kubeconfig, namespace)  # QA signs off, as in production
     verification = {
         "timeout": "60s",
         "requireApproval": True,
@@ -219,7 +220,7 @@ def test_success_reads_complete_healthy_and_current_and_kubectl_wait_returns(
     reconciling = {c["type"]: c for c in running["status"]["conditions"]}["Reconciling"]
     assert reconciling["status"] == "True"
     assert reconciling["observedGeneration"] == running["metadata"]["generation"]
-    approve(api, namespace, "golive", "Verify", "qa-lead")
+    approve(as_person(kubeconfig, QA), namespace, "golive", "Verify", QA[0])
     done = wait_phase(api, namespace, "golive", "Succeeded", "Failed")
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     assert "condition met" in returned(complete)
