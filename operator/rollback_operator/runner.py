@@ -316,7 +316,7 @@ class Runner:
         blocker = earlier = None
         if status.phase == Phase.PENDING and not abort and not self.spec.dry_run:
             earlier = await asyncio.to_thread(self._earlier_run)
-        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
+        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort and earlier is None:
             blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start
         return engine.Signals(
             abort=abort,
