@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
         "throttling",
         "deadlines",
         "postmortem",
+        "runonce",
         "database.spec",
         "database.scripts",
         "database.inspection",
