@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"metrics", "kube", "ledger"},
     {
         "traffic",
+        "gitops",
         "autoscaling",
         "rollout",
         "takeover",
