@@ -162,7 +162,7 @@ def stepped(
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
         new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False
-        new.message = f"{step} failed: {outcome.message}"
+        new.message = f"{step} failed: {outcome.message}" + _gitops_advice(new)
     return _with_conditions(new, spec, now)
 
 
@@ -183,7 +183,7 @@ def aborted(
         where = f" during {current.name}" if started else f" before {current.name}"
     new.message = " ".join(
         [f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)]
-    )
+    ) + _gitops_advice(new)
     return _with_conditions(new, spec, now)
 
 
@@ -209,6 +209,7 @@ def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
         )
     else:
         new.message = f"Rolled back {deployments} to {spec.target_tag}{took}; traffic restored"
+        new.message += _gitops_advice(new)
     return _with_conditions(new, spec, now)
 
 
@@ -245,6 +246,45 @@ def _left_as(status: Status, spec: RollbackSpec) -> str:
         "Ingress backends recorded in status.saved (or create a new RollbackRequest)."
     )
     return " ".join(parts)
+
+
+# --- GitOps: what SuspendGitOps suspended stays so after the run (steps/suspend_gitops.py)
+
+
+def _gitops_suspended(status: Status) -> list[str]:
+    """The Argo CD, Flux and KEDA objects the run suspended, as recorded before the change."""
+    saved = status.saved.get("gitops") or {}
+    return [f"{r['kind']} {r['namespace']}/{r['name']}" for _, r in sorted(saved.items())]
+
+
+def _gitops_advice(status: Status) -> str:
+    """What to do about them once the run is over (also on Failed and Aborted: resuming them
+    would put the bad release back while the site is still on its way out of it)."""
+    suspended = _gitops_suspended(status)
+    if not suspended:
+        return ""
+    return (
+        f" GitOps stays suspended ({', '.join(suspended)}): its source still holds the bad "
+        "release. Revert the go-live commit in Git (and retag, if the images are pinned by tag "
+        "there), then run `kubectl rollback resume-gitops` on this request."
+    )
+
+
+def _gitops_conditions(status: Status) -> list[tuple[str, bool, str, str]]:
+    """GitOpsSuspended, True from SuspendGitOps' first change on and after the run; absent
+    from a request that suspended nothing."""
+    suspended = _gitops_suspended(status)
+    if not suspended:
+        return []
+    return [
+        (
+            "GitOpsSuspended",
+            True,
+            "Suspended",
+            f"suspended: {', '.join(suspended)}; revert the go-live commit in Git, then "
+            "`kubectl rollback resume-gitops`",
+        )
+    ]
 
 
 # --- conditions, derived from the ledger after every transition
@@ -293,6 +333,7 @@ def _with_conditions(status: Status, spec: RollbackSpec, now: datetime) -> Statu
     ]
     if spec.dry_run:
         wanted.append(("DryRun", True, "DryRun", "dry run: nothing is changed"))
+    wanted += _gitops_conditions(status)
     previous = {c["type"]: c for c in status.conditions}
     conditions = []
     for kind, value, reason, message in wanted:
