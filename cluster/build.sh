@@ -165,14 +165,15 @@ module_dir() {
 }
 
 # Not binaries: the CRDs of the objects a rollback suspends or pauses, from upstream's modules:
-# Flux's Kustomization and GitRepository, Argo CD's Application, KEDA's ScaledObject.
+# Flux's Kustomization and its sources (GitRepository; OCIRepository and Bucket, which
+# kustomize-controller watches too), Argo CD's Application, KEDA's ScaledObject.
 build_gitops_crds() {
   local out="$cache/bin/gitops-crds-$KUSTOMIZE_CONTROLLER_VERSION-$FLUX_SOURCE_CONTROLLER_VERSION-$ARGO_CD_VERSION-$KEDA_VERSION"
-  [[ -f "$out/keda.sh_scaledobjects.yaml" ]] && return
+  [[ -f "$out/source.toolkit.fluxcd.io_buckets.yaml" ]] && return
   log "GitOps CRDs (Flux, Argo CD, KEDA)"
   mkdir -p "$out.tmp"
   cp "$(module_dir "github.com/fluxcd/kustomize-controller@$KUSTOMIZE_CONTROLLER_VERSION")/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" \
-     "$(module_dir "github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION")/config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml" \
+     "$(module_dir "github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION")"/config/crd/bases/source.toolkit.fluxcd.io_{gitrepositories,ocirepositories,buckets}.yaml \
      "$(module_dir "github.com/argoproj/argo-cd/v3@$ARGO_CD_VERSION")/manifests/crds/application-crd.yaml" \
      "$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")/config/crd/bases/keda.sh_scaledobjects.yaml" \
      "$out.tmp/"

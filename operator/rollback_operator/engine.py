@@ -162,7 +162,7 @@ def stepped(
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
         new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False
-        new.message = f"{step} failed: {outcome.message}" + _gitops_advice(new)
+        new.message = _gitops_advice(new, f"{step} failed: {outcome.message}")
     return _with_conditions(new, spec, now)
 
 
@@ -181,9 +181,9 @@ def aborted(
     if current is not None:
         started = current.state == StepState.ABORTED
         where = f" during {current.name}" if started else f" before {current.name}"
-    new.message = " ".join(
-        [f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)]
-    ) + _gitops_advice(new)
+    new.message = _gitops_advice(
+        new, " ".join([f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)])
+    )
     return _with_conditions(new, spec, now)
 
 
@@ -209,7 +209,7 @@ def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
         )
     else:
         new.message = f"Rolled back {deployments} to {spec.target_tag}{took}; traffic restored"
-        new.message += _gitops_advice(new)
+        new.message = _gitops_advice(new, new.message)
     return _with_conditions(new, spec, now)
 
 
@@ -257,14 +257,15 @@ def _gitops_suspended(status: Status) -> list[str]:
     return [f"{r['kind']} {r['namespace']}/{r['name']}" for _, r in sorted(saved.items())]
 
 
-def _gitops_advice(status: Status) -> str:
-    """What to do about them once the run is over (also on Failed and Aborted: resuming them
-    would put the bad release back while the site is still on its way out of it)."""
+def _gitops_advice(status: Status, message: str) -> str:
+    """`message`, then what to do about them once the run is over (also on Failed and Aborted:
+    resuming them would put the bad release back while the site is on its way out of it)."""
     suspended = _gitops_suspended(status)
     if not suspended:
-        return ""
+        return message
     return (
-        f" GitOps stays suspended ({', '.join(suspended)}): its source still holds the bad "
+        message.rstrip(".")
+        + f". GitOps stays suspended ({', '.join(suspended)}): its source still holds the bad "
         "release. Revert the go-live commit in Git (and retag, if the images are pinned by tag "
         "there), then run `kubectl rollback resume-gitops` on this request."
     )
