@@ -33,7 +33,6 @@ from kubernetes import client
 
 from standins.local import free_port, stop_process, wait_until
 from tests.e2e.lawyershub import (
-    REGISTRY,
     conditions,
     create_request,
     events_for,
@@ -151,10 +150,13 @@ class Source:
         status.artifact at it (as source-controller would); returns the revision."""
         self.serial += 1
         manifests = []
-        for obj in sample_objects():
-            if obj["kind"] != "Deployment" or obj["metadata"]["name"] == "maintenance-page":
+        for original in sample_objects():
+            if (
+                original["kind"] != "Deployment"
+                or original["metadata"]["name"] == "maintenance-page"
+            ):
                 continue
-            obj = copy.deepcopy(obj)
+            obj = copy.deepcopy(original)
             obj["metadata"]["namespace"] = self.namespace
             for kind in ("containers", "initContainers"):
                 for c in obj["spec"]["template"]["spec"].get(kind) or []:
