@@ -390,3 +390,201 @@ def test_the_rollback_holds_under_flux_until_the_fix_is_in_git_and_resumed(
     _holds(lambda: _frontend_tag(api, namespace) == GOOD, INTERVAL * 3 + 1, "the fixed release")
     meta = get_request(api, namespace, "held")["metadata"]
     assert "by " in meta["annotations"]["rollback.lawyershub.io/gitops-resumed"]
+
+
+# --- Argo CD and KEDA: their real CRDs, no controller (what is proven is what the operator
+# reads, saves, changes and puts back)
+
+SYNC_POLICY = {
+    "automated": {"prune": True, "selfHeal": True},
+    "syncOptions": ["CreateNamespace=true", "ServerSideApply=true"],
+    "retry": {"limit": 5, "backoff": {"duration": "5s", "factor": 2, "maxDuration": "3m"}},
+}
+
+
+def _custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def _application(name: str, namespace: str, sync_policy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name},
+        "spec": {
+            "project": "default",
+            "source": {
+                "repoURL": "https://git.lawyershub.example/deploy.git",
+                "path": f"apps/{name}",
+                "targetRevision": "main",
+            },
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+            "syncPolicy": copy.deepcopy(sync_policy),
+        },
+    }
+
+
+def _get(api: client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    group = {"applications": "argoproj.io", "scaledobjects": "keda.sh"}[plural]
+    obj: dict[str, Any] = _custom(api).get_namespaced_custom_object(
+        group, "v1alpha1", namespace, plural, name
+    )
+    return obj
+
+
+def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
+    api: client.ApiClient, app: str, gitops_crds: None, operator: Any, kubeconfig: str
+) -> None:
+    namespace = app
+    custom, apps = _custom(api), client.AppsV1Api(api)
+    # Argo CD 3 tracks the frontend by annotation; an older setup the backend by label.
+    for name in ("guestbook", "legacy"):
+        custom.create_namespaced_custom_object(
+            "argoproj.io",
+            "v1alpha1",
+            namespace,
+            "applications",
+            _application(name, namespace, SYNC_POLICY),
+        )
+    tracking = f"guestbook:apps/Deployment:{namespace}/frontend"
+    apps.patch_namespaced_deployment(
+        "frontend",
+        namespace,
+        {"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": tracking}}},
+    )
+    apps.patch_namespaced_deployment(
+        "backend", namespace, {"metadata": {"labels": {"app.kubernetes.io/instance": "legacy"}}}
+    )
+    # The same label on the Ingress names no Application: Helm sets it too, it does not count.
+    client.NetworkingV1Api(api).patch_namespaced_ingress(
+        "lawyershub", namespace, {"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}}
+    )
+    # KEDA owns the backend's HPA through its ScaledObject.
+    scaled = custom.create_namespaced_custom_object(
+        "keda.sh",
+        "v1alpha1",
+        namespace,
+        "scaledobjects",
+        {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {"name": "backend"},
+            "spec": {
+                "scaleTargetRef": {"name": "backend"},
+                "triggers": [{"type": "cpu", "metadata": {"value": "70"}}],
+            },
+        },
+    )
+    owner = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "name": "backend",
+        "uid": scaled["metadata"]["uid"],
+        "controller": True,
+    }
+    client.AutoscalingV2Api(api).patch_namespaced_horizontal_pod_autoscaler(
+        "backend", namespace, {"metadata": {"ownerReferences": [owner]}}
+    )
+
+    create_request(api, namespace, "argo", gitops={"argoCDNamespace": namespace})
+    obj = wait_outcome(api, namespace, "argo", "Succeeded", timeout=120)
+    status = obj["status"]
+    preflight = ledger(obj)["Preflight"]["message"]
+    assert f"Application {namespace}/guestbook (manages Deployment/frontend)" in preflight
+    assert f"Application {namespace}/legacy (manages Deployment/backend)" in preflight
+    assert (
+        f"ScaledObject {namespace}/backend (manages HorizontalPodAutoscaler/backend)" in preflight
+    )
+    assert "web" not in preflight and "Ingress" not in preflight.split("managed by GitOps")[1]
+    saved = status["saved"]["gitops"]
+    assert saved[f"Application/{namespace}/guestbook"]["syncPolicy"] == SYNC_POLICY
+    assert "paused" not in saved[f"ScaledObject/{namespace}/backend"]
+    suspended = {k: v for k, v in SYNC_POLICY.items() if k != "automated"}
+    for name in ("guestbook", "legacy"):
+        assert _get(api, namespace, "applications", name)["spec"]["syncPolicy"] == suspended
+    paused = _get(api, namespace, "scaledobjects", "backend")["metadata"]["annotations"]
+    assert paused["autoscaling.keda.sh/paused"] == "true"
+    assert conditions(obj)["GitOpsSuspended"] == "True"
+
+    # Someone turns legacy's automated sync back on, their own way: a newer change, left alone.
+    theirs = {"automated": {"prune": False, "selfHeal": False}}
+    custom.patch_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        namespace,
+        "applications",
+        "legacy",
+        {"spec": {"syncPolicy": theirs}},
+    )
+    # Argo CD still renders the bad frontend image: resuming is refused.
+    bad = f"registry.lawyershub.example:5000/lawyershub/frontend:{BAD}"
+    custom.patch_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        namespace,
+        "applications",
+        "guestbook",
+        {"status": {"summary": {"images": [bad]}}},
+    )
+    refused = _plugin(kubeconfig, "resume-gitops", "argo", "-n", namespace)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"Application {namespace}/guestbook: it still renders {bad}" in refused.stderr
+    assert _get(api, namespace, "applications", "guestbook")["spec"]["syncPolicy"] == suspended
+
+    # The revert is in Git: Argo CD renders stable-last-known; resume puts back what was saved.
+    good = f"registry.lawyershub.example:5000/lawyershub/frontend:{GOOD}"
+    custom.patch_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        namespace,
+        "applications",
+        "guestbook",
+        {"status": {"summary": {"images": [good]}}},
+    )
+    resumed = _plugin(kubeconfig, "resume-gitops", "argo", "-n", namespace)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _get(api, namespace, "applications", "guestbook")["spec"]["syncPolicy"] == SYNC_POLICY
+    legacy = _get(api, namespace, "applications", "legacy")["spec"]["syncPolicy"]
+    assert legacy["automated"] == theirs["automated"]
+    assert (
+        f"Application {namespace}/legacy: automated sync was turned on again since"
+        in resumed.stdout
+    )
+    annotations = (
+        _get(api, namespace, "scaledobjects", "backend")["metadata"].get("annotations") or {}
+    )
+    assert "autoscaling.keda.sh/paused" not in annotations
+    assert any(e.reason == "GitOpsResumed" for e in events_for(api, namespace, "argo"))
+
+
+def test_refuse_fails_preflight_with_the_commands_and_changes_nothing(
+    api: client.ApiClient, app: str, gitops_crds: None, operator: Any
+) -> None:
+    namespace = app
+    _custom(api).create_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        namespace,
+        "applications",
+        _application("guestbook", namespace, SYNC_POLICY),
+    )
+    client.AppsV1Api(api).patch_namespaced_deployment(
+        "frontend",
+        namespace,
+        {
+            "metadata": {
+                "annotations": {
+                    "argocd.argoproj.io/tracking-id": f"guestbook:apps/Deployment:{namespace}/frontend"
+                }
+            }
+        },
+    )
+    create_request(
+        api, namespace, "refused", gitops={"policy": "Refuse", "argoCDNamespace": namespace}
+    )
+    obj = wait_outcome(api, namespace, "refused", "Failed", timeout=90)
+    message = ledger(obj)["Preflight"]["message"]
+    assert "spec.gitops.policy is Refuse" in message
+    assert f"kubectl patch applications.argoproj.io guestbook -n {namespace} --type json" in message
+    assert _get(api, namespace, "applications", "guestbook")["spec"]["syncPolicy"] == SYNC_POLICY
+    assert _frontend_tag(api, namespace) == BAD
