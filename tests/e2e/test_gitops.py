@@ -568,16 +568,11 @@ def test_refuse_fails_preflight_with_the_commands_and_changes_nothing(
         "applications",
         _application("guestbook", namespace, SYNC_POLICY),
     )
+    tracking = f"guestbook:apps/Deployment:{namespace}/frontend"
     client.AppsV1Api(api).patch_namespaced_deployment(
         "frontend",
         namespace,
-        {
-            "metadata": {
-                "annotations": {
-                    "argocd.argoproj.io/tracking-id": f"guestbook:apps/Deployment:{namespace}/frontend"
-                }
-            }
-        },
+        {"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": tracking}}},
     )
     create_request(
         api, namespace, "refused", gitops={"policy": "Refuse", "argoCDNamespace": namespace}
