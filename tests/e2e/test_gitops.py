@@ -367,6 +367,9 @@ def test_the_rollback_holds_under_flux_until_the_fix_is_in_git_and_resumed(
     assert conditions(obj)["GitOpsSuspended"] == "True"
     assert "Revert the go-live commit in Git" in status["message"]
     assert "resume-gitops" in status["message"]
+    report = client.CoreV1Api(api).read_namespaced_config_map("held-postmortem", namespace)
+    assert f"- Kustomization {namespace}/app (manages" in report.data["postmortem.md"]
+    assert f"kubectl rollback resume-gitops held -n {namespace}" in report.data["postmortem.md"]
     # Three intervals after Succeeded, the revert still holds.
     _holds(lambda: _frontend_tag(api, namespace) == GOOD, INTERVAL * 3 + 1, "the revert")
 

@@ -1,0 +1,146 @@
+"""The GitOps marks Preflight reads, and the patches that suspend and put back (pure logic)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch  # type: ignore[import-untyped]
+import pytest
+
+from rollback_operator import gitops
+from rollback_operator.gitops import Manager
+
+NS = "lawyershub"
+
+
+def _obj(labels=None, annotations=None, owners=None, spec=None, status=None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "x", "resourceVersion": "7"}
+    if labels:
+        meta["labels"] = labels
+    if annotations:
+        meta["annotations"] = annotations
+    if owners:
+        meta["ownerReferences"] = owners
+    out: dict[str, Any] = {"metadata": meta, "spec": spec or {}}
+    if status:
+        out["status"] = status
+    return out
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        # Argo CD 3's tracking id; an Application outside Argo CD's namespace is <ns>_<name>.
+        (
+            _obj(annotations={gitops.TRACKING_ID: "shop:apps/Deployment:lawyershub/web"}),
+            [("Application", "argocd", "shop", True)],
+        ),
+        (
+            _obj(annotations={gitops.TRACKING_ID: "team-a_shop:apps/Deployment:lawyershub/web"}),
+            [("Application", "team-a", "shop", True)],
+        ),
+        # The instance label counts only if that Application exists: not certain.
+        (
+            _obj(labels={gitops.INSTANCE_LABEL: "shop"}),
+            [("Application", "argocd", "shop", False)],
+        ),
+        (
+            _obj(
+                labels={
+                    "kustomize.toolkit.fluxcd.io/name": "apps",
+                    "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+                    "helm.toolkit.fluxcd.io/name": "web",
+                    "helm.toolkit.fluxcd.io/namespace": "team",
+                }
+            ),
+            [
+                ("Kustomization", "flux-system", "apps", True),
+                ("HelmRelease", "team", "web", True),
+            ],
+        ),
+        (
+            _obj(owners=[{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "b"}]),
+            [("ScaledObject", NS, "b", True)],
+        ),
+        # Another group's ScaledObject, or no marks at all: nobody.
+        (_obj(owners=[{"apiVersion": "example.io/v1", "kind": "ScaledObject", "name": "b"}]), []),
+        (_obj(labels={"app": "web"}), []),
+    ],
+)
+def test_marks(obj: dict[str, Any], expected: list[tuple[str, str, str, bool]]) -> None:
+    assert gitops._marks(obj, NS, "argocd") == expected
+
+
+POLICY = {"automated": {"prune": True, "selfHeal": True}, "syncOptions": ["Validate=false"]}
+
+
+def _apply(obj: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(obj), patch)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj"),
+    [
+        ("Kustomization", _obj(spec={"interval": "5m"}, status={"lastAppliedRevision": "main@1"})),
+        ("HelmRelease", _obj(spec={"suspend": False})),
+        ("Application", _obj(spec={"syncPolicy": copy.deepcopy(POLICY)})),
+        ("ScaledObject", _obj()),
+        ("ScaledObject", _obj(annotations={gitops.KEDA_PAUSED: "false", "team": "a"})),
+    ],
+)
+def test_suspend_then_resume_gives_back_exactly_what_was_there(
+    kind: str, obj: dict[str, Any]
+) -> None:
+    saved = gitops.saved_state(kind, obj)
+    patch = gitops.suspend_patch(kind, obj)
+    assert patch is not None and patch[0]["op"] == "test"  # guarded by the version read
+    suspended = _apply(obj, patch)
+    assert gitops.is_suspended(kind, suspended)
+    assert gitops.suspend_patch(kind, suspended) is None  # idempotent
+    back, what = gitops.resume_patch(kind, suspended, saved)
+    assert back is not None, what
+    restored = _apply(suspended, back)
+    expected = copy.deepcopy(obj["spec"])
+    if kind in gitops.FLUX_LABELS:
+        expected["suspend"] = False  # written explicitly, the same as absent
+    assert restored["spec"] == expected
+    annotations = restored["metadata"].get("annotations") or {}
+    assert annotations == (obj["metadata"].get("annotations") or {})
+
+
+def test_argo_cd_automated_turned_back_on_by_someone_is_left_as_is() -> None:
+    obj = _obj(spec={"syncPolicy": copy.deepcopy(POLICY)})
+    saved = gitops.saved_state("Application", obj)
+    theirs = _obj(spec={"syncPolicy": {"automated": {"prune": False}}})
+    patch, what = gitops.resume_patch("Application", theirs, saved)
+    assert patch is None and "turned on again since" in what
+
+
+def test_an_application_without_sync_policy_gets_none_back() -> None:
+    obj = _obj(spec={"project": "default"})
+    assert gitops.suspend_patch("Application", obj) is None  # nothing automated: nothing to do
+    assert gitops.saved_state("Application", obj) == {}
+
+
+def test_a_flux_object_suspended_before_the_run_stays_suspended() -> None:
+    obj = _obj(spec={"suspend": True})
+    saved = gitops.saved_state("Kustomization", obj)
+    assert gitops.suspend_patch("Kustomization", obj) is None
+    patch, what = gitops.resume_patch("Kustomization", obj, saved)
+    assert patch is None and "before the run" in what
+
+
+def test_hand_commands_name_the_object() -> None:
+    assert gitops.hand_commands(Manager("Kustomization", "flux-system", "apps", ())) == (
+        "flux suspend kustomization apps -n flux-system"
+    )
+    assert "autoscaling.keda.sh/paused=true" in gitops.hand_commands(
+        Manager("ScaledObject", NS, "b", ())
+    )
+
+
+def test_gitops_spec_defaults_to_suspend_in_argocd() -> None:
+    assert gitops.GitOpsSpec.of({}) == gitops.GitOpsSpec("Suspend", "argocd")
+    assert gitops.GitOpsSpec.of({"gitops": {"policy": "Ignore"}}).policy == "Ignore"
