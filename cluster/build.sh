@@ -5,7 +5,8 @@
 # k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok from sigs.k8s.io/kwok, helm
 # (for the chart's tests) from helm.sh/helm/v4; the Prometheus Operator's CRDs (ServiceMonitor,
 # PrometheusRule: the shipped monitoring objects are applied against them) are YAML files of
-# github.com/prometheus-operator/prometheus-operator, taken from its module zip. Both
+# github.com/prometheus-operator/prometheus-operator, taken from its module zip; health-check
+# (the GitOps health checks' verdicts, for the tests) is built from cluster/health-check. Both
 # k8s.io/kubernetes and etcd carry replace lines that `go install` refuses, so each is built
 # from a small wrapper module that pins the staging modules instead. The binaries land in
 # $ROLLBACK_OPERATOR_CACHE/bin/<component>-<version>/ so that a second checkout, or a later
@@ -181,7 +182,25 @@ build_gitops_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds}")
+# The GitOps health checks' verdicts (tests/e2e/test_gitops_status.py): a small program of this
+# repository, cluster/health-check, whose go.mod pins the versions of versions.env. Cached by
+# those versions and a hash of its sources, so a change to either rebuilds it.
+build_health_check() {
+  local src="$here/health-check"
+  local sum
+  sum="$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)"
+  local out="$cache/bin/health-check-$CLI_UTILS_VERSION-$GOPHER_LUA_VERSION-$CEL_GO_VERSION-$sum"
+  [[ -x "$out/health-check" ]] && return
+  log "health-check (kstatus $CLI_UTILS_VERSION, gopher-lua $GOPHER_LUA_VERSION, cel-go $CEL_GO_VERSION)"
+  local work="$cache/work/health-check-$sum"
+  rm -rf "$work" && mkdir -p "$work" && cp "$src/go.mod" "$src/go.sum" "$src/main.go" "$work/"
+  cd "$work"
+  mkdir -p "$out.tmp"
+  GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$out.tmp/health-check" .
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds health_check}")
 for component in ${components[*]}; do
   ( "build_$component" )
 done

@@ -40,9 +40,10 @@ if [[ "${ROLLBACK_E2E_EXISTING_CLUSTER:-0}" != 1 ]]; then
   export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
   export PATH="$KUBE_BIN:$PATH"
 fi
-# Helm and the Prometheus Operator's CRDs for the chart's tests (up.sh builds them too, but
-# not when the cluster was already up or is another one); cached, so usually a no-op.
-cluster/build.sh helm prometheus_operator_crds
+# Helm and the Prometheus Operator's CRDs for the chart's tests, health-check for the GitOps
+# ones (up.sh builds them too, but not when the cluster was already up or is another one);
+# cached, so usually a no-op.
+cluster/build.sh helm prometheus_operator_crds health_check
 if ! wait "$gitops_build"; then
   cat "$gitops_log" >&2
   echo "cluster/build.sh kustomize_controller gitops_crds failed" >&2

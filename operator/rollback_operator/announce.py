@@ -59,7 +59,12 @@ class Finished:
     reason: str  # the Event's reason: Succeeded, Aborted, StepFailed
 
 
-Happening = Queued | StepStarted | StepEnded | AwaitingApproval | Approved | Finished
+@dataclass(frozen=True)
+class NotRunAgain:
+    """The request ended at once: its spec already ran under its name (runonce.py)."""
+
+
+Happening = Queued | StepStarted | StepEnded | AwaitingApproval | Approved | Finished | NotRunAgain
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -107,6 +112,9 @@ class Announcer:
                 self._event_soon("Normal", "Approved", f"{step} approved by {by}")
             case Finished(reason=reason):
                 await self._finished(reason, status)
+            case NotRunAgain():
+                self.logger.info("%s", status.message)
+                await self._event("Normal", "NotRunAgain", status.message)
 
     async def _finished(self, reason: str, status: Status) -> None:
         metrics.REQUESTS.labels(result=str(status.phase)).inc()

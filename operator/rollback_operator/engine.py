@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rollback_operator.clock import parse, stamp
-from rollback_operator.model import Phase, RollbackSpec, StepName, StepState, Targets
+from rollback_operator.model import (
+    POSTMORTEM_KEY,
+    RERUN_ANNOTATION,
+    Phase,
+    RollbackSpec,
+    StepName,
+    StepState,
+    Targets,
+)
 from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
+from rollback_operator.suspension import gitops_advice, gitops_conditions
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,28 @@ class Signals:
     abort: bool = False
     blocker: str | None = None  # an earlier request that touches the same objects, still running
     approval: tuple[str, str] | None = None  # (step, user) from the approve annotations
+    earlier: EarlierRun | None = None  # a finished run of the same spec and name (runonce.py)
+
+
+@dataclass(frozen=True)
+class EarlierRun:
+    """A finished run of this request's spec under its name, by a request since deleted: a
+    GitOps sync that re-creates the request must not run the runbook again (runonce.py)."""
+
+    uid: str
+    phase: Phase
+    finished_at: str
+    configmap: str  # where that run's post-mortem is
+    key: str  # the record's key: the spec's hash (and the rerun annotation's)
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "uid": self.uid,
+            "phase": str(self.phase),
+            "finishedAt": self.finished_at,
+            "configMap": self.configmap,
+            "key": self.key,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,13 @@ class Approve:
 
 
 @dataclass(frozen=True)
+class RanBefore:
+    """End at once: this spec already ran under this name (see EarlierRun)."""
+
+    earlier: EarlierRun
+
+
+@dataclass(frozen=True)
 class Complete:
     pass
 
@@ -67,7 +105,7 @@ class Abort:
     pass
 
 
-Decision = Idle | Queue | Skip | Run | Approve | Complete | Abort
+Decision = Idle | Queue | Skip | Run | Approve | Complete | Abort | RanBefore
 
 # Why a step does not apply to a request (None: it does). The registry answers it; the engine
 # is handed the answer so that it needs nothing of the steps themselves.
@@ -81,6 +119,8 @@ def decide(
         return Idle()
     if signals.abort:
         return Abort()
+    if status.phase == Phase.PENDING and signals.earlier is not None:
+        return RanBefore(signals.earlier)
     if status.phase in (Phase.PENDING, Phase.QUEUED) and signals.blocker:
         return Queue(signals.blocker)
     record = next((r for r in status.steps if not r.state.finished), None)
@@ -162,7 +202,7 @@ def stepped(
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
         new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False
-        new.message = _gitops_advice(new, f"{step} failed: {outcome.message}")
+        new.message = gitops_advice(new, f"{step} failed: {outcome.message}")
     return _with_conditions(new, spec, now)
 
 
@@ -181,7 +221,7 @@ def aborted(
     if current is not None:
         started = current.state == StepState.ABORTED
         where = f" during {current.name}" if started else f" before {current.name}"
-    new.message = _gitops_advice(
+    new.message = gitops_advice(
         new, " ".join([f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)])
     )
     return _with_conditions(new, spec, now)
@@ -209,7 +249,28 @@ def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
         )
     else:
         new.message = f"Rolled back {deployments} to {spec.target_tag}{took}; traffic restored"
-        new.message = _gitops_advice(new, new.message)
+        new.message = gitops_advice(new, new.message)
+    return _with_conditions(new, spec, now)
+
+
+def ran_before(status: Status, earlier: EarlierRun, spec: RollbackSpec, now: datetime) -> Status:
+    """The request ends at once with the earlier run's ending: nothing runs, every step is
+    Skipped, status.report points at that run's post-mortem."""
+    new = status.copy()
+    why = f"not run again: this spec already ran (request uid {earlier.uid})"
+    for record in new.steps:
+        record.state, record.message, record.finished_at = StepState.SKIPPED, why, stamp(now)
+    new.phase, new.step, new.queued_behind = earlier.phase, None, None
+    new.started_at = new.finished_at = stamp(now)
+    new.announced = False
+    new.earlier_run = earlier.to_dict()
+    new.report = {"configMap": earlier.configmap, "key": POSTMORTEM_KEY}
+    new.message = (
+        f"Not run again: a request of this name with this spec already ran (uid {earlier.uid}) "
+        f"and ended {earlier.phase} at {earlier.finished_at}; its post-mortem is in ConfigMap "
+        f"{earlier.configmap}. Nothing was changed. To run it again, create the request with the "
+        f'annotation {RERUN_ANNOTATION}: "<reason>" (a reason not used before).'
+    )
     return _with_conditions(new, spec, now)
 
 
@@ -248,46 +309,6 @@ def _left_as(status: Status, spec: RollbackSpec) -> str:
     return " ".join(parts)
 
 
-# --- GitOps: what SuspendGitOps suspended stays so after the run (steps/suspend_gitops.py)
-
-
-def _gitops_suspended(status: Status) -> list[str]:
-    """The Argo CD, Flux and KEDA objects the run suspended, as recorded before the change."""
-    saved = status.saved.get("gitops") or {}
-    return [f"{r['kind']} {r['namespace']}/{r['name']}" for _, r in sorted(saved.items())]
-
-
-def _gitops_advice(status: Status, message: str) -> str:
-    """`message`, then what to do about them once the run is over (also on Failed and Aborted:
-    resuming them would put the bad release back while the site is on its way out of it)."""
-    suspended = _gitops_suspended(status)
-    if not suspended:
-        return message
-    return (
-        message.rstrip(".")
-        + f". GitOps stays suspended ({', '.join(suspended)}): its source still holds the bad "
-        "release. Revert the go-live commit in Git (and retag, if the images are pinned by tag "
-        "there), then run `kubectl rollback resume-gitops` on this request."
-    )
-
-
-def _gitops_conditions(status: Status) -> list[tuple[str, bool, str, str]]:
-    """GitOpsSuspended, True from SuspendGitOps' first change on and after the run; absent
-    from a request that suspended nothing."""
-    suspended = _gitops_suspended(status)
-    if not suspended:
-        return []
-    return [
-        (
-            "GitOpsSuspended",
-            True,
-            "Suspended",
-            f"suspended: {', '.join(suspended)}; revert the go-live commit in Git, then "
-            "`kubectl rollback resume-gitops`",
-        )
-    ]
-
-
 # --- conditions, derived from the ledger after every transition
 
 
@@ -306,35 +327,9 @@ def _site_changes(status: Status, spec: RollbackSpec) -> tuple[list[str], list[s
 
 
 def _with_conditions(status: Status, spec: RollbackSpec, now: datetime) -> Status:
-    on_maintenance, frozen = _site_changes(status, spec)
-    maintenance, paused = bool(on_maintenance), bool(frozen)
-    terminal = status.phase.terminal
-    wanted = [
-        ("Ready", status.phase == Phase.SUCCEEDED, str(status.phase), status.message),
-        (
-            "Progressing",
-            not terminal,
-            str(status.phase),
-            f"step {status.step}" if status.step else "starting",
-        ),
-        (
-            "MaintenanceActive",
-            maintenance,
-            "MaintenancePage" if maintenance else "AppServing",
-            "the Ingresses point to the maintenance page"
-            if maintenance
-            else "the Ingresses point to the application",
-        ),
-        (
-            "AutoscalingPaused",
-            paused,
-            "Frozen" if paused else "Active",
-            "the HPAs are frozen" if paused else "the HPAs scale as configured",
-        ),
-    ]
-    if spec.dry_run:
-        wanted.append(("DryRun", True, "DryRun", "dry run: nothing is changed"))
-    wanted += _gitops_conditions(status)
+    """The conditions, derived again from the ledger: each source below contributes its own
+    (type, True?, reason, message), in this order."""
+    wanted = [row for source in CONDITION_SOURCES for row in source(status, spec)]
     previous = {c["type"]: c for c in status.conditions}
     conditions = []
     for kind, value, reason, message in wanted:
@@ -353,3 +348,74 @@ def _with_conditions(status: Status, spec: RollbackSpec, now: datetime) -> Statu
         )
     status.conditions = conditions
     return status
+
+
+ConditionRow = tuple[str, bool, str, str]
+
+
+def _run_conditions(status: Status, spec: RollbackSpec) -> list[ConditionRow]:
+    """Where the run stands: Ready and Progressing, as before."""
+    terminal = status.phase.terminal
+    return [
+        ("Ready", status.phase == Phase.SUCCEEDED, str(status.phase), status.message),
+        (
+            "Progressing",
+            not terminal,
+            str(status.phase),
+            f"step {status.step}" if status.step else "starting",
+        ),
+    ]
+
+
+def _outcome_conditions(status: Status, spec: RollbackSpec) -> list[ConditionRow]:
+    """The ending, for `kubectl wait` and GitOps tools (docs/gitops.md).
+
+    Reconciling and Stalled follow kstatus (sigs.k8s.io/cli-utils): Reconciling=True reads as
+    InProgress, Stalled=True as Failed, and with both False the Ready condition decides
+    (True: Current). Complete and Failed are terminal, as a Job's: each turns True once and
+    stays, so `kubectl wait --for=condition=Complete` (or `=Failed`) returns on that ending.
+    A request that ended at once because its spec already ran says `RanBefore` (see runonce.py).
+    """
+    phase, terminal = status.phase, status.phase.terminal
+    failed = phase in (Phase.FAILED, Phase.ABORTED)
+    ending = "RanBefore" if status.earlier_run else str(phase)
+    return [
+        ("Reconciling", not terminal, str(phase), status.message),
+        ("Stalled", failed, ending if failed else str(phase), status.message),
+        ("Complete", phase == Phase.SUCCEEDED, ending if terminal else str(phase), status.message),
+        ("Failed", failed, ending if terminal else str(phase), status.message),
+    ]
+
+
+def _site_conditions(status: Status, spec: RollbackSpec) -> list[ConditionRow]:
+    """The state the site is left in, as far as the ledger knows."""
+    on_maintenance, frozen = _site_changes(status, spec)
+    maintenance, paused = bool(on_maintenance), bool(frozen)
+    wanted = [
+        (
+            "MaintenanceActive",
+            maintenance,
+            "MaintenancePage" if maintenance else "AppServing",
+            "the Ingresses point to the maintenance page"
+            if maintenance
+            else "the Ingresses point to the application",
+        ),
+        (
+            "AutoscalingPaused",
+            paused,
+            "Frozen" if paused else "Active",
+            "the HPAs are frozen" if paused else "the HPAs scale as configured",
+        ),
+    ]
+    if spec.dry_run:
+        wanted.append(("DryRun", True, "DryRun", "dry run: nothing is changed"))
+    return wanted
+
+
+# Every condition, in the order `kubectl describe` shows them: a new concern adds its source.
+CONDITION_SOURCES: tuple[Callable[[Status, RollbackSpec], list[ConditionRow]], ...] = (
+    _run_conditions,
+    _outcome_conditions,
+    _site_conditions,
+    gitops_conditions,
+)

@@ -265,15 +265,18 @@ class Kube:
         return list((listed or {}).get("items", []))
 
     def apply_configmap(
-        self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        labels: dict[str, str],
+        annotations: dict[str, str] | None = None,
     ) -> None:
         """Creates or updates a ConfigMap with server-side apply: one idempotent call."""
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "data": data,
-        }
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+        if annotations:
+            metadata["annotations"] = annotations
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
         self.request(
             "PATCH",
             f"/api/v1/namespaces/{namespace}/configmaps/{name}",

@@ -21,6 +21,11 @@ APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
 # `retry` was made from.
 TRAFFIC_RESTORED_ANNOTATION = f"{GROUP}/traffic-restored"
 RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
+# A request runs once per name and spec (runonce.py): re-created by a GitOps sync, it ends at
+# once. This annotation, with a reason not used before for that name and spec, runs it again.
+RERUN_ANNOTATION = f"{GROUP}/rerun"
+# The key of the post-mortem in its ConfigMap (postmortem.py writes it).
+POSTMORTEM_KEY = "postmortem.md"
 
 # The longest name a RollbackRequest may have: the name is the value of the label
 # `rollback.lawyershub.io/request` on the run's Jobs, their pods and its post-mortem ConfigMap,

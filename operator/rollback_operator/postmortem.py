@@ -11,11 +11,11 @@ from typing import Any
 
 from rollback_operator.clock import parse
 from rollback_operator.images import SelectedImages, with_tag
-from rollback_operator.model import DEFAULT_TARGET_TAG
+from rollback_operator.model import DEFAULT_TARGET_TAG, POSTMORTEM_KEY
 from rollback_operator.monitoring import describe_rule, show_duration, show_value
 from rollback_operator.traffic import describe
 
-KEY = "postmortem.md"
+KEY = POSTMORTEM_KEY
 
 
 def configmap_name(request: str) -> str:

@@ -14,12 +14,13 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from rollback_operator import clock, engine, metrics, registry
+from rollback_operator import clock, engine, metrics, postmortem, registry, runonce
 from rollback_operator.announce import (
     Announcer,
     Approved,
     AwaitingApproval,
     Finished,
+    NotRunAgain,
     Queued,
     StepEnded,
     StepStarted,
@@ -32,6 +33,7 @@ from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
     APPROVED_BY_ANNOTATION,
+    RERUN_ANNOTATION,
     Phase,
     RollbackSpec,
     StepName,
@@ -136,6 +138,10 @@ class Runner:
                 self.ledger.update(engine.completed, self.spec, now)
                 await self._finish()
                 return True
+            case engine.RanBefore(earlier=earlier):
+                self.ledger.update(engine.ran_before, earlier, self.spec, now)
+                await self._finish()
+                return True
             case engine.Approve(step=step, by=by):
                 status = self.ledger.update(engine.approved, step, by, self.spec, now)
                 await self._flush()
@@ -204,10 +210,15 @@ class Runner:
 
     async def _announce_end(self) -> None:
         status = self.ledger.status
-        if status.phase != Phase.SUCCEEDED and not self.spec.dry_run:
-            await self._report_anyway()
-        reason = _END_REASONS[status.phase]
-        await self.announcer.announce(Finished(reason), self.ledger.status)
+        if status.earlier_run is not None:
+            # Nothing ran: the earlier run's post-mortem stays as it is, and only an Event
+            # tells why (no notification: the team heard of that run when it ended).
+            await self.announcer.announce(NotRunAgain(), status)
+        else:
+            if status.phase != Phase.SUCCEEDED and not self.spec.dry_run:
+                await self._report_anyway()
+            reason = _END_REASONS[status.phase]
+            await self.announcer.announce(Finished(reason), self.ledger.status)
         try:
             await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
         except ApiError as error:  # a later request takes over the Leases of a finished one
@@ -302,14 +313,25 @@ class Runner:
         annotations = self.body["metadata"].get("annotations") or {}
         step, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
         abort = self._abort_asked()
-        blocker = None
+        blocker = earlier = None
+        if status.phase == Phase.PENDING and not abort and not self.spec.dry_run:
+            earlier = await asyncio.to_thread(self._earlier_run)
         if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
             blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start
         return engine.Signals(
             abort=abort,
             blocker=blocker,
             approval=(step, by) if step and by else None,
+            earlier=earlier,
         )
+
+    def _earlier_run(self) -> engine.EarlierRun | None:
+        """A finished run of this name and spec by a request since deleted (runonce.py)."""
+        meta = self.body["metadata"]
+        rerun = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
+        key = runonce.key(_plain(self.body["spec"]), rerun)
+        configmap = self.kube.configmap(self.namespace, postmortem.configmap_name(self.name))
+        return runonce.earlier(configmap, key, meta.get("uid", ""))
 
     async def _flush(self) -> None:
         """Writes the status if a transition changed it since the last write."""

@@ -93,6 +93,8 @@ class Status:
     sections: dict[str, Any] = field(default_factory=dict)
     # False from the terminal write until the end is announced (see the CRD); None before.
     announced: bool | None = None
+    # Set when the request ended at once because its spec already ran (engine.ran_before).
+    earlier_run: dict[str, str] | None = None
 
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
@@ -125,6 +127,7 @@ class Status:
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "announced": self.announced,
+            "earlierRun": copy.deepcopy(self.earlier_run),
         }
         out.update(copy.deepcopy(self.sections))
         return out
@@ -149,5 +152,6 @@ class Status:
             finished_at=raw.get("finishedAt"),
             message=raw.get("message", ""),
             announced=raw.get("announced"),
+            earlier_run=copy.deepcopy(raw.get("earlierRun")),
             sections={k: copy.deepcopy(raw[k]) for k in SECTIONS if raw.get(k) is not None},
         )

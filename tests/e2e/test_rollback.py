@@ -122,6 +122,10 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
     assert conditions == {
         "Ready": "True",
         "Progressing": "False",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Complete": "True",
+        "Failed": "False",
         "MaintenanceActive": "False",
         "AutoscalingPaused": "False",
     }

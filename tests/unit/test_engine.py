@@ -272,6 +272,10 @@ def test_queued_records_whom_it_waits_for() -> None:
     assert flags(new) == {
         "Ready": "False",
         "Progressing": "True",
+        "Reconciling": "True",
+        "Stalled": "False",
+        "Complete": "False",
+        "Failed": "False",
         "MaintenanceActive": "False",
         "AutoscalingPaused": "False",
     }
@@ -374,6 +378,10 @@ def test_stepped_fail_stops_the_run() -> None:
     assert flags(new) == {
         "Ready": "False",
         "Progressing": "False",
+        "Reconciling": "False",
+        "Stalled": "True",
+        "Complete": "False",
+        "Failed": "True",
         "MaintenanceActive": "True",
         "AutoscalingPaused": "True",
     }
@@ -477,6 +485,10 @@ def test_completed_summarises_the_run() -> None:
     assert flags(new) == {
         "Ready": "True",
         "Progressing": "False",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Complete": "True",
+        "Failed": "False",
         "MaintenanceActive": "False",
         "AutoscalingPaused": "False",
     }
@@ -495,6 +507,10 @@ def test_completed_dry_run_says_nothing_was_changed() -> None:
     assert flags(new) == {
         "Ready": "True",
         "Progressing": "False",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Complete": "True",
+        "Failed": "False",
         "MaintenanceActive": "False",
         "AutoscalingPaused": "False",
         "DryRun": "True",
@@ -522,6 +538,10 @@ def test_conditions_have_the_metav1_shape() -> None:
     assert [c["type"] for c in new.conditions] == [
         "Ready",
         "Progressing",
+        "Reconciling",
+        "Stalled",
+        "Complete",
+        "Failed",
         "MaintenanceActive",
         "AutoscalingPaused",
     ]
@@ -905,6 +925,10 @@ def test_a_failure_at_each_step_leaves_the_right_ledger(failing: StepName) -> No
     assert flags(final) == {
         "Ready": "False",
         "Progressing": "False",
+        "Reconciling": "False",
+        "Stalled": "True",
+        "Complete": "False",
+        "Failed": "True",
         "MaintenanceActive": "True" if on else "False",
         "AutoscalingPaused": "True" if frozen else "False",
     }

@@ -68,6 +68,10 @@ class FakeApi:
     version: int = 1  # the request's resourceVersion
     writes: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
+    configmaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.configmaps.get(name))
 
     def patch_request_status(
         self, namespace: str, name: str, patch: dict[str, Any], version: str | None = None
