@@ -250,6 +250,19 @@ def resume_patch(
     return _guarded(obj, [op]), f"pause annotation back to {saved['paused']!r}"
 
 
+def keda_paused(saved: dict[str, Any], hpa: str) -> str | None:
+    """The ScaledObject (`namespace/name`) that SuspendGitOps paused and that owns HPA `hpa`,
+    from status.saved.gitops; None if there is none. A paused ScaledObject holds the replicas
+    and KEDA deletes its HPA (recreating it once unpaused): the HPA is then frozen by KEDA
+    itself, and its absence is no sign of someone else at work."""
+    for record in saved.values():
+        if record.get("kind") == "ScaledObject" and (
+            f"HorizontalPodAutoscaler/{hpa}" in (record.get("manages") or [])
+        ):
+            return f"{record['namespace']}/{record['name']}"
+    return None
+
+
 def _escape(key: str) -> str:
     """A JSON pointer token (RFC 6901)."""
     return key.replace("~", "~0").replace("/", "~1")
