@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonpatch  # type: ignore[import-untyped]
 import pytest
 
 from rollback_operator import gitops
@@ -76,8 +75,26 @@ POLICY = {"automated": {"prune": True, "selfHeal": True}, "syncOptions": ["Valid
 
 
 def _apply(obj: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(obj), patch)
-    return result
+    """RFC 6902 as the API server applies it, for the operations the operator sends."""
+    out = copy.deepcopy(obj)
+    for op in patch:
+        *parents, last = [
+            t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]
+        ]
+        node = out
+        for token in parents:
+            node = node[token]
+        if op["op"] == "test":
+            assert node[last] == op["value"], "test failed: the object changed"
+        elif op["op"] == "remove":
+            del node[last]
+        elif op["op"] == "replace":
+            assert last in node
+            node[last] = copy.deepcopy(op["value"])
+        else:
+            assert op["op"] == "add"
+            node[last] = copy.deepcopy(op["value"])
+    return out
 
 
 @pytest.mark.parametrize(
