@@ -22,6 +22,7 @@ Marks read:
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,15 @@ API = {
     "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
 }
 POLICIES = ("Suspend", "Refuse", "Ignore")
+# Marks are written by whoever may edit the marked object, and their names end up in API paths:
+# only well-formed names are read, and only a manager whose own status lists the target counts.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_GROUPS = {
+    "Deployment": "apps",
+    "Ingress": "networking.k8s.io",
+    "HorizontalPodAutoscaler": "autoscaling",
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,8 @@ def _marks(
     obj: dict[str, Any], namespace: str, argocd_namespace: str
 ) -> list[tuple[str, str, str, bool]]:
     """(kind, namespace, name, certain) of every manager the object's marks name; `certain` is
-    False for the instance label, which counts only if that Application exists."""
+    False for the instance label, which counts only if that Application exists. Marks whose
+    names are not Kubernetes names are left out."""
     meta = obj.get("metadata") or {}
     labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     found: list[tuple[str, str, str, bool]] = []
@@ -124,39 +135,77 @@ def _marks(
         if owner.get("kind") == "ScaledObject" and owner.get("apiVersion", "").startswith(
             "keda.sh/"
         ):
-            found.append(("ScaledObject", namespace, owner["name"], True))
-    return found
+            found.append(("ScaledObject", namespace, owner.get("name", ""), True))
+    return [m for m in found if _NAMESPACE.match(m[1]) and _NAME.match(m[2])]
+
+
+def lists(kind: str, manager: dict[str, Any], target_kind: str, target: dict[str, Any]) -> bool:
+    """Whether the manager's own record says it manages the target: a Kustomization's
+    inventory, an Application's status.resources, a HelmRelease's release (history) named in
+    the target's Helm annotations, a ScaledObject whose uid the HPA's owner reference carries.
+    A mark alone is not enough: anyone who may edit the target may write one."""
+    meta, status = target["metadata"], manager.get("status") or {}
+    name, namespace, group = meta["name"], meta.get("namespace", ""), _GROUPS[target_kind]
+    if kind == "Kustomization":
+        entries = (status.get("inventory") or {}).get("entries") or []
+        return f"{namespace}_{name}_{group}_{target_kind}" in {e.get("id") for e in entries}
+    if kind == "Application":
+        return any(
+            (r.get("group") or "") == group
+            and r.get("kind") == target_kind
+            and r.get("name") == name
+            and r.get("namespace") == namespace
+            for r in status.get("resources") or []
+        )
+    if kind == "HelmRelease":
+        annotations = meta.get("annotations") or {}
+        release = annotations.get("meta.helm.sh/release-name")
+        release_ns = annotations.get("meta.helm.sh/release-namespace")
+        return bool(release) and any(
+            h.get("name") == release and h.get("namespace") == release_ns
+            for h in status.get("history") or []
+        )
+    uid = (manager.get("metadata") or {}).get("uid")
+    return any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
 
 
 def detect(
     kube: Kube, namespace: str, objects: list[tuple[str, dict[str, Any]]], argocd_namespace: str
-) -> tuple[list[Manager], list[str]]:
-    """The managers of `objects` ((kind, object) as read), each read to confirm it exists, and
-    the problems: a manager a certain mark names that cannot be found or read."""
+) -> tuple[list[Manager], list[str], list[str]]:
+    """The managers of `objects` ((kind, object) as read): each one a mark names, read, that
+    lists the target as its own. Then the problems (a manager a certain mark names that cannot
+    be found or read) and the marks not borne out (the manager does not list the target: it
+    would not undo the rollback, and is not touched)."""
     manages: dict[tuple[str, str, str], list[str]] = {}
     problems: list[str] = []
-    exists: dict[tuple[str, str, str], bool] = {}
+    unconfirmed: list[str] = []
+    found: dict[tuple[str, str, str], dict[str, Any] | None] = {}
     for kind, obj in objects:
         target = f"{kind}/{obj['metadata']['name']}"
         for m_kind, m_ns, m_name, certain in _marks(obj, namespace, argocd_namespace):
             key = (m_kind, m_ns, m_name)
-            if key not in exists:
+            if key not in found:
                 try:
-                    exists[key] = read(kube, m_kind, m_ns, m_name) is not None
+                    found[key] = read(kube, m_kind, m_ns, m_name)
                 except ApiError as error:
                     problems.append(f"{m_kind} {m_ns}/{m_name} (marked on {target}): {error}")
-                    exists[key] = False
+                    found[key] = None
                     continue
-                if not exists[key] and certain:
+                if found[key] is None and certain:
                     problems.append(
                         f"{target} is marked as managed by {m_kind} {m_ns}/{m_name}, which was "
                         "not found"
                         + (" (set spec.gitops.argoCDNamespace?)" if m_kind == "Application" else "")
                     )
-            if exists[key] and target not in manages.setdefault(key, []):
+            manager = found[key]
+            if manager is None:
+                continue
+            if not lists(m_kind, manager, kind, obj):
+                unconfirmed.append(f"{target} (marked for {m_kind} {m_ns}/{m_name})")
+            elif target not in manages.setdefault(key, []):
                 manages[key].append(target)
     managers = [Manager(k, ns, n, tuple(t)) for (k, ns, n), t in manages.items() if t]
-    return sorted(managers, key=lambda m: m.key), problems
+    return sorted(managers, key=lambda m: m.key), problems, unconfirmed
 
 
 # --- suspending, and putting back

@@ -449,6 +449,9 @@ def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
             "applications",
             _application(name, namespace, SYNC_POLICY),
         )
+    # What each Application says it manages (Argo CD writes it; no Argo CD runs here).
+    _manages(api, namespace, "guestbook", ("apps", "Deployment", "frontend"))
+    _manages(api, namespace, "legacy", ("apps", "Deployment", "backend"))
     tracking = f"guestbook:apps/Deployment:{namespace}/frontend"
     apps.patch_namespaced_deployment(
         "frontend",
@@ -459,8 +462,15 @@ def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
         "backend", namespace, {"metadata": {"labels": {"app.kubernetes.io/instance": "legacy"}}}
     )
     # The same label on the Ingress names no Application: Helm sets it too, it does not count.
+    # Its tracking id names guestbook, which does not list it: not touched either.
+    ingress_marks = {
+        "labels": {"app.kubernetes.io/instance": "web"},
+        "annotations": {
+            "argocd.argoproj.io/tracking-id": f"guestbook:networking.k8s.io/Ingress:{namespace}/x"
+        },
+    }
     client.NetworkingV1Api(api).patch_namespaced_ingress(
-        "lawyershub", namespace, {"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}}
+        "lawyershub", namespace, {"metadata": ingress_marks}
     )
     # KEDA owns the backend's HPA through its ScaledObject.
     scaled = custom.create_namespaced_custom_object(
@@ -498,7 +508,11 @@ def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
     assert (
         f"ScaledObject {namespace}/backend (manages HorizontalPodAutoscaler/backend)" in preflight
     )
-    assert "web" not in preflight and "Ingress" not in preflight.split("managed by GitOps")[1]
+    managed = preflight.split("managed by GitOps")[1].split("left alone")[0]
+    assert "web" not in managed and "Ingress" not in managed
+    assert f"left alone: Ingress/lawyershub (marked for Application {namespace}/guestbook)" in (
+        preflight
+    )
     saved = status["saved"]["gitops"]
     assert saved[f"Application/{namespace}/guestbook"]["syncPolicy"] == SYNC_POLICY
     assert "paused" not in saved[f"ScaledObject/{namespace}/backend"]
@@ -560,6 +574,19 @@ def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
     assert any(e.reason == "GitOpsResumed" for e in events_for(api, namespace, "argo"))
 
 
+def _manages(
+    api: client.ApiClient, namespace: str, app: str, *resources: tuple[str, str, str]
+) -> None:
+    """Writes an Application's status.resources, as Argo CD would after a sync."""
+    listed = [
+        {"group": g, "version": "v1", "kind": k, "namespace": namespace, "name": n}
+        for g, k, n in resources
+    ]
+    _custom(api).patch_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "applications", app, {"status": {"resources": listed}}
+    )
+
+
 def test_refuse_fails_preflight_with_the_commands_and_changes_nothing(
     api: client.ApiClient, app: str, gitops_crds: None, operator: Any
 ) -> None:
@@ -571,6 +598,7 @@ def test_refuse_fails_preflight_with_the_commands_and_changes_nothing(
         "applications",
         _application("guestbook", namespace, SYNC_POLICY),
     )
+    _manages(api, namespace, "guestbook", ("apps", "Deployment", "frontend"))
     tracking = f"guestbook:apps/Deployment:{namespace}/frontend"
     client.AppsV1Api(api).patch_namespaced_deployment(
         "frontend",

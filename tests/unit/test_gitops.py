@@ -161,3 +161,39 @@ def test_hand_commands_name_the_object() -> None:
 def test_gitops_spec_defaults_to_suspend_in_argocd() -> None:
     assert gitops.GitOpsSpec.of({}) == gitops.GitOpsSpec("Suspend", "argocd")
     assert gitops.GitOpsSpec.of({"gitops": {"policy": "Ignore"}}).policy == "Ignore"
+
+
+def test_marks_with_names_that_are_not_kubernetes_names_are_left_out() -> None:
+    """A tracking id is free text: its names end up in API paths, so they must be names."""
+    hostile = "x_../../api/v1/namespaces/kube-system/secrets/token:apps/Deployment:ns/web"
+    assert gitops._marks(_obj(annotations={gitops.TRACKING_ID: hostile}), NS, "argocd") == []
+    assert gitops._marks(_obj(labels={gitops.INSTANCE_LABEL: "Shop_1"}), NS, "argocd") == []
+
+
+def _target(kind: str = "Deployment", **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "web", "namespace": NS, **meta}}
+
+
+def test_a_manager_counts_only_if_its_own_record_lists_the_target() -> None:
+    kustomization = {"status": {"inventory": {"entries": [{"id": f"{NS}_web_apps_Deployment"}]}}}
+    assert gitops.lists("Kustomization", kustomization, "Deployment", _target())
+    assert not gitops.lists("Kustomization", kustomization, "Ingress", _target())
+    application = {
+        "status": {
+            "resources": [
+                {"group": "networking.k8s.io", "kind": "Ingress", "namespace": NS, "name": "web"}
+            ]
+        }
+    }
+    assert gitops.lists("Application", application, "Ingress", _target())
+    assert not gitops.lists("Application", application, "Deployment", _target())
+    assert not gitops.lists("Application", {}, "Deployment", _target())
+    release = {"status": {"history": [{"name": "web", "namespace": NS}]}}
+    helm = {"meta.helm.sh/release-name": "web", "meta.helm.sh/release-namespace": NS}
+    assert gitops.lists("HelmRelease", release, "Deployment", _target(annotations=helm))
+    assert not gitops.lists("HelmRelease", release, "Deployment", _target())
+    scaled = {"metadata": {"uid": "u-1"}}
+    owned = _target(ownerReferences=[{"kind": "ScaledObject", "name": "web", "uid": "u-1"}])
+    other = _target(ownerReferences=[{"kind": "ScaledObject", "name": "web", "uid": "u-2"}])
+    assert gitops.lists("ScaledObject", scaled, "HorizontalPodAutoscaler", owned)
+    assert not gitops.lists("ScaledObject", scaled, "HorizontalPodAutoscaler", other)

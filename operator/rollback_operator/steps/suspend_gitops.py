@@ -56,13 +56,16 @@ class GitOpsCheck:
 
     def problems(self, ctx: StepContext) -> list[str]:
         settings = GitOpsSpec.of(_raw_spec(ctx))
-        managers, problems = detect(
+        managers, problems, unconfirmed = detect(
             ctx.kube, ctx.namespace, _targets_read(ctx), settings.argocd_namespace
         )
-        ctx.ledger.put_section(
-            SECTION,
-            {"policy": settings.policy, "managers": [m.to_dict() for m in managers]},
-        )
+        record: dict[str, Any] = {
+            "policy": settings.policy,
+            "managers": [m.to_dict() for m in managers],
+        }
+        if unconfirmed:
+            record["unconfirmed"] = unconfirmed
+        ctx.ledger.put_section(SECTION, record)
         if settings.policy == "Ignore":
             return []
         if managers and settings.policy == "Refuse" and not ctx.spec.dry_run:
@@ -78,12 +81,20 @@ class GitOpsCheck:
     def inspect(self, ctx: StepContext) -> Wait | Fail | str | None:
         record = ctx.ledger.section(SECTION) or {}
         managers = [Manager.from_dict(m) for m in record.get("managers") or []]
-        if not managers:
-            return None
+        parts = []
         named = "; ".join(str(m) for m in managers)
-        if record.get("policy") == "Ignore":
-            return f"managed by GitOps (policy Ignore: not suspended, they may undo it): {named}"
-        return f"managed by GitOps, suspended next: {named}"
+        if managers and record.get("policy") == "Ignore":
+            parts.append(
+                f"managed by GitOps (policy Ignore: not suspended, they may undo it): {named}"
+            )
+        elif managers:
+            parts.append(f"managed by GitOps, suspended next: {named}")
+        if record.get("unconfirmed"):
+            parts.append(
+                "marked for GitOps objects that do not list them, left alone: "
+                + ", ".join(record["unconfirmed"])
+            )
+        return "; ".join(parts) or None
 
 
 def managers_of(ctx: StepContext) -> list[Manager]:
