@@ -43,7 +43,6 @@ API = {
     "Application": ("argoproj.io/v1alpha1", "applications"),
     "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
 }
-POLICIES = ("Suspend", "Refuse", "Ignore")
 # Marks are written by whoever may edit the marked object, and their names end up in API paths:
 # only well-formed names are read, and only a manager whose own status lists the target counts.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -65,6 +64,7 @@ class GitOpsSpec:
 
     @classmethod
     def of(cls, spec: dict[str, Any] | None) -> GitOpsSpec:
+        """From a spec, or a RollbackSpec's sections (both hold it under "gitops")."""
         raw = (spec or {}).get("gitops") or {}
         return cls(
             policy=raw.get("policy", "Suspend"),
@@ -332,16 +332,6 @@ def hand_commands(manager: Manager) -> str:
     return (
         f"kubectl annotate scaledobjects.keda.sh {m.name} -n {m.namespace} "
         f"{KEDA_PAUSED}=true --overwrite"
-    )
-
-
-def what_next(managers: list[Manager], request: str, namespace: str) -> str:
-    """What to do once the rollback has finished, in the words of the status and post-mortem."""
-    names = ", ".join(f"{m.kind} {m.namespace}/{m.name}" for m in managers)
-    return (
-        f"{names} stay suspended: their source still holds the bad release. Revert the go-live "
-        "commit in Git (and retag, if the images are pinned by tag there), then run "
-        f"`kubectl rollback resume-gitops {request} -n {namespace}`"
     )
 
 

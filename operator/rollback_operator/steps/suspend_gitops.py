@@ -30,11 +30,6 @@ from rollback_operator.steps.base import BaseStep, Done, Fail, Outcome, StepCont
 SECTION = "gitops"
 
 
-def _raw_spec(ctx: StepContext) -> dict[str, Any]:
-    spec: dict[str, Any] = ctx.ledger.request().get("spec") or {}
-    return spec
-
-
 def _targets_read(ctx: StepContext) -> list[tuple[str, dict[str, Any]]]:
     """The objects the run will change, as read now (those not found are Preflight's own
     problems)."""
@@ -55,7 +50,7 @@ class GitOpsCheck:
     """SuspendGitOps' part of Preflight."""
 
     def problems(self, ctx: StepContext) -> list[str]:
-        settings = GitOpsSpec.of(_raw_spec(ctx))
+        settings = GitOpsSpec.of(ctx.spec.sections)
         managers, problems, unconfirmed = detect(
             ctx.kube, ctx.namespace, _targets_read(ctx), settings.argocd_namespace
         )
@@ -116,7 +111,7 @@ class SuspendGitOps(BaseStep):
         managers = managers_of(ctx)
         if not managers:
             return Done("no Argo CD, Flux or KEDA object manages what the run changes")
-        if GitOpsSpec.of(_raw_spec(ctx)).policy == "Ignore":
+        if GitOpsSpec.of(ctx.spec.sections).policy == "Ignore":
             warning = (
                 "spec.gitops.policy is Ignore: not suspended, so they may put back what the "
                 "rollback changes (the bad image, the Ingress backends, the HPA): "
