@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from rollback_operator import gitops
+from rollback_operator import engine, gitops
 from rollback_operator.gitops import Manager
+from rollback_operator.model import Phase, RollbackSpec, StepName
+from rollback_operator.outcomes import Fail
+from rollback_operator.status import Status
+from rollback_operator.suspension import gitops_advice, gitops_conditions
 
 NS = "lawyershub"
 
@@ -197,3 +202,56 @@ def test_a_manager_counts_only_if_its_own_record_lists_the_target() -> None:
     other = _target(ownerReferences=[{"kind": "ScaledObject", "name": "web", "uid": "u-2"}])
     assert gitops.lists("ScaledObject", scaled, "HorizontalPodAutoscaler", owned)
     assert not gitops.lists("ScaledObject", scaled, "HorizontalPodAutoscaler", other)
+
+
+# --- the end of a run that suspended GitOps: still suspended, and said so, whatever the ending
+
+
+def _suspended_status() -> Status:
+    status = Status(phase=Phase.RUNNING, started_at="2026-01-10T03:00:00Z")
+    status.saved["gitops"] = {
+        "Kustomization/flux-system/apps": {
+            "kind": "Kustomization",
+            "namespace": "flux-system",
+            "name": "apps",
+            "manages": ["Deployment/backend"],
+            "suspend": False,
+        }
+    }
+    return status
+
+
+@pytest.mark.parametrize("ending", ["Succeeded", "Failed", "Aborted"])
+def test_every_ending_keeps_gitops_suspended_and_says_what_to_do(ending: str) -> None:
+
+    spec = RollbackSpec.parse(
+        {
+            "reason": "r",
+            "trigger": "ErrorRate",
+            "traffic": {
+                "ingresses": ["web"],
+                "maintenanceBackend": {"service": "maintenance-page", "port": 80},
+            },
+            "workloads": [{"deployment": "backend"}],
+        }
+    )
+    now = datetime(2026, 1, 10, 3, 5, tzinfo=UTC)
+    status = _suspended_status()
+    if ending == "Succeeded":
+        end = engine.completed(status, spec, now)
+    elif ending == "Failed":
+        end = engine.stepped(status, StepName.VERIFY, Fail("images differ"), spec, now)
+    else:
+        end = engine.aborted(status, spec, now)
+    assert str(end.phase) == ending
+    assert "GitOps stays suspended (Kustomization flux-system/apps)" in end.message
+    assert "Revert the go-live commit in Git" in end.message
+    assert "kubectl rollback resume-gitops" in end.message
+    condition = next(c for c in end.conditions if c["type"] == "GitOpsSuspended")
+    assert condition["status"] == "True" and condition["reason"] == "Suspended"
+
+
+def test_no_gitops_condition_when_nothing_was_suspended() -> None:
+
+    assert gitops_conditions(Status(), None) == []  # type: ignore[arg-type]
+    assert gitops_advice(Status(), "Rolled back") == "Rolled back"
