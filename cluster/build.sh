@@ -125,6 +125,63 @@ build_prometheus_operator_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# --- GitOps controllers and CRDs (the rollback's suspension of Argo CD, Flux and KEDA is proven
+# against them). Flux's kustomize-controller is a real process the tests run against the local
+# cluster; its go.mod carries replace lines, so it is built from a wrapper module that repeats
+# them. It needs no source-controller: the tests write a GitRepository's status.artifact
+# themselves and serve the tarball it points at.
+build_kustomize_controller() {
+  local out="$cache/bin/kustomize-controller-$KUSTOMIZE_CONTROLLER_VERSION"
+  [[ -x "$out/kustomize-controller" ]] && return
+  log "kustomize-controller $KUSTOMIZE_CONTROLLER_VERSION (cold build, several minutes)"
+  local work="$cache/work/kustomize-controller-$KUSTOMIZE_CONTROLLER_VERSION"
+  wrapper_module "$work" kustomize-controller
+  local gomod
+  gomod="$(go mod download -json "github.com/fluxcd/kustomize-controller@$KUSTOMIZE_CONTROLLER_VERSION" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["GoMod"])')"
+  # Repeat upstream's replace lines, except the local ./api one: the api module is required at
+  # the same version instead.
+  local replace
+  while read -r replace; do
+    go mod edit "-replace=$replace"
+  done < <(go mod edit -json "$gomod" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    new = r["New"]
+    if new["Path"].startswith("./"):
+        continue
+    old = r["Old"]["Path"] + ("@" + r["Old"]["Version"] if r["Old"].get("Version") else "")
+    print(old + "=" + new["Path"] + "@" + new["Version"])')
+  go get "github.com/fluxcd/kustomize-controller@$KUSTOMIZE_CONTROLLER_VERSION" \
+    "github.com/fluxcd/kustomize-controller/api@$KUSTOMIZE_CONTROLLER_VERSION" >&2
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w" -o "$out.tmp/kustomize-controller" github.com/fluxcd/kustomize-controller
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# module_dir MODULE@VERSION: the module's extracted source, downloaded once.
+module_dir() {
+  go mod download -json "$1" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["Dir"])'
+}
+
+# Not binaries: the CRDs of the objects a rollback suspends or pauses, from upstream's modules:
+# Flux's Kustomization and its sources (GitRepository; OCIRepository and Bucket, which
+# kustomize-controller watches too), Argo CD's Application, KEDA's ScaledObject.
+build_gitops_crds() {
+  local out="$cache/bin/gitops-crds-$KUSTOMIZE_CONTROLLER_VERSION-$FLUX_SOURCE_CONTROLLER_VERSION-$ARGO_CD_VERSION-$KEDA_VERSION"
+  [[ -f "$out/source.toolkit.fluxcd.io_buckets.yaml" ]] && return
+  log "GitOps CRDs (Flux, Argo CD, KEDA)"
+  mkdir -p "$out.tmp"
+  cp "$(module_dir "github.com/fluxcd/kustomize-controller@$KUSTOMIZE_CONTROLLER_VERSION")/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" \
+     "$(module_dir "github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION")"/config/crd/bases/source.toolkit.fluxcd.io_{gitrepositories,ocirepositories,buckets}.yaml \
+     "$(module_dir "github.com/argoproj/argo-cd/v3@$ARGO_CD_VERSION")/manifests/crds/application-crd.yaml" \
+     "$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")/config/crd/bases/keda.sh_scaledobjects.yaml" \
+     "$out.tmp/"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # The GitOps health checks' verdicts (tests/e2e/test_gitops_status.py): a small program of this
 # repository, cluster/health-check, whose go.mod pins the versions of versions.env. Cached by
 # those versions and a hash of its sources, so a change to either rebuilds it.

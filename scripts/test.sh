@@ -12,6 +12,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source cluster/versions.env
 source cluster/lib.sh
 
+# Flux's kustomize-controller, which tests/e2e/test_gitops.py runs, takes minutes to build cold
+# (about 400 CPU-seconds, module downloads included): it builds in the background while lint,
+# the unit tests and the image run, and the e2e tests wait for it. Cached: a no-op afterwards.
+gitops_log="$(mktemp)"
+cluster/build.sh kustomize_controller gitops_crds >"$gitops_log" 2>&1 &
+gitops_build=$!
+
 e2e=(tests/e2e)
 if [[ "${1:-}" == --e2e ]]; then
   shift
@@ -37,4 +44,10 @@ fi
 # ones (up.sh builds them too, but not when the cluster was already up or is another one);
 # cached, so usually a no-op.
 cluster/build.sh helm prometheus_operator_crds health_check
+if ! wait "$gitops_build"; then
+  cat "$gitops_log" >&2
+  echo "cluster/build.sh kustomize_controller gitops_crds failed" >&2
+  exit 1
+fi
+rm -f "$gitops_log"
 .venv/bin/pytest -q "${e2e[@]}" "$@"

@@ -17,6 +17,7 @@ from kubectl_rollback.commands import (
     cmd_report,
     cmd_status,
 )
+from kubectl_rollback.gitops import cmd_resume_gitops
 from kubectl_rollback.recover import cmd_restore_traffic, cmd_retry
 from kubectl_rollback.render import OUTPUTS
 from rollback_operator import __version__
@@ -64,6 +65,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, Command]] = {
         "one's record of the originals.",
         "kubectl rollback retry golive-2026-01-10",
         cmd_retry,
+    ),
+    "resume-gitops": (
+        "Once the revert is in Git: give the Argo CD, Flux and KEDA objects the run suspended "
+        "their saved sync settings back (refused while their source still holds the bad release).",
+        "kubectl rollback resume-gitops golive-2026-01-10 --dry-run",
+        cmd_resume_gitops,
     ),
     "report": (
         "Print a finished request's post-mortem from the ConfigMap named in status.report.",
@@ -113,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-    for name in ("status", "approve", "abort", "restore-traffic", "retry", "report"):
+    for name in (
+        "status",
+        "approve",
+        "abort",
+        "restore-traffic",
+        "retry",
+        "resume-gitops",
+        "report",
+    ):
         subs[name].add_argument("name", help="the RollbackRequest")
     subs["create"].add_argument(
         "-f", "--filename", required=True, help="YAML file of RollbackRequests ('-': stdin)"
@@ -122,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("create", "server-side dry run: print the plan, create nothing"),
         ("restore-traffic", "print what would be put back, change nothing"),
         ("retry", "server-side dry run: create nothing"),
+        ("resume-gitops", "print what would be resumed, change nothing"),
     ):
         subs[name].add_argument("--dry-run", action="store_true", help=what)
     subs["list"].add_argument(
@@ -141,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     subs["approve"].add_argument("step", help=f"the step to approve: {', '.join(STEPS)}")
     subs["retry"].add_argument(
         "--name", dest="new_name", help="the new request's name (default: NAME-retry-N)"
+    )
+    subs["resume-gitops"].add_argument(
+        "--force",
+        action="store_true",
+        help="resume even though the source still seems to hold the bad release",
     )
     subs["completion"].add_argument("shell", choices=completion.SHELLS, help="bash or zsh")
     return parser

@@ -25,6 +25,7 @@ from rollback_operator.model import (
 )
 from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
+from rollback_operator.suspension import gitops_advice, gitops_conditions
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def stepped(
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
         new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False
-        new.message = f"{step} failed: {outcome.message}"
+        new.message = gitops_advice(new, f"{step} failed: {outcome.message}")
     return _with_conditions(new, spec, now)
 
 
@@ -228,8 +229,8 @@ def aborted(
     if current is not None:
         started = current.state == StepState.ABORTED
         where = f" during {current.name}" if started else f" before {current.name}"
-    new.message = " ".join(
-        [f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)]
+    new.message = gitops_advice(
+        new, " ".join([f"Aborted{where}.", *(f"{fate}." for fate in jobs), _left_as(new, spec)])
     )
     return _with_conditions(new, spec, now)
 
@@ -256,6 +257,7 @@ def completed(status: Status, spec: RollbackSpec, now: datetime) -> Status:
         )
     else:
         new.message = f"Rolled back {deployments} to {spec.target_tag}{took}; traffic restored"
+        new.message = gitops_advice(new, new.message)
     return _with_conditions(new, spec, now)
 
 
@@ -423,4 +425,5 @@ CONDITION_SOURCES: tuple[Callable[[Status, RollbackSpec], list[ConditionRow]], .
     _run_conditions,
     _outcome_conditions,
     _site_conditions,
+    gitops_conditions,
 )

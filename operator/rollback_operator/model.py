@@ -40,6 +40,8 @@ DEFAULT_TARGET_TAG = "stable-last-known"
 
 # The spec's optional parts, one per capability: a request without one skips its steps.
 OPTIONAL_SECTIONS = ("cdn", "database", "verification", "monitoring", "notify")
+# spec.gitops (read by rollback_operator.gitops): every request has it, defaulted.
+SECTIONS_ALWAYS_READ = ("gitops",)
 
 
 class Phase(StrEnum):
@@ -68,6 +70,7 @@ class StepName(StrEnum):
     """The runbook's steps, in the order they run."""
 
     PREFLIGHT = "Preflight"
+    SUSPEND_GITOPS = "SuspendGitOps"
     ENABLE_MAINTENANCE = "EnableMaintenance"
     PAUSE_AUTOSCALING = "PauseAutoscaling"
     REVERT_WORKLOADS = "RevertWorkloads"
@@ -185,7 +188,11 @@ class RollbackSpec:
                 for w in spec["workloads"]
             ),
             rollout_timeout_seconds=parse_duration(spec.get("rolloutTimeout", "10m")),
-            sections={k: spec[k] for k in OPTIONAL_SECTIONS if spec.get(k) is not None},
+            sections={
+                k: spec[k]
+                for k in OPTIONAL_SECTIONS + SECTIONS_ALWAYS_READ
+                if spec.get(k) is not None
+            },
         )
 
     @property

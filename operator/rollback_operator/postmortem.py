@@ -5,6 +5,7 @@ request as it stands (spec, metadata, status) to Markdown, readable in a termina
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
     lines += _images(saved.get("deployments") or {}, spec)
     lines += _ingresses(saved.get("ingresses") or {}, spec)
     lines += _hpas(saved.get("hpas") or {})
+    lines += _gitops(saved.get("gitops") or {}, meta)
     lines += _database(status)
     steps = {s["name"]: s for s in status.get("steps", [])}
     lines += ["## Verification", "", _step_line(steps.get("Verify")), ""]
@@ -91,6 +93,29 @@ def _approvals(steps: list[dict[str, Any]]) -> str:
         f"- {s['name']}: approved by {s['approvedBy']} at {s.get('approvedAt', '?')}"
         for s in approved
     )
+
+
+def _gitops(saved: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """The GitOps objects SuspendGitOps suspended, which the run leaves suspended, and what the
+    team does next."""
+    if not saved:
+        return []
+    lines = ["### GitOps (left suspended)", ""]
+    for record in (saved[key] for key in sorted(saved)):
+        was = {k: v for k, v in record.items() if k not in ("kind", "namespace", "name", "manages")}
+        lines.append(
+            f"- {record['kind']} {record['namespace']}/{record['name']} (manages "
+            f"{', '.join(record.get('manages') or [])}): suspended; saved setting "
+            f"`{json.dumps(was, sort_keys=True)}`"
+        )
+    lines += [
+        "",
+        "Its source still holds the bad release. Revert the go-live commit in Git (and retag, "
+        "if the images are pinned by tag there), then run "
+        f"`kubectl rollback resume-gitops {meta['name']} -n {meta['namespace']}`.",
+        "",
+    ]
+    return lines
 
 
 def _database(status: dict[str, Any]) -> list[str]:

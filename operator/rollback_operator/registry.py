@@ -19,9 +19,11 @@ from rollback_operator.steps.report import Report
 from rollback_operator.steps.restore_database import RestoreDatabase
 from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
 from rollback_operator.steps.revert_workloads import RevertWorkloads
+from rollback_operator.steps.suspend_gitops import SuspendGitOps
 from rollback_operator.steps.verify import Verify
 
 _AFTER_PREFLIGHT: tuple[Step, ...] = (
+    SuspendGitOps(),
     EnableMaintenance(),
     PauseAutoscaling(),
     RevertWorkloads(),

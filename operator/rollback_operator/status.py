@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 # Status sections that belong to one capability each (see the CRD): the backup Preflight
-# resolved, the Jobs started, the verification checks, the monitoring watch, the notifications.
-SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications")
+# resolved, the Jobs started, the verification checks, the monitoring watch, the notifications,
+# the GitOps objects that manage the targets.
+SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications", "gitops")
 
 
 def record_dict(record: DataclassInstance) -> dict[str, Any]:

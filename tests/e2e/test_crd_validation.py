@@ -270,6 +270,16 @@ INVALID_SPECS: list[tuple[str, Mutation, list[str]]] = [
         _set("rolloutTimeout", "0s"),
         ['rolloutTimeout "0s" is out of range'],
     ),
+    (
+        "gitops policy unknown",
+        _set("gitops", {"policy": "Pause"}),
+        ['spec.gitops.policy: Unsupported value: "Pause"'],
+    ),
+    (
+        "gitops argoCDNamespace not a namespace name",
+        _set("gitops", {"argoCDNamespace": "Argo_CD"}),
+        ['"Argo_CD" is not a valid namespace name'],
+    ),
 ]
 
 
@@ -327,6 +337,7 @@ def test_full_spec_is_accepted_as_written(api: client.ApiClient, namespace: str)
         targetTag="v2026.01.09_rc-1",
         rolloutTimeout="1h30m",
         autoscaling={"hpas": ["backend", "frontend"]},
+        gitops={"policy": "Refuse", "argoCDNamespace": "gitops-system"},
     )
     spec["traffic"]["ingresses"] = ["lawyershub", "lawyershub-api.v2"]
     spec["traffic"]["maintenanceBackend"]["port"] = "http"

@@ -67,6 +67,11 @@ IN_NAMESPACE: frozenset[Grant] = frozenset(
     | _grants("", "serviceaccounts", "create")
     | _grants("", "persistentvolumeclaims", "get")
     | _grants("", "secrets", "get")
+    # The GitOps objects that manage a run's targets: read, and suspended (SuspendGitOps).
+    | _grants("argoproj.io", "applications", "get", "patch")
+    | _grants("kustomize.toolkit.fluxcd.io", "kustomizations", "get", "patch")
+    | _grants("helm.toolkit.fluxcd.io", "helmreleases", "get", "patch")
+    | _grants("keda.sh", "scaledobjects", "get", "patch")
 )
 # What Kopf reads at cluster scope: the CRDs always; the namespaces only when given -n.
 CRD_OBSERVATION: frozenset[Grant] = frozenset(

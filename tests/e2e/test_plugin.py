@@ -82,7 +82,17 @@ def annotations(api: client.ApiClient, namespace: str, name: str) -> dict[str, s
 
 @pytest.mark.parametrize(
     "command",
-    ["create", "list", "status", "approve", "abort", "restore-traffic", "retry", "report"],
+    [
+        "create",
+        "list",
+        "status",
+        "approve",
+        "abort",
+        "restore-traffic",
+        "retry",
+        "resume-gitops",
+        "report",
+    ],
 )
 def test_help_for_each_subcommand(kubeconfig, command):
     result = kubectl_rollback(kubeconfig, command, "--help")
@@ -339,10 +349,10 @@ def test_colours_on_a_terminal_unless_no_color(namespace, crds_installed, kubeco
 
     coloured = on_a_terminal()
     assert "\x1b[2mPending\x1b[0m" in coloured
-    assert "[............] 0/12 steps done" in coloured
+    assert "[.............] 0/13 steps done" in coloured
     plain = on_a_terminal(NO_COLOR="1")
     assert "\x1b[" not in plain
-    assert "0/12 steps done" in plain  # still a terminal's view, without colours
+    assert "0/13 steps done" in plain  # still a terminal's view, without colours
 
 
 def test_completion_through_kubectl_and_bash(namespace, crds_installed, kubeconfig, tmp_path):
@@ -360,7 +370,12 @@ def test_completion_through_kubectl_and_bash(namespace, crds_installed, kubeconf
         text=True,
         check=False,
     )
-    assert through_kubectl.stdout.splitlines()[:3] == ["restore-traffic", "retry", "report"]
+    assert through_kubectl.stdout.splitlines()[:4] == [
+        "restore-traffic",
+        "retry",
+        "resume-gitops",
+        "report",
+    ]
 
     # bash, with the script the plugin prints; request names come from the API server.
     script = subprocess.run(

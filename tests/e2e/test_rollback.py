@@ -30,8 +30,8 @@ from tests.e2e.lawyershub import (
 pytestmark = pytest.mark.e2e
 
 STEPS = [
-    "Preflight", "EnableMaintenance", "PauseAutoscaling", "RevertWorkloads", "PurgeCDN",
-    "MigrateDatabaseDown", "RestoreDatabase", "Verify", "ResumeAutoscaling",
+    "Preflight", "SuspendGitOps", "EnableMaintenance", "PauseAutoscaling", "RevertWorkloads",
+    "PurgeCDN", "MigrateDatabaseDown", "RestoreDatabase", "Verify", "ResumeAutoscaling",
     "DisableMaintenance", "Monitor", "Report",
 ]  # fmt: skip
 # The steps that run only when the request has their spec section (the one here has none).

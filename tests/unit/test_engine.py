@@ -685,7 +685,7 @@ def test_a_request_without_a_ledger_starts_fresh(raw: dict[str, Any] | None) -> 
 
 def test_from_dict_puts_the_ledger_in_runbook_order() -> None:
     """The ledger is keyed by name: entries stored out of order or missing still give the
-    twelve steps in runbook order, missing ones Pending."""
+    steps in runbook order, missing ones Pending."""
     raw = {
         "phase": "Running",
         "steps": [
@@ -698,9 +698,9 @@ def test_from_dict_puts_the_ledger_in_runbook_order() -> None:
     assert status.steps[0] == StepRecord(
         StepName.PREFLIGHT, StepState.SUCCEEDED, None, None, "ok", 1
     )
-    assert status.steps[1].attempts == 2
-    assert all(r.state == StepState.PENDING for r in status.steps[2:])
-    assert decide(SPEC, status, Signals()) == Run(StepName.ENABLE_MAINTENANCE)
+    assert status.record(StepName.ENABLE_MAINTENANCE).attempts == 2
+    assert all(r.state == StepState.PENDING for r in status.steps[1:] if r.attempts == 0)
+    assert decide(SPEC, status, Signals()) == Run(StepName.SUSPEND_GITOPS)
 
 
 def test_from_dict_does_not_alias_the_raw_object() -> None:
@@ -765,6 +765,7 @@ class Walk:
 
 EXPECTED_HAPPY_LEDGER = [
     ("Preflight", "Succeeded"),
+    ("SuspendGitOps", "Succeeded"),
     ("EnableMaintenance", "Succeeded"),
     ("PauseAutoscaling", "Succeeded"),
     ("RevertWorkloads", "Succeeded"),
@@ -787,6 +788,7 @@ def test_a_happy_run_succeeds_with_every_step_in_order() -> None:
     assert states(final) == EXPECTED_HAPPY_LEDGER
     assert walk.decisions == [
         Run(StepName.PREFLIGHT),
+        Run(StepName.SUSPEND_GITOPS),
         Run(StepName.ENABLE_MAINTENANCE),
         Run(StepName.PAUSE_AUTOSCALING),
         Run(StepName.REVERT_WORKLOADS),

@@ -140,6 +140,7 @@ PLUGIN_MAY_IMPORT = {
     "rollback_operator.autoscaling",
     "rollback_operator.status",
     "rollback_operator.takeover",
+    "rollback_operator.gitops",
 }
 
 

@@ -18,10 +18,11 @@ IO = {"rollback_operator.kube", "httpx", "kubernetes", "kopf", "prometheus_clien
 LAYERS: list[set[str]] = [
     # The packages' own modules (docstrings) first: importing a package's module imports it.
     {"rollback_operator", "steps", "database"},
-    {"clock", "model", "images", "outcomes", "status", "engine"},
+    {"clock", "model", "images", "outcomes", "status", "suspension", "engine"},
     {"metrics", "kube", "ledger"},
     {
         "traffic",
+        "gitops",
         "autoscaling",
         "rollout",
         "takeover",

@@ -40,6 +40,7 @@ RUNNING_LEDGER = [
         "finishedAt": stamp(19.83),
         "message": "4 objects checked",
     },
+    {"name": "SuspendGitOps", "state": "Succeeded", "message": "no GitOps tool manages them"},
     {
         "name": "EnableMaintenance",
         "state": "Succeeded",
@@ -95,23 +96,23 @@ def test_plain_table_has_every_step_no_ansi_and_fits_the_width():
     assert [row.split()[0] for row in rows] == list(STEPS)
     assert rows[0].split()[:5] == ["Preflight", "Succeeded", "20s", "ago", "0.17s"]
     assert rows[0].endswith("4 objects checked")
-    assert rows[3].split()[:5] == ["RevertWorkloads", "Running", "12s", "ago", "12.5s"]
-    assert len(rows[3]) == 100 and rows[3].endswith("…")
-    assert rows[4].split() == ["PurgeCDN", "Pending"]  # not in the status yet: Pending
+    assert rows[4].split()[:5] == ["RevertWorkloads", "Running", "12s", "ago", "12.5s"]
+    assert len(rows[4]) == 100 and rows[4].endswith("…")
+    assert rows[5].split() == ["PurgeCDN", "Pending"]  # not in the status yet: Pending
     assert all(len(line) <= 100 for line in lines)
 
 
 def test_plain_table_without_a_width_keeps_whole_messages():
     lines = render.render_status(request(steps=RUNNING_LEDGER), NOW, tty=False, width=None)
-    assert lines[5].endswith("x" * 200)
+    assert lines[6].endswith("x" * 200)
 
 
 def test_tty_table_has_colors_and_a_progress_bar():
     lines = render.render_status(request(steps=RUNNING_LEDGER), NOW, tty=True, width=80, color=True)
     assert "\x1b[33mRunning\x1b[0m" in lines[0]
-    assert lines[1] == "[###.........] 3/12 steps done"  # Succeeded and Skipped count
+    assert lines[1] == "[####.........] 4/13 steps done"  # Succeeded and Skipped count
     assert "\x1b[32mSucceeded" in lines[3]
-    assert "\x1b[2mSkipped" in lines[5]
+    assert "\x1b[2mSkipped" in lines[6]
 
 
 def test_header_says_queued_behind_and_dry_run():
@@ -125,11 +126,11 @@ def test_header_says_queued_behind_and_dry_run():
 def test_change_follower_prints_only_what_changed():
     follower = render.ChangeFollower(width=None)
     first = follower.lines(request(steps=RUNNING_LEDGER), NOW)
-    assert len(first) == 2 + 12
+    assert len(first) == 2 + 13
     # One second later, nothing but the elapsed time changed: nothing printed.
     assert follower.lines(request(steps=RUNNING_LEDGER), NOW + timedelta(seconds=1)) == []
     steps = [dict(s) for s in RUNNING_LEDGER]
-    steps[3] = {**steps[3], "state": "Succeeded", "finishedAt": stamp(0), "message": "done"}
+    steps[4] = {**steps[4], "state": "Succeeded", "finishedAt": stamp(0), "message": "done"}
     later = follower.lines(request("Succeeded", steps), NOW)
     assert later[0].startswith("rollbackrequest/golive-2026-01-10  phase Succeeded")
     assert [line.split()[0] for line in later[1:]] == ["RevertWorkloads"]

@@ -349,7 +349,7 @@ def test_a_bad_timeout_is_a_usage_error(capsys):
     ("words", "expected"),
     [
         ([""], [*cli.SUBCOMMANDS, "--help", "--version"]),
-        (["re"], ["restore-traffic", "retry", "report"]),
+        (["re"], ["restore-traffic", "retry", "resume-gitops", "report"]),
         (["approve", "golive", "ver"], ["Verify"]),
         (["status", "golive", "-o", ""], ["json", "yaml"]),
         (["list", "--all"], ["--all-namespaces"]),

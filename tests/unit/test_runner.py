@@ -205,7 +205,7 @@ def test_a_run_goes_through_every_step_and_ends_succeeded(
     assert all(s.calls == (0 if s.skip else 1) for s in steps.values())
     assert api.phases()[-1] == "Succeeded"
     assert ("Normal", "Succeeded") in api.events
-    assert api.events.count(("Normal", "StepSucceeded")) == 11
+    assert api.events.count(("Normal", "StepSucceeded")) == 12
 
 
 def test_each_step_start_is_written_before_the_step_acts(

@@ -1297,3 +1297,42 @@ def test_rollouts_are_polled_less_often_the_longer_they_take(
     ctx = world.ctx(make_spec())
     world.clock = ctx.step_started_at + timedelta(seconds=waited)
     assert poll_interval(ctx) == interval
+
+
+# --- an HPA owned by a KEDA ScaledObject that SuspendGitOps paused: KEDA deletes it
+
+
+def _keda_paused(world: World, hpa_name: str) -> None:
+    world.ledger.save(
+        "gitops",
+        f"ScaledObject/{NS}/{hpa_name}",
+        {
+            "kind": "ScaledObject",
+            "namespace": NS,
+            "name": hpa_name,
+            "manages": [f"HorizontalPodAutoscaler/{hpa_name}"],
+        },
+    )
+
+
+def test_pause_and_resume_accept_an_hpa_keda_deleted_while_its_scaledobject_is_paused() -> None:
+    world = lawyershub()
+    _keda_paused(world, "backend")
+    world.kube.delete("HorizontalPodAutoscaler", "backend")
+    spec = make_spec(hpas=["backend", "frontend"])
+    outcome = PauseAutoscaling().run(world.ctx(spec))
+    assert isinstance(outcome, Done), outcome
+    assert "ScaledObject lawyershub/backend is paused: KEDA holds it" in outcome.message
+    assert "backend" not in world.saved["hpas"] and "frontend" in world.saved["hpas"]
+    outcome = ResumeAutoscaling().run(world.ctx(spec))
+    assert isinstance(outcome, Done), outcome
+    assert "held by KEDA, paused: HPA backend (ScaledObject lawyershub/backend)" in outcome.message
+    assert not outcome.warnings
+
+
+def test_pause_still_fails_when_an_hpa_no_paused_scaledobject_owns_is_gone() -> None:
+    world = lawyershub()
+    _keda_paused(world, "backend")
+    world.kube.delete("HorizontalPodAutoscaler", "frontend")
+    outcome = PauseAutoscaling().run(world.ctx(make_spec(hpas=["frontend"])))
+    assert outcome == Fail("HorizontalPodAutoscaler 'frontend' disappeared during the rollback")

@@ -100,6 +100,21 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# Preflight reads the Argo CD Applications, Flux Kustomizations and HelmReleases and KEDA
+# ScaledObjects that manage the objects a run changes; SuspendGitOps suspends them (a JSON
+# patch). kubectl rollback resume-gitops puts them back as the user, not the operator.
+- apiGroups: [argoproj.io]
+  resources: [applications]
+  verbs: [get, patch]
+- apiGroups: [kustomize.toolkit.fluxcd.io]
+  resources: [kustomizations]
+  verbs: [get, patch]
+- apiGroups: [helm.toolkit.fluxcd.io]
+  resources: [helmreleases]
+  verbs: [get, patch]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, patch]
 {{- end }}
 
 {{/* Kopf notices the RollbackRequest CRD being installed or upgraded after it started. */}}

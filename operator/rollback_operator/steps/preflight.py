@@ -67,6 +67,8 @@ class Preflight(BaseStep):
                 ]
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
+        # The capabilities' parts see the objects the run will change, discovered HPAs included.
+        ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas))
         # The optional sections check what they depend on: the CDN token, Prometheus, the
         # Secret keys of smoke-test Jobs, the database's references.
         for check in self.checks:

@@ -7,6 +7,7 @@ our freeze) is theirs: it is kept, and reported as drift instead of being overwr
 from __future__ import annotations
 
 from rollback_operator.autoscaling import is_frozen
+from rollback_operator.gitops import keda_paused
 from rollback_operator.kube import hpa_path
 from rollback_operator.model import StepName
 from rollback_operator.steps.base import AutoscalingStep, Done, Fail, Outcome, StepContext
@@ -21,11 +22,16 @@ class ResumeAutoscaling(AutoscalingStep):
 
     def run(self, ctx: StepContext) -> Outcome:
         drift: list[str] = []
+        held: list[str] = []  # deleted by KEDA while their ScaledObject is paused
         for name in ctx.targets.hpas:
             saved = ctx.ledger.original("hpas", name)
+            scaled = keda_paused(ctx.ledger.originals("gitops"), name)
+            hpa = ctx.kube.hpa(ctx.namespace, name) if saved or scaled else None
+            if hpa is None and scaled:
+                held.append(f"HPA {name} (ScaledObject {scaled})")
+                continue
             if saved is None:
                 continue  # never frozen
-            hpa = ctx.kube.hpa(ctx.namespace, name)
             if hpa is None:
                 return Fail(
                     f"HorizontalPodAutoscaler {name!r} disappeared; recreate it from "
@@ -50,6 +56,11 @@ class ResumeAutoscaling(AutoscalingStep):
             elif spec.get("behavior") != saved.get("behavior"):
                 drift.append(f"HPA {name} behavior was changed during the rollback, left as is")
         message = f"resumed HPA {', '.join(ctx.targets.hpas)}"
+        if held:
+            message += (
+                f"; held by KEDA, paused: {', '.join(held)}; KEDA recreates them once "
+                "`kubectl rollback resume-gitops` unpauses their ScaledObject"
+            )
         if drift:
             message += "; drift: " + "; ".join(drift)
         return Done(message, warnings=tuple(drift))
