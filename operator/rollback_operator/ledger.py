@@ -17,9 +17,9 @@ raises `SupersededError`: the runner decides again from it, and the first record
 as the server holds it, is the one that stays.
 
 Whoever may `get` the request reads its status, so the ledger scrubs what it records
-(`redaction.scrub`): the run's and each step's message, and the capabilities' sections, which
-quote Job output, psql's errors and servers' answers. Not the saved originals: they are put
-back exactly as they were.
+(`redaction.scrub`): the run's and each step's message, the conditions, and the capabilities'
+sections, which quote Job output, psql's errors and servers' answers. Not the saved originals:
+they are put back exactly as they were.
 
 Tests use the same class with a `write` that records the patches instead of sending them.
 """
@@ -205,6 +205,7 @@ def _scrubbed(status: Status) -> Status:
     status.message = scrub(status.message)
     for record in status.steps:
         record.message = scrub(record.message)
+    status.conditions = scrub_tree(status.conditions)
     status.sections = scrub_tree(status.sections)
     return status
 

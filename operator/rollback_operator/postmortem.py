@@ -14,7 +14,7 @@ from rollback_operator.clock import parse
 from rollback_operator.images import SelectedImages, with_tag
 from rollback_operator.model import DEFAULT_TARGET_TAG
 from rollback_operator.monitoring import describe_rule, show_duration, show_value
-from rollback_operator.redaction import scrub
+from rollback_operator.redaction import scrub, scrub_tree
 from rollback_operator.traffic import describe
 
 KEY = "postmortem.md"
@@ -25,6 +25,7 @@ def configmap_name(request: str) -> str:
 
 
 def render(request: dict[str, Any], now: datetime) -> str:
+    request = scrub_tree(request)  # each text scrubbed alone first, as it was written
     meta, spec, status = request["metadata"], request["spec"], request.get("status") or {}
     saved = status.get("saved") or {}
     lines = [

@@ -201,7 +201,7 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     # Kubernetes names (lower case), uids (dashed) and digests (after "sha256") never match.
     (
         re.compile(
-            rf"(?i)(\b{_KEYISH}s?\b[\"']?\s*[:=>]?\s*[\"']?)"
+            rf"(?i)(\b(?:{_KEYISH}s?|keys?)\b[\"']?\s*[:=>]?\s*[\"']?)"
             r"(?-i:(?=[A-Za-z0-9+/_=-]*[A-Z])(?=[A-Za-z0-9+/_=-]*[a-z])(?=[A-Za-z0-9+/_=-]*\d)"
             r"[A-Za-z0-9+/_=-]{24,}|[0-9a-fA-F]{32,})\b"
         ),
