@@ -246,7 +246,7 @@ CORPUS = [
     ),
     Case(
         "psql LINE quoting a statement",
-        "ERROR:  syntax error at or near \"'\"\nLINE 1: INSERT INTO users VALUES "
+        'ERROR:  syntax error at or near "\'"\nLINE 1: INSERT INTO users VALUES '
         "('frank@example.com', 'ssn 078-05-1120')\n                ^\n",
         ("frank@example.com", "078-05-1120"),
         "syntax error",
