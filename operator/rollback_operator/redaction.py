@@ -117,8 +117,8 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
         rf"{REDACTED} -----END \1PRIVATE KEY-----",
     ),
     # psql's lines that quote rows or statements: dropped whole.
-    (re.compile(rf"(?:psql:\S+:\d+:\s*)?\b(?:DETAIL|STATEMENT|QUERY):{_TO_NEXT_LABEL}"), ""),
-    (re.compile(rf"(?:psql:\S+:\d+:\s*)?\bLINE \d+:{_TO_NEXT_LABEL}"), ""),
+    (re.compile(rf"[ \t]*(?:psql:\S+:\d+:\s*)?\b(?:DETAIL|STATEMENT|QUERY):{_TO_NEXT_LABEL}"), ""),
+    (re.compile(rf"[ \t]*(?:psql:\S+:\d+:\s*)?\bLINE \d+:{_TO_NEXT_LABEL}"), ""),
     (re.compile(r"(?m)^\s*\^\s*$\n?"), ""),
     # CONTEXT: COPY users, line 3: "<the row>" (or `, column email: "<value>"`): the place stays.
     (
