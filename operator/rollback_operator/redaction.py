@@ -112,8 +112,9 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
         ),
         rf"-----BEGIN \1PRIVATE KEY----- {REDACTED} -----END \1PRIVATE KEY-----",
     ),
+    # Cut at its start: the base64 lines left before its END line.
     (
-        re.compile(r"\A(?:(?!-----BEGIN).)*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----", re.S),
+        re.compile(r"(?:[A-Za-z0-9+/=]{16,}[ \t]*\r?\n?)+-----END ([A-Z0-9 ]*)PRIVATE KEY-----"),
         rf"{REDACTED} -----END \1PRIVATE KEY-----",
     ),
     # psql's lines that quote rows or statements: dropped whole.

@@ -440,7 +440,9 @@ def test_the_postmortem_holds_no_secret(case: Case) -> None:
     document = render(request, T0)
     for secret in case.secrets:
         assert secret not in document, f"{case.id}: {secret!r} reached the post-mortem"
+    assert document.startswith(f"# Post-mortem: rollback {REQUEST}\n\n- **Namespace:** {NS}")
     assert "## Timeline" in document and "### Verify" in document
+    assert case.keeps in document
 
 
 @pytest.mark.parametrize("format_", ["json", "slack"])
@@ -473,6 +475,8 @@ def test_notifications_hold_no_secret(case: Case, format_: str) -> None:
     flat = json.dumps(text, ensure_ascii=False)
     for secret in case.secrets:
         assert secret not in flat, f"{case.id}: {secret!r} reached the {format_} notification"
+    if format_ == "json":  # Slack's escapes &, < and >: the JSON body shows the text as is
+        assert case.keeps in text["message"] and case.keeps in text["reason"]
 
 
 def test_a_webhook_error_quoting_a_secret_is_scrubbed() -> None:
