@@ -22,6 +22,7 @@ try:
     import rollback_operator.handlers  # noqa: F401  (registers the handlers with Kopf)
     from rollback_operator import leadership
     from rollback_operator.kube import Kube
+    from rollback_operator.redaction import install_log_scrubbing
 except ModuleNotFoundError as missing:
     if (missing.name or "").split(".")[0] not in OPERATOR_EXTRA:
         raise
@@ -81,7 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def configure_logging(log_format: str, verbose: bool) -> None:
     """Kopf's handler on the root logger, so the operator's own loggers, Kopf's and the
-    libraries' all write in the one format chosen."""
+    libraries' all write in the one format chosen; every record scrubbed as it is made
+    (`redaction.install_log_scrubbing`), since logs are shipped to places many people read."""
+    install_log_scrubbing()
     kopf.configure(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,

@@ -22,6 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from rollback_operator import GROUP, KIND, PLURAL, VERSION
+from rollback_operator.redaction import remember, scrub
 
 try:
     from rollback_operator.metrics import API_ERRORS
@@ -211,16 +212,20 @@ class Kube:
         """One value of a Secret, decoded; None when the Secret or the key is missing.
 
         The value is a credential: callers pass it on to where it is used and never log,
-        record or echo it.
+        record or echo it. Should it come back anyway (a server echoing the token, a Job
+        printing its environment), `redaction.scrub` replaces it: every value read here is
+        remembered, in this process's memory only.
         """
         secret = self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         encoded = ((secret or {}).get("data") or {}).get(key)
         if encoded is None:
             return None
         try:
-            return base64.b64decode(encoded).decode()
+            value = base64.b64decode(encoded).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
+        remember(value)
+        return value
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(job_path(namespace, name))
@@ -309,7 +314,8 @@ class Kube:
 
     def post_event(self, meta: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """A core/v1 Event on the RollbackRequest (given its metadata), as `kubectl describe`
-        shows them."""
+        shows them. Every Event goes through here, so every Event's message is scrubbed here:
+        anyone who may list Events in the namespace reads it."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
@@ -327,7 +333,7 @@ class Kube:
             },
             "type": event_type,
             "reason": reason,
-            "message": message[:1024],
+            "message": scrub(message)[:1024],
             "source": {"component": self.field_manager},
             "reportingComponent": self.field_manager,
             "reportingInstance": self.field_manager,

@@ -16,6 +16,11 @@ the new version. When someone else wrote the status, the ledger takes the server
 raises `SupersededError`: the runner decides again from it, and the first record of an original,
 as the server holds it, is the one that stays.
 
+Whoever may `get` the request reads its status, so the ledger scrubs what it records
+(`redaction.scrub`): the run's and each step's message, the conditions, and the capabilities'
+sections, which quote Job output, psql's errors and servers' answers. Not the saved originals:
+they are put back exactly as they were.
+
 Tests use the same class with a `write` that records the patches instead of sending them.
 """
 
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from rollback_operator.model import Targets
+from rollback_operator.redaction import scrub, scrub_tree
 from rollback_operator.status import Status
 
 # Sends a merge patch of .status, at a resourceVersion (None: unconditionally); returns the
@@ -116,7 +122,7 @@ class StatusLedger:
         sees)."""
         with self._lock:
             before = self._status.to_dict() if changed is None else None
-            self._status = transition(self._status, *args)
+            self._status = _scrubbed(transition(self._status, *args))
             if changed is None:
                 changed = self._status.to_dict() != before
             self._dirty = self._dirty or changed
@@ -174,6 +180,7 @@ class StatusLedger:
 
     def put_section(self, name: str, value: Any, *, durable: bool = False) -> None:
         with self._lock:
+            value = scrub_tree(value)
             self._status.sections[name] = copy.deepcopy(value)
             if durable:
                 self._write({name: copy.deepcopy(value)})
@@ -191,6 +198,16 @@ class StatusLedger:
     def request(self) -> dict[str, Any]:
         with self._lock:
             return {**self._body(), "status": self._status.to_dict()}
+
+
+def _scrubbed(status: Status) -> Status:
+    """`status` with nothing secret in what people read of it (see the module's docstring)."""
+    status.message = scrub(status.message)
+    for record in status.steps:
+        record.message = scrub(record.message)
+    status.conditions = scrub_tree(status.conditions)
+    status.sections = scrub_tree(status.sections)
+    return status
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -32,6 +32,7 @@ import httpx
 
 from rollback_operator import clock
 from rollback_operator.model import STEP_ORDER, Phase, RollbackSpec, SecretKeyRef, SpecSection
+from rollback_operator.redaction import scrub
 from rollback_operator.status import Status
 from rollback_operator.webhook_post import BUDGET, Attempted, post
 
@@ -237,6 +238,10 @@ def slack_payload(note: Notification) -> dict[str, Any]:
 
 
 def payload(webhook: Webhook, note: Notification) -> dict[str, Any]:
+    """What `webhook` is sent. The free texts are scrubbed before they are escaped and cut to
+    Slack's limits, which could leave half a token no rule recognises (webhook_post scrubs the
+    whole body again on its way out)."""
+    note = replace(note, message=scrub(note.message), reason=scrub(note.reason))
     return slack_payload(note) if webhook.format == Format.SLACK else json_payload(note)
 
 

@@ -1,6 +1,8 @@
 """The post-mortem document (runbook §4): what happened, step by step, and what was changed and
 restored, with the sections the team fills in before go-live is scheduled again. Pure: from the
 request as it stands (spec, metadata, status) to Markdown, readable in a terminal or a browser.
+The document is scrubbed whole (`redaction.scrub`): it quotes the steps' messages, the spec's
+reason and what the checks and Jobs said, and it is kept in a ConfigMap and pasted into tickets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from rollback_operator.clock import parse
 from rollback_operator.images import SelectedImages, with_tag
 from rollback_operator.model import DEFAULT_TARGET_TAG, POSTMORTEM_KEY
 from rollback_operator.monitoring import describe_rule, show_duration, show_value
+from rollback_operator.redaction import scrub, scrub_tree
 from rollback_operator.traffic import describe
 
 KEY = POSTMORTEM_KEY
@@ -23,6 +26,7 @@ def configmap_name(request: str) -> str:
 
 
 def render(request: dict[str, Any], now: datetime) -> str:
+    request = scrub_tree(request)  # each text scrubbed alone first, as it was written
     meta, spec, status = request["metadata"], request["spec"], request.get("status") or {}
     saved = status.get("saved") or {}
     lines = [
@@ -82,7 +86,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
         "_To fill in: the fixes to make, with owners, before go-live is scheduled again._",
         "",
     ]
-    return "\n".join(lines)
+    return scrub("\n".join(lines))
 
 
 def _approvals(steps: list[dict[str, Any]]) -> str:

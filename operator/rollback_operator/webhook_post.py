@@ -6,7 +6,8 @@ meets the network: a webhook that is down, slow (even one trickling its answer a
 time) or refusing costs the run `BUDGET` seconds at most, a total deadline on all attempts
 together and on each one, and the URL, which may itself be the credential (a Slack incoming
 webhook's is), must not leak through an error message. Both rules are easier to hold in one
-small place.
+small place. For the same reason the body is scrubbed here (`redaction.scrub_tree`), on its
+way out to a chat channel that many more people read than may read the request.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 
 from rollback_operator import clock
 from rollback_operator.deadlines import Deadline, request
-from rollback_operator.redaction import redact, url_secrets
+from rollback_operator.redaction import redact, scrub, scrub_tree, url_secrets
 from rollback_operator.throttling import retry_after
 
 ATTEMPT_SECONDS = 3.0  # one attempt in all: connecting, sending, and the whole answer
@@ -60,7 +61,9 @@ def post(
     secrets = url_secrets(url)
 
     def hide(text: str) -> str:
-        return redact(text, *secrets, placeholder="<webhook url>")
+        return scrub(redact(text, *secrets, placeholder="<webhook url>"))
+
+    body = scrub_tree(body)
 
     error = ""
     attempt = 0

@@ -309,7 +309,8 @@ def test_a_dump_with_an_sql_error_fails_and_leaves_the_database_as_it_was(
         "the restore failed and its transaction was rolled back: the database is as it was "
         "before the restore. psql said"
     )
-    assert 'invalid input syntax for type integer: "x"' in restore["message"]
+    # The error and its type are quoted, the value of the row is not (redaction.scrub).
+    assert 'invalid input syntax for type integer: "<redacted>"' in restore["message"]
     assert "The maintenance page stays on" in restore["message"]
     assert status["message"].startswith("RestoreDatabase failed: the restore failed")
     assert conditions(done)["MaintenanceActive"] == "True" and on_maintenance(api, namespace)

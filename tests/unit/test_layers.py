@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     # The packages' own modules (docstrings) first: importing a package's module imports it.
     {"rollback_operator", "steps", "database"},
     {"clock", "model", "images", "outcomes", "status", "suspension", "engine"},
-    {"metrics", "kube", "ledger"},
+    {"metrics", "kube", "ledger", "redaction"},
     {
         "traffic",
         "gitops",
@@ -34,7 +34,6 @@ LAYERS: list[set[str]] = [
         "verification",
         "notify",
         "webhook_post",
-        "redaction",
         "throttling",
         "deadlines",
         "postmortem",

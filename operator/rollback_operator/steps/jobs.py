@@ -12,6 +12,9 @@ rule 3). So a Job here:
 - runs one pod (`backoffLimit: 0`) under a deadline, as Pod Security "restricted" asks, with
   a ServiceAccount that has no token and credentials only through `secretKeyRef`;
 - has no owner reference: deleting the RollbackRequest never deletes a running restore;
+- is quoted scrubbed (`redaction.scrub`): what its pod said may hold a header `curl -v` printed,
+  the value of a Secret it was given, or rows psql quoted; the values of the Secrets its
+  containers reference are read first, so that they are replaced whatever shape they are in;
 - is stopped when the run is aborted, if that is safe (`stop_on_abort`): a Job whose work is
   one PostgreSQL transaction (the restore, the migrate-down by psql, the read-only inspection)
   or a smoke test. Killing its pod ends its session, and PostgreSQL rolls an uncommitted
@@ -30,6 +33,7 @@ from rollback_operator import GROUP
 from rollback_operator.clock import stamp
 from rollback_operator.kube import ApiError, Kube, job_path
 from rollback_operator.model import StepName
+from rollback_operator.redaction import scrub
 from rollback_operator.steps.base import StepContext
 
 SERVICE_ACCOUNT = "rollback-operator-jobs"
@@ -196,8 +200,24 @@ def _termination_message(ctx: StepContext, name: str) -> str:
         for status in statuses:
             terminated = (status.get("state") or {}).get("terminated") or {}
             if terminated.get("message"):
-                return str(terminated["message"]).strip()
+                _learn_secrets(ctx, pod)
+                return scrub(str(terminated["message"]).strip())
     return ""
+
+
+def _learn_secrets(ctx: StepContext, pod: dict[str, Any]) -> None:
+    """Reads the Secret values the pod's containers were given (`kube.secret_value` remembers
+    each for `redaction.scrub`), so that a Job printing one is never quoted, even by an operator
+    that restarted since it read them. A Secret it may not read is left to the shape rules."""
+    spec = pod.get("spec") or {}
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for var in container.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name") and ref.get("key"):
+                try:
+                    ctx.kube.secret_value(ctx.namespace, ref["name"], ref["key"])
+                except ApiError:
+                    continue
 
 
 def job_manifest(
