@@ -297,12 +297,29 @@ def test_a_namespace_policy_narrows_who_approves(
         f"the RollbackPolicy {namespace}/default lets only members of payments-dba approve "
         "RestoreDatabase, and dba-alice is not one" in error.message
     )
-    # A member of the namespace's group but not a DBA: the base group still holds.
+    # A member of the namespace's group but not a DBA (with the approver role): the base
+    # group still holds.
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "payments-approvers"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "rollback-approver",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "payments-dba"}
+            ],
+        },
+    )
     answer = _approve_as_member_of(
         kubeconfig, "pay-pam", ["payments-dba"], namespace, request_name, "RestoreDatabase"
     )
     assert answer.status == 403
-    assert "only members of group dba may approve RestoreDatabase" in answer.data.decode()
+    assert "only members of group dba may approve RestoreDatabase" in answer.data.decode(), (
+        json.loads(answer.data)["message"]
+    )
     # A DBA of the payments team approves.
     answer = _approve_as_member_of(
         kubeconfig, "dba-pat", ["dba", "payments-dba"], namespace, request_name, "RestoreDatabase"
