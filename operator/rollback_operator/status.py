@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 # Status sections that belong to one capability each (see the CRD): the backup Preflight
 # resolved, the Jobs started, the verification checks, the monitoring watch, the notifications,
 # the GitOps objects that manage the targets.
-SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications", "gitops")
+# `gates`: the approvals this run waits for and why (Preflight, from the RollbackPolicy).
+SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications", "gitops", "gates")
 
 
 def record_dict(record: DataclassInstance) -> dict[str, Any]:
@@ -44,6 +45,10 @@ class StepRecord:
     attempts: int = 0
     approved_by: str | None = None
     approved_at: str | None = None
+    # While the step waits for (or holds) an approval: the digest the approval must name, and
+    # what it stands for (the database, the file and its sha256, the image ...).
+    approval_digest: str | None = None
+    approval_subject: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -60,6 +65,9 @@ class StepRecord:
         if self.approved_by:
             out["approvedBy"] = self.approved_by
             out["approvedAt"] = self.approved_at
+        if self.approval_digest:
+            out["approvalDigest"] = self.approval_digest
+            out["approvalSubject"] = self.approval_subject or ""
         return out
 
     @classmethod
@@ -73,6 +81,8 @@ class StepRecord:
             attempts=int(raw.get("attempts", 0)),
             approved_by=raw.get("approvedBy"),
             approved_at=raw.get("approvedAt"),
+            approval_digest=raw.get("approvalDigest"),
+            approval_subject=raw.get("approvalSubject"),
         )
 
 
@@ -95,6 +105,8 @@ class Status:
     announced: bool | None = None
     # Set when the request ended at once because its spec already ran (engine.ran_before).
     earlier_run: dict[str, str] | None = None
+    # Who created the request, as the API server recorded it (the requested-by annotation).
+    requested_by: str | None = None
 
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
@@ -128,6 +140,7 @@ class Status:
             "finishedAt": self.finished_at,
             "announced": self.announced,
             "earlierRun": copy.deepcopy(self.earlier_run),
+            "requestedBy": self.requested_by,
         }
         out.update(copy.deepcopy(self.sections))
         return out
@@ -153,5 +166,6 @@ class Status:
             message=raw.get("message", ""),
             announced=raw.get("announced"),
             earlier_run=copy.deepcopy(raw.get("earlierRun")),
+            requested_by=raw.get("requestedBy"),
             sections={k: copy.deepcopy(raw[k]) for k in SECTIONS if raw.get(k) is not None},
         )

@@ -52,8 +52,15 @@ HELM_LABELS = ("app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "he
 # Cluster-scoped objects the chart owns, by fixed name. Other tests apply some of them from
 # manifests/ (the approval policy, the people's roles): Helm would refuse to adopt those.
 CLUSTER_SCOPED = {
-    "validatingadmissionpolicybindings": ["rollback-approvals"],
-    "validatingadmissionpolicies": ["rollback-approvals"],
+    "validatingadmissionpolicybindings": [
+        "rollback-approvals",
+        "rollback-approvals-namespace",
+        "rollback-approvals-cluster",
+        "rollback-requested-by",
+    ],
+    "validatingadmissionpolicies": ["rollback-approvals", "rollback-requested-by"],
+    "mutatingadmissionpolicybindings": ["rollback-requested-by"],
+    "mutatingadmissionpolicies": ["rollback-requested-by"],
     "clusterrolebindings": ["rollback-operator", "rollback-operator-cluster-scope"],
     "clusterroles": [
         "rollback-operator",
@@ -203,8 +210,9 @@ def test_renders_the_objects_of_the_kustomize_base(
     kustomize = {_key(obj): obj for path in kustomizations for obj in _render(path)}
     assert set(kustomize) - set(chart) == {("Namespace", "", "rollback-operator")}
     assert set(chart) <= set(kustomize), f"only in the chart: {set(chart) - set(kustomize)}"
-    crd = ("CustomResourceDefinition", "", CRD)
-    kustomize[crd]["metadata"].pop("labels")
+    for crd in kustomize:
+        if crd[0] == "CustomResourceDefinition":
+            kustomize[crd]["metadata"].pop("labels")
     for key, obj in chart.items():
         assert obj == kustomize[key], f"{key} differs from the kustomize base's"
 
@@ -243,8 +251,8 @@ def test_template_passes_a_server_side_dry_run(
         objects = _documents(rendered.stdout)
         if values:
             bindings = [o for o in objects if o["kind"] == "RoleBinding"]
-            # The operator's, its leader election's and the two people's.
-            assert len(bindings) == 4, bindings
+            # The operator's, its leader election's, its settings' read and the two people's.
+            assert len(bindings) == 5, bindings
         applied = _kubectl(
             kubeconfig,
             "apply",

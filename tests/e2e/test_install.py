@@ -54,6 +54,7 @@ def _grants(group: str, resource: str, *verbs: str) -> set[Grant]:
 # docs/install.md, and the code that makes the call.
 IN_NAMESPACE: frozenset[Grant] = frozenset(
     _grants(GROUP, PLURAL, "get", "list", "watch", "patch")
+    | _grants(GROUP, "rollbackpolicies", "get", "list", "watch")
     | _grants(GROUP, f"{PLURAL}/status", "patch")
     | _grants("coordination.k8s.io", "leases", "get", "create", "update", "delete")
     | _grants("", "events", "create")
@@ -89,6 +90,9 @@ APPROVER: frozenset[Grant] = frozenset(_grants(GROUP, PLURAL, "get", "list", "wa
 LEADER_ELECTION: frozenset[Grant] = frozenset(
     _grants("coordination.k8s.io", "leases", "create", "get", "update")
 )
+# The cluster-wide RollbackPolicy, in the operator's own namespace (admin-settings.yaml).
+SETTINGS_ROLE = "rollback-operator-settings"
+SETTINGS: frozenset[Grant] = frozenset(_grants(GROUP, "rollbackpolicies", "get", "list", "watch"))
 
 ALLOWED = {
     # manifests/: one ClusterRole, bound cluster-wide, for --all-namespaces.
@@ -105,6 +109,10 @@ ALLOWED = {
     },
     **{
         (variant, "Role", "rollback-operator-leader-election"): LEADER_ELECTION
+        for variant in (MANIFESTS, NAMESPACED)
+    },
+    **{
+        (variant, "Role", "rollback-operator-settings"): SETTINGS
         for variant in (MANIFESTS, NAMESPACED)
     },
 }
@@ -247,14 +255,23 @@ def _namespaced_variant(
     objects = [obj for obj in _render(NAMESPACED) if obj["kind"] in wanted]
     assert {obj["kind"] for obj in objects} == wanted
     for obj in objects:
-        if obj["kind"].startswith("Cluster"):
+        # The read of the cluster-wide RollbackPolicy stays in the operator's namespace, under
+        # a name of this test's own, as the cluster-scoped roles do.
+        elsewhere = obj["metadata"].get("name") == SETTINGS_ROLE
+        if obj["kind"].startswith("Cluster") or elsewhere:
             obj["metadata"]["name"] += f"-{namespace}"
         else:
             obj["metadata"]["namespace"] = namespace
-        if obj["kind"] == "ClusterRoleBinding":
+        if obj["kind"] == "ClusterRoleBinding" or (elsewhere and obj["kind"] == "RoleBinding"):
             obj["roleRef"]["name"] += f"-{namespace}"
         if obj["kind"] in BINDING_KINDS:
             obj["subjects"] = [subject]
+    if any(obj["metadata"].get("name", "").startswith(SETTINGS_ROLE) for obj in objects):
+        try:
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
     applied = _kubectl(
         kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects)
     )
@@ -268,6 +285,13 @@ def _namespaced_variant(
                 rbac.delete_cluster_role_binding(obj["metadata"]["name"])
             elif obj["kind"] == "ClusterRole":
                 rbac.delete_cluster_role(obj["metadata"]["name"])
+            elif obj["metadata"]["name"] == f"{SETTINGS_ROLE}-{namespace}":
+                delete = (
+                    rbac.delete_namespaced_role_binding
+                    if obj["kind"] == "RoleBinding"
+                    else rbac.delete_namespaced_role
+                )
+                delete(obj["metadata"]["name"], OPERATOR_NAMESPACE)
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -338,6 +362,8 @@ def test_apply_k_creates_every_object(
         "Role",
         "RoleBinding",
         "Service",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     }

@@ -133,6 +133,12 @@ class FakeKube:
 
     # the Kube interface the steps use
 
+    def get(self, path: str) -> dict[str, Any] | None:
+        """Only the admins' RollbackPolicy objects are read by path (none here: the defaults)."""
+        parts = path.strip("/").split("/")
+        assert parts[-2] == "rollbackpolicies", path
+        return self._get(parts[parts.index("namespaces") + 1], "RollbackPolicy", parts[-1])
+
     def ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(namespace, "Ingress", name)
 
@@ -1336,3 +1342,34 @@ def test_pause_still_fails_when_an_hpa_no_paused_scaledobject_owns_is_gone() -> 
     world.kube.delete("HorizontalPodAutoscaler", "frontend")
     outcome = PauseAutoscaling().run(world.ctx(make_spec(hpas=["frontend"])))
     assert outcome == Fail("HorizontalPodAutoscaler 'frontend' disappeared during the rollback")
+
+
+def test_preflight_records_the_gates_the_admins_settings_set_and_why() -> None:
+    """The namespace's RollbackPolicy adds QA's sign-off the request did not ask for; the
+    cluster-wide one (in the operator's namespace) is read too."""
+    world = lawyershub()
+    world.kube.add(
+        "RollbackPolicy",
+        {
+            "metadata": {"name": "default"},
+            "spec": {"approvals": [{"step": "Verify", "groups": ["qa-leads"]}]},
+        },
+    )
+    world.kube.add(
+        "RollbackPolicy",
+        {"metadata": {"name": "default", "namespace": "rollback-operator"}, "spec": {}},
+    )
+    outcome = Preflight().run(world.ctx(make_spec()))
+    assert isinstance(outcome, Done)
+    assert outcome.message.endswith(
+        "; approvals: Verify by a member of group qa-leads, also of group qa (the namespace's "
+        "RollbackPolicy)"
+    )
+    assert world.ledger.section("gates") == [
+        {
+            "step": "Verify",
+            "groups": [["qa"], ["qa-leads"]],
+            "who": "a member of group qa-leads, also of group qa",
+            "requiredBy": "the namespace's RollbackPolicy",
+        }
+    ]
