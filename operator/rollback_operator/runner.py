@@ -14,33 +14,13 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from rollback_operator import clock, engine, metrics, postmortem, registry, runonce
-from rollback_operator.announce import (
-    Announcer,
-    Approved,
-    AwaitingApproval,
-    Finished,
-    NotRunAgain,
-    Queued,
-    StepEnded,
-    StepStarted,
-)
+from rollback_operator import announce, clock, engine, metrics, model, postmortem, registry, runonce
+from rollback_operator.announce import Announcer
 from rollback_operator.database.spec import DatabaseSpec
 from rollback_operator.kube import ApiError, Kube
 from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
 from rollback_operator.locks import Gate
-from rollback_operator.model import (
-    ABORT_ANNOTATION,
-    APPROVE_ANNOTATION,
-    APPROVED_BY_ANNOTATION,
-    REQUESTED_BY_ANNOTATION,
-    RERUN_ANNOTATION,
-    Phase,
-    RollbackSpec,
-    StepName,
-    StepState,
-    Targets,
-)
+from rollback_operator.model import Phase, RollbackSpec, StepName, StepState, Targets
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
 from rollback_operator.steps import jobs
@@ -101,7 +81,9 @@ class Runner:
         if self.ledger.status.observed_generation is None:
             generation = self.body["metadata"].get("generation", 1)
             annotations = self.body["metadata"].get("annotations") or {}
-            self.ledger.update(_observed, generation, annotations.get(REQUESTED_BY_ANNOTATION))
+            self.ledger.update(
+                _observed, generation, annotations.get(model.REQUESTED_BY_ANNOTATION)
+            )
         while not stopped:
             try:
                 if await self._step(stopped):
@@ -126,7 +108,7 @@ class Runner:
                 if status.queued_behind != blocker:
                     status = self.ledger.update(engine.queued, blocker, self.spec, now)
                     await self._flush()
-                    await self.announcer.announce(Queued(), status)
+                    await self.announcer.announce(announce.Queued(), status)
                 await stopped.wait(QUEUE_POLL_SECONDS)
             case engine.Skip(step=step, reason=reason):
                 # Written with the next transition: a run of skips costs one write.
@@ -147,7 +129,7 @@ class Runner:
             case engine.Approve(step=step, by=by):
                 status = self.ledger.update(engine.approved, step, by, self.spec, now)
                 await self._flush()
-                await self.announcer.announce(Approved(step, by), status)
+                await self.announcer.announce(announce.Approved(step, by), status)
             case engine.Run(step=step):
                 outcome = await self._run(step)
                 if isinstance(outcome, Fail):
@@ -167,7 +149,7 @@ class Runner:
 
     def _abort_asked(self) -> bool:
         annotations = self.body["metadata"].get("annotations") or {}
-        return bool(annotations.get(ABORT_ANNOTATION) == "true")
+        return bool(annotations.get(model.ABORT_ANNOTATION) == "true")
 
     async def _run(self, step: StepName) -> Outcome:
         record = self.ledger.status.record(step)
@@ -177,7 +159,7 @@ class Runner:
             self._resumed.add(step)
             # Durable before any side effect: the step's start time seeds what it writes.
             await self._flush()
-            await self.announcer.announce(StepStarted(step, fresh), status)
+            await self.announcer.announce(announce.StepStarted(step, fresh), status)
         before = self.ledger.status
         outcome = await asyncio.to_thread(self._execute, step)
         now = clock.now()
@@ -186,11 +168,13 @@ class Runner:
             status = self.ledger.update(engine.stepped, step, outcome, self.spec, now, changed=None)
             await self._flush()
             if isinstance(outcome, NeedsApproval) and before.phase != Phase.AWAITING_APPROVAL:
-                await self.announcer.announce(AwaitingApproval(step, outcome.message), status)
+                await self.announcer.announce(
+                    announce.AwaitingApproval(step, outcome.message), status
+                )
             return outcome
         status = self.ledger.update(engine.stepped, step, outcome, self.spec, now)
         assert isinstance(outcome, Done | Fail)
-        await self.announcer.announce(StepEnded(step, outcome), status)
+        await self.announcer.announce(announce.StepEnded(step, outcome), status)
         if isinstance(outcome, Fail):
             await self._finish()
         # A success is written with the next transition (the next step's start, or the
@@ -215,12 +199,12 @@ class Runner:
         if status.earlier_run is not None:
             # Nothing ran: the earlier run's post-mortem stays as it is, and only an Event
             # tells why (no notification: the team heard of that run when it ended).
-            await self.announcer.announce(NotRunAgain(), status)
+            await self.announcer.announce(announce.NotRunAgain(), status)
         else:
             if status.phase != Phase.SUCCEEDED and not self.spec.dry_run:
                 await self._report_anyway()
             reason = _END_REASONS[status.phase]
-            await self.announcer.announce(Finished(reason), self.ledger.status)
+            await self.announcer.announce(announce.Finished(reason), self.ledger.status)
         try:
             await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
         except ApiError as error:  # a later request takes over the Leases of a finished one
@@ -315,7 +299,10 @@ class Runner:
 
     async def _signals(self, status: Status) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
-        approve, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
+        approve, by = (
+            annotations.get(model.APPROVE_ANNOTATION),
+            annotations.get(model.APPROVED_BY_ANNOTATION),
+        )
         step, _, digest = (approve or "").partition("@")
         abort = self._abort_asked()
         blocker = earlier = None
@@ -333,7 +320,7 @@ class Runner:
     def _earlier_run(self) -> engine.EarlierRun | None:
         """A finished run of this name and spec by a request since deleted (runonce.py)."""
         meta = self.body["metadata"]
-        rerun = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
+        rerun = (meta.get("annotations") or {}).get(model.RERUN_ANNOTATION)
         key = runonce.key(_plain(self.body["spec"]), rerun)
         configmap = self.kube.configmap(self.namespace, postmortem.configmap_name(self.name))
         return runonce.earlier(configmap, key, meta.get("uid", ""))

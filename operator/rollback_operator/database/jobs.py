@@ -139,6 +139,13 @@ def planned_job_name(ctx: StepContext, purpose: str) -> str:
     return jobs.job_name(ctx.request, ctx.request_uid, purpose)
 
 
+def job_started(ctx: StepContext, purpose: str) -> bool:
+    """Whether this run already started the Job of `purpose`. Once it has, the step follows
+    it whatever changed since: a Job is never judged (or approved) again once it runs."""
+    name = planned_job_name(ctx, purpose)
+    return any(r.get("name") == name for r in ctx.ledger.section("jobs") or [])
+
+
 def failure(ctx: StepContext, result: jobs.JobResult) -> str:
     """Why a database Job's step stopped, and where the DBA looks next."""
     log = ""

@@ -26,6 +26,7 @@ from rollback_operator.database.jobs import (
     connection_parts,
     database_address,
     follow_job,
+    job_started,
     migrations_parts,
     planned_job_name,
 )
@@ -49,13 +50,13 @@ def migrate_down_template(database: DatabaseSpec, migrate: MigrateDownSpec) -> j
     """The Job: the built-in psql script, or the team's own command, in `migrate.image`."""
     parts = connection_parts(database) + migrations_parts(migrate)
     command = migrate.command or ("/bin/sh", "-c", migrate_down_script(migrate))
-    return parts.template(
-        PURPOSE,
-        migrate.image,
-        tuple(command),
-        migrate.timeout_seconds,
+    # What an SRE checks by hand when the Job's fate is unknown (it disappeared, say).
+    check_by_hand = (
         "the schema and _prisma_migrations (whether the rollback of "
-        f"{', '.join(migrate.migrations)} committed)",
+        f"{', '.join(migrate.migrations)} committed)"
+    )
+    return parts.template(
+        PURPOSE, migrate.image, tuple(command), migrate.timeout_seconds, check_by_hand
     )
 
 
@@ -89,7 +90,7 @@ class MigrateDatabaseDown:
     def run(self, ctx: StepContext) -> Outcome:
         database, migrate = _parts(ctx)
         found = required_gate(ctx, self.name, requested=False)
-        if found is not None and not _started(ctx):
+        if found is not None and not job_started(ctx, PURPOSE):
             # Judged again each time, up to the Job's start: a down.sql changed after the
             # approval voids it.
             subject = migrate_down_subject(ctx, database, migrate)
@@ -128,12 +129,6 @@ def migrate_down_subject(
         subject["down.sql from"] = f"{migrate.source_image}:{migrate.source_path}"
     subject["image"] = migrate.image
     return subject
-
-
-def _started(ctx: StepContext) -> bool:
-    """Whether this run already started the step's Job (then it is followed, not judged)."""
-    name = planned_job_name(ctx, PURPOSE)
-    return any(r.get("name") == name for r in ctx.ledger.section("jobs") or [])
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, MigrateDownSpec]:

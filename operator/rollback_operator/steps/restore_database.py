@@ -29,6 +29,7 @@ from rollback_operator.database.jobs import (
     database_address,
     describe_backup,
     follow_job,
+    job_started,
     planned_job_name,
 )
 from rollback_operator.database.preflight import DATABASE_PREFLIGHT
@@ -94,7 +95,7 @@ class RestoreDatabase:
             # One Job per approved subject: an approval voided by a changed file is followed
             # by a new approval, and a new Job, never by the failed one again.
             purpose = f"{PURPOSE}-{ctx.approval.digest[:8]}" if ctx.approval else PURPOSE
-            if not _started(ctx, purpose):
+            if not job_started(ctx, purpose):
                 subject = restore_subject(ctx, database, restore, backup)
                 waiting = await_approval(ctx, found, subject, "the restore")
                 if waiting is not None:
@@ -138,13 +139,6 @@ def restore_subject(
         "sha256": backup["sha256"],
         "image": restore.image,
     }
-
-
-def _started(ctx: StepContext, purpose: str) -> bool:
-    """Whether this run already started the Job of `purpose` (then it is followed, whatever
-    changed since: a Job is never judged again once it runs)."""
-    name = planned_job_name(ctx, purpose)
-    return any(r.get("name") == name for r in ctx.ledger.section("jobs") or [])
 
 
 def _parts(ctx: StepContext) -> tuple[DatabaseSpec, RestoreSpec]:
