@@ -52,8 +52,8 @@ HELM_LABELS = ("app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "he
 # Cluster-scoped objects the chart owns, by fixed name. Other tests apply some of them from
 # manifests/ (the approval policy, the people's roles): Helm would refuse to adopt those.
 CLUSTER_SCOPED = {
-    "validatingadmissionpolicybindings": ["rollback-approvals"],
-    "validatingadmissionpolicies": ["rollback-approvals"],
+    "validatingadmissionpolicybindings": ["rollback-approvals", "rollback-requester-rights"],
+    "validatingadmissionpolicies": ["rollback-approvals", "rollback-requester-rights"],
     "clusterrolebindings": ["rollback-operator", "rollback-operator-cluster-scope"],
     "clusterroles": [
         "rollback-operator",
