@@ -1,0 +1,200 @@
+"""Where the operator may connect, and which images its Jobs may run (safety rule 9: no
+confused deputy).
+
+The operator's pod reaches what a requester may not: the cloud's metadata endpoint (which hands
+out the node's credentials), other teams' services. A RollbackRequest names addresses (the CDN
+API, webhooks, Prometheus, tcp and http checks) and images (database Jobs, job checks), so each
+is held here to two rules before anything is sent or started:
+
+- refused always: link-local addresses (169.254.0.0/16, fe80::/10) and the clouds' metadata
+  addresses and names, whether written in the spec or what a name resolves to; and plain http
+  for a call that carries a credential (a CDN token, a webhook URL kept in a Secret, a user and
+  password in a Prometheus URL), which anyone on the path could read;
+- the admins' allowlists (RollbackPolicy `allowedHosts`, `allowedImages`): glob patterns, where
+  `*` matches any characters, dots and slashes included; an empty list adds no restriction.
+
+Pure: resolving a name is handed in (`Resolver`), so that the rules are unit-tested without a
+network. `deadlines.connect` applies `address_refusal` again to every address it connects to,
+so a name that resolves elsewhere later (DNS rebinding) is still refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import httpx
+
+from rollback_operator.redaction import display_url
+
+# The clouds' instance metadata services, which hand out the node's credentials: AWS (and its
+# IPv6 endpoint), GCP, Azure, OpenStack, DigitalOcean and Oracle at 169.254.169.254, AWS ECS's
+# task metadata at 169.254.170.2, Alibaba Cloud at 100.100.100.200 (not link-local).
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+)
+METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.com",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.tencentyun.com",
+    }
+)
+LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+
+Resolver = Callable[[str], Sequence[str]]
+"""The addresses a host name resolves to (empty when it does not resolve)."""
+
+
+def normal_host(host: str) -> str:
+    """A host as compared: lower case, no trailing dot, no IPv6 brackets."""
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(normal_host(text).split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
+    return address
+
+
+def address_refusal(address: str) -> str | None:
+    """Why the operator never connects to this address, or None: a metadata address, or a
+    link-local one."""
+    parsed = _address(address)
+    if parsed is None:
+        return None
+    if parsed in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if any(parsed in network for network in LINK_LOCAL):
+        return "a link-local address"
+    return None
+
+
+def host_refusal(host: str) -> str | None:
+    """Why the operator never contacts this host as written (before resolving it), or None."""
+    name = normal_host(host)
+    if name in METADATA_NAMES:
+        return "a cloud metadata name"
+    return address_refusal(name)
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """Whether `host` matches one of the admins' patterns (case-insensitive globs, or networks
+    such as 10.0.0.0/8 for addresses). No pattern: every host (the refusals apply anyway)."""
+    patterns = [p for p in patterns if p.strip()]
+    if not patterns:
+        return True
+    name = normal_host(host)
+    address = _address(name)
+    for pattern in patterns:
+        wanted = normal_host(pattern)
+        if fnmatchcase(name, wanted):
+            return True
+        if address is not None and "/" in wanted:
+            try:
+                if address in ipaddress.ip_network(wanted, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def normal_image(image: str) -> str:
+    """An image reference as a registry sees it: `postgres:16` is
+    `docker.io/library/postgres:16`, `team/app` is `docker.io/team/app`."""
+    first, slash, rest = image.partition("/")
+    if not slash:
+        return f"docker.io/library/{image}"
+    if "." in first or ":" in first or first == "localhost":
+        return image
+    return f"docker.io/{image}"
+
+
+def image_allowed(image: str, patterns: Iterable[str]) -> bool:
+    """Whether `image` matches one of the admins' patterns, as written or in its full form
+    (a pattern `docker.io/library/postgres:*` allows `postgres:16`). No pattern: every image."""
+    patterns = [p.strip() for p in patterns if p.strip()]
+    if not patterns:
+        return True
+    forms = {image, normal_image(image)}
+    return any(fnmatchcase(form, pattern) for form in forms for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One place a request makes the operator contact: `field` names it in messages;
+    `credential` says what secret the call carries, if any ("the CDN token")."""
+
+    field: str
+    host: str
+    scheme: str = ""  # http or https; empty for a tcp check
+    shown: str = ""  # the URL or host:port, as messages may show it (no credential)
+    credential: str = ""
+
+    @classmethod
+    def of_url(cls, field: str, url: str, credential: str = "") -> Destination:
+        """A URL's destination, parsed as the HTTP client parses it (so that the host checked
+        is the host called), with user info counted as a credential."""
+        try:
+            parsed = httpx.URL(url.strip())
+        except (httpx.InvalidURL, TypeError):
+            return cls(field, "", "", "<an invalid URL>", credential)
+        if parsed.userinfo and not credential:
+            credential = "the user and password in its URL"
+        return cls(field, parsed.host, parsed.scheme, display_url(url.strip()), credential)
+
+
+def refusal(
+    destination: Destination, allowed_hosts: Sequence[str], resolve: Resolver | None = None
+) -> str | None:
+    """Why the operator must not contact `destination` for a request, or None; the message
+    names the field and the host, never a credential. `resolve` (when given) lets a name that
+    resolves to a refused address be refused too; a name that does not resolve is left to the
+    capability's own check, which reports it unreachable."""
+    field, host = destination.field, destination.host
+    if not host:
+        return f"{field}: {destination.shown or 'the address'} has no host"
+    why = host_refusal(host)
+    if why is not None:
+        return f"{field}: {host} is {why}, which the operator never contacts"
+    if destination.credential and destination.scheme != "https":
+        return (
+            f"{field}: {destination.shown} is plain {destination.scheme or 'tcp'}, and the call "
+            f"carries {destination.credential}: use an https:// URL"
+        )
+    if not host_allowed(host, allowed_hosts):
+        return (
+            f"{field}: host {host} is not in the admins' allowedHosts "
+            f"({', '.join(allowed_hosts)}); ask a cluster admin to add it to the RollbackPolicy"
+        )
+    if resolve is not None and _address(host) is None:
+        for address in resolve(host):
+            why = address_refusal(address)
+            if why is not None:
+                return (
+                    f"{field}: {host} resolves to {address}, {why}, which the operator never "
+                    "contacts"
+                )
+    return None
+
+
+def image_refusal(field: str, image: str, allowed_images: Sequence[str]) -> str | None:
+    """Why a Job of the request may not run `image`, or None."""
+    if image_allowed(image, allowed_images):
+        return None
+    return (
+        f"{field}: image {image} is not in the admins' allowedImages "
+        f"({', '.join(allowed_images)}); use an allowed image, or ask a cluster admin to add it "
+        "to the RollbackPolicy"
+    )
