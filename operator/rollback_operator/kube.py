@@ -357,5 +357,10 @@ def requests_path(namespace: str | None) -> str:
     return f"/apis/{GROUP}/{VERSION}/{where}{PLURAL}"
 
 
+def policy_path(namespace: str, name: str) -> str:
+    """A RollbackPolicy (the admins' settings, admin_policy.py)."""
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/rollbackpolicies/{name}"
+
+
 def request_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"

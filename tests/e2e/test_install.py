@@ -54,6 +54,7 @@ def _grants(group: str, resource: str, *verbs: str) -> set[Grant]:
 # docs/install.md, and the code that makes the call.
 IN_NAMESPACE: frozenset[Grant] = frozenset(
     _grants(GROUP, PLURAL, "get", "list", "watch", "patch")
+    | _grants(GROUP, "rollbackpolicies", "get", "list", "watch")
     | _grants(GROUP, f"{PLURAL}/status", "patch")
     | _grants("coordination.k8s.io", "leases", "get", "create", "update", "delete")
     | _grants("", "events", "create")
@@ -84,6 +85,8 @@ APPROVER: frozenset[Grant] = frozenset(_grants(GROUP, PLURAL, "get", "list", "wa
 LEADER_ELECTION: frozenset[Grant] = frozenset(
     _grants("coordination.k8s.io", "leases", "create", "get", "update")
 )
+# The cluster-wide RollbackPolicy, in the operator's own namespace (admin-settings.yaml).
+SETTINGS: frozenset[Grant] = frozenset(_grants(GROUP, "rollbackpolicies", "get", "list", "watch"))
 
 ALLOWED = {
     # manifests/: one ClusterRole, bound cluster-wide, for --all-namespaces.
@@ -100,6 +103,10 @@ ALLOWED = {
     },
     **{
         (variant, "Role", "rollback-operator-leader-election"): LEADER_ELECTION
+        for variant in (MANIFESTS, NAMESPACED)
+    },
+    **{
+        (variant, "Role", "rollback-operator-settings"): SETTINGS
         for variant in (MANIFESTS, NAMESPACED)
     },
 }

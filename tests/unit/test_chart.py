@@ -23,6 +23,7 @@ def test_chart_reads_the_crd_and_the_alerts_from_their_one_source() -> None:
     """Links, not copies: Helm follows them when it loads or packages the chart."""
     links = {
         CHART / "crds" / "rollbackrequests.yaml": REPO_ROOT / "crds" / "rollbackrequests.yaml",
+        CHART / "crds" / "rollbackpolicies.yaml": REPO_ROOT / "crds" / "rollbackpolicies.yaml",
         CHART / "files" / "alerts.yaml": REPO_ROOT / "manifests" / "monitoring" / "alerts.yaml",
     }
     for link, source in links.items():

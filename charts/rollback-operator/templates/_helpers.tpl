@@ -46,6 +46,10 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 - apiGroups: [rollback.lawyershub.io]
   resources: [rollbackrequests]
   verbs: [get, list, watch, patch]
+# The admins' settings (RollbackPolicy `default`): which steps wait for whose approval.
+- apiGroups: [rollback.lawyershub.io]
+  resources: [rollbackpolicies]
+  verbs: [get, list, watch]
 # The ledger and status.saved.
 - apiGroups: [rollback.lawyershub.io]
   resources: [rollbackrequests/status]
