@@ -10,8 +10,8 @@ is held here to two rules before anything is sent or started:
   addresses and names, whether written in the spec or what a name resolves to; and plain http
   for a call that carries a credential (a CDN token, a webhook URL kept in a Secret, a user and
   password in a Prometheus URL), which anyone on the path could read;
-- the admins' allowlists (RollbackPolicy `allowedHosts`, `allowedImages`): glob patterns, where
-  `*` matches any characters, dots and slashes included; an empty list adds no restriction.
+- the admins' allowlists (RollbackPolicy `allowedHosts`, `allowedImages`, matched by
+  `AdminPolicy`): glob patterns; an empty list adds no restriction beyond the refusals above.
 
 Pure: resolving a name is handed in (`Resolver`), so that the rules are unit-tested without a
 network. `deadlines.connect` applies `address_refusal` again to every address it connects to,
@@ -21,12 +21,12 @@ so a name that resolves elsewhere later (DNS rebinding) is still refused.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 import httpx
 
+from rollback_operator.admin_policy import AdminPolicy
 from rollback_operator.redaction import display_url
 
 # The clouds' instance metadata services, which hand out the node's credentials: AWS (and its
@@ -89,48 +89,6 @@ def host_refusal(host: str) -> str | None:
     return address_refusal(name)
 
 
-def host_allowed(host: str, patterns: Iterable[str]) -> bool:
-    """Whether `host` matches one of the admins' patterns (case-insensitive globs, or networks
-    such as 10.0.0.0/8 for addresses). No pattern: every host (the refusals apply anyway)."""
-    patterns = [p for p in patterns if p.strip()]
-    if not patterns:
-        return True
-    name = normal_host(host)
-    address = _address(name)
-    for pattern in patterns:
-        wanted = normal_host(pattern)
-        if fnmatchcase(name, wanted):
-            return True
-        if address is not None and "/" in wanted:
-            try:
-                if address in ipaddress.ip_network(wanted, strict=False):
-                    return True
-            except ValueError:
-                continue
-    return False
-
-
-def normal_image(image: str) -> str:
-    """An image reference as a registry sees it: `postgres:16` is
-    `docker.io/library/postgres:16`, `team/app` is `docker.io/team/app`."""
-    first, slash, rest = image.partition("/")
-    if not slash:
-        return f"docker.io/library/{image}"
-    if "." in first or ":" in first or first == "localhost":
-        return image
-    return f"docker.io/{image}"
-
-
-def image_allowed(image: str, patterns: Iterable[str]) -> bool:
-    """Whether `image` matches one of the admins' patterns, as written or in its full form
-    (a pattern `docker.io/library/postgres:*` allows `postgres:16`). No pattern: every image."""
-    patterns = [p.strip() for p in patterns if p.strip()]
-    if not patterns:
-        return True
-    forms = {image, normal_image(image)}
-    return any(fnmatchcase(form, pattern) for form in forms for pattern in patterns)
-
-
 @dataclass(frozen=True)
 class Destination:
     """One place a request makes the operator contact: `field` names it in messages;
@@ -156,7 +114,7 @@ class Destination:
 
 
 def refusal(
-    destination: Destination, allowed_hosts: Sequence[str], resolve: Resolver | None = None
+    destination: Destination, policy: AdminPolicy, resolve: Resolver | None = None
 ) -> str | None:
     """Why the operator must not contact `destination` for a request, or None; the message
     names the field and the host, never a credential. `resolve` (when given) lets a name that
@@ -173,10 +131,11 @@ def refusal(
             f"{field}: {destination.shown} is plain {destination.scheme or 'tcp'}, and the call "
             f"carries {destination.credential}: use an https:// URL"
         )
-    if not host_allowed(host, allowed_hosts):
+    if not policy.allows_host(host):
         return (
             f"{field}: host {host} is not in the admins' allowedHosts "
-            f"({', '.join(allowed_hosts)}); ask a cluster admin to add it to the RollbackPolicy"
+            f"({_patterns(policy.allowed_hosts_layers)}); ask a cluster admin to add it to the "
+            "RollbackPolicy"
         )
     if resolve is not None and _address(host) is None:
         for address in resolve(host):
@@ -189,12 +148,18 @@ def refusal(
     return None
 
 
-def image_refusal(field: str, image: str, allowed_images: Sequence[str]) -> str | None:
-    """Why a Job of the request may not run `image`, or None."""
-    if image_allowed(image, allowed_images):
+def image_refusal(field: str, image: str, policy: AdminPolicy) -> str | None:
+    """Why a Job of the request may not run `image` (matched as the request writes it), or
+    None."""
+    if policy.allows_image(image):
         return None
     return (
         f"{field}: image {image} is not in the admins' allowedImages "
-        f"({', '.join(allowed_images)}); use an allowed image, or ask a cluster admin to add it "
-        "to the RollbackPolicy"
+        f"({_patterns(policy.allowed_images_layers)}); use an allowed image, or ask a cluster "
+        "admin to add it to the RollbackPolicy"
     )
+
+
+def _patterns(layers: Sequence[Sequence[str]] | None) -> str:
+    """The allowlists in force, as messages show them (each level's, when both have one)."""
+    return " and ".join(", ".join(layer) for layer in layers or ())

@@ -36,6 +36,7 @@ LAYERS: list[set[str]] = [
         "redaction",
         "throttling",
         "deadlines",
+        "egress",
         "postmortem",
         "database.spec",
         "database.scripts",

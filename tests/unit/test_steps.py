@@ -133,6 +133,13 @@ class FakeKube:
 
     # the Kube interface the steps use
 
+    def get(self, path: str) -> dict[str, Any] | None:
+        """Only the admins' RollbackPolicy objects are read by path here."""
+        parts = path.strip("/").split("/")
+        if parts[-2] != "rollbackpolicies":
+            raise AssertionError(f"unexpected read of {path}")
+        return self._get(parts[parts.index("namespaces") + 1], "RollbackPolicy", parts[-1])
+
     def ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(namespace, "Ingress", name)
 

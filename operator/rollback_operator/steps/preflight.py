@@ -12,6 +12,7 @@ from typing import Any
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
 from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.steps import limits
 from rollback_operator.steps.base import (
     BaseStep,
     Done,
@@ -38,6 +39,15 @@ class Preflight(BaseStep):
         return "checks every referenced object"
 
     def run(self, ctx: StepContext) -> Outcome:
+        # First the admins' limits (no confused deputy): a request that would make the operator
+        # reach a refused address or run a refused image stops here, before any check below
+        # contacts what it names (Prometheus is queried, Jobs are started).
+        refused = limits.refusals(ctx)
+        if refused:
+            return Fail(
+                f"Preflight refused {len(refused)} thing(s) this request would make the operator "
+                f"use: {'; '.join(refused)}. Nothing was contacted, started or changed."
+            )
         problems: list[str] = []
         ns, spec = ctx.namespace, ctx.spec
         ingresses: dict[str, dict[str, Any]] = {}
