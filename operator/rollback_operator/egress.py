@@ -9,7 +9,8 @@ is held here to two rules before anything is sent or started:
 - refused always: link-local addresses (169.254.0.0/16, fe80::/10) and the clouds' metadata
   addresses and names, whether written in the spec or what a name resolves to; and plain http
   for a call that carries a credential (a CDN token, a webhook URL kept in a Secret, a user and
-  password in a Prometheus URL), which anyone on the path could read;
+  password in a Prometheus URL), which anyone on the path could read (except to the pod's
+  own loopback, which crosses no network);
 - the admins' allowlists (RollbackPolicy `allowedHosts`, `allowedImages`, matched by
   `AdminPolicy`): glob patterns; an empty list adds no restriction beyond the refusals above.
 
@@ -81,6 +82,14 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is the operator's own pod (localhost, 127.0.0.0/8, ::1), as written: a
+    credential sent there over plain http crosses no network (a sidecar, a local proxy)."""
+    name = normal_host(host)
+    address = _address(name)
+    return name == "localhost" or (address is not None and address.is_loopback)
+
+
 def host_refusal(host: str) -> str | None:
     """Why the operator never contacts this host as written (before resolving it), or None."""
     name = normal_host(host)
@@ -126,7 +135,7 @@ def refusal(
     why = host_refusal(host)
     if why is not None:
         return f"{field}: {host} is {why}, which the operator never contacts"
-    if destination.credential and destination.scheme != "https":
+    if destination.credential and destination.scheme != "https" and not is_loopback(host):
         return (
             f"{field}: {destination.shown} is plain {destination.scheme or 'tcp'}, and the call "
             f"carries {destination.credential}: use an https:// URL"
