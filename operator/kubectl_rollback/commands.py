@@ -26,6 +26,7 @@ from kubectl_rollback.api import (
 )
 from kubectl_rollback.render import (
     ChangeFollower,
+    awaited,
     canonical_step,
     colors_allowed,
     dump,
@@ -194,8 +195,15 @@ def cmd_approve(args: argparse.Namespace, out: TextIO) -> int:
     step = canonical_step(args.step)
     kube, namespace = connect(args)
     username = whoami(kube)
+    # The approval names what the step waits to have approved, as it stands now: if that
+    # changes before the step acts, the approval is void.
+    digest, subject = awaited(fetch(kube, namespace, args.name), step)
+    print(f"rollbackrequest/{args.name}: approving {step}@{digest}: {subject}", file=out)
     annotate(
-        kube, namespace, args.name, {APPROVE_ANNOTATION: step, APPROVED_BY_ANNOTATION: username}
+        kube,
+        namespace,
+        args.name,
+        {APPROVE_ANNOTATION: f"{step}@{digest}", APPROVED_BY_ANNOTATION: username},
     )
     print(f"rollbackrequest/{args.name}: step {step} approved by {username}", file=out)
     return EXIT_OK

@@ -147,6 +147,8 @@ def header_line(obj: dict[str, Any], now: datetime, color: bool) -> str:
     ]
     if spec.get("dryRun"):
         parts.append("dry run")
+    if status.get("requestedBy"):
+        parts.append(f"requested by {status['requestedBy']}")
     if phase == Phase.QUEUED and status.get("queuedBehind"):
         parts.append(f"behind {status['queuedBehind']}")
     return "  ".join(parts)
@@ -288,6 +290,23 @@ def canonical_step(text: str) -> str:
         if step.lower() == text.lower():
             return step
     raise PluginError(f'unknown step "{text}": use one of {", ".join(STEPS)}')
+
+
+def awaited(obj: dict[str, Any], step: str) -> tuple[str, str]:
+    """What `step` waits to have approved, (digest, subject), from the ledger; a PluginError
+    when the request is not waiting for that step's approval (an approval counts only then)."""
+    status = obj.get("status") or {}
+    name = (obj.get("metadata") or {}).get("name", "?")
+    if status.get("phase") != Phase.AWAITING_APPROVAL or status.get("step") != step:
+        raise PluginError(
+            f"rollbackrequest/{name} is not waiting for an approval of {step} (phase "
+            f"{status.get('phase') or 'Pending'}, step {status.get('step') or '-'}): an approval "
+            "counts only while its step waits for it"
+        )
+    record = next((s for s in status.get("steps") or [] if s.get("name") == step), {})
+    if not record.get("approvalDigest"):
+        raise PluginError(f"{step} of rollbackrequest/{name} names nothing to approve yet")
+    return str(record["approvalDigest"]), str(record.get("approvalSubject") or "")
 
 
 def approvals(obj: dict[str, Any]) -> str:

@@ -9,7 +9,11 @@ only ask for more. The same objects carry the allowlists of Job images and outbo
 How the levels combine (`effective`):
 - a step waits for an approval if either level names it;
 - the groups that may approve it are the namespace's where the namespace names the step,
-  else the cluster's;
+  else the cluster's (`approvals`, what messages name first); and, as the API server judges
+  each level on its own (one ValidatingAdmissionPolicyBinding per level), the approver must
+  also be a member of one group of every other level that names it and of the step's base
+  groups (`DEFAULT_GROUPS`, the admission policy's own): `approval_layers`. A namespace can
+  narrow who approves, never widen it;
 - an image or host must be allowed by every level that has an allowlist;
 - a level whose object has no `approvals` leaves them to the other; neither sets them: the
   default's;
@@ -61,11 +65,16 @@ class AdminPolicy:
     allowed_images_layers: tuple[tuple[str, ...], ...] | None = None
     allowed_hosts_layers: tuple[tuple[str, ...], ...] | None = None
     origins: Mapping[StepName, str] = field(default_factory=dict)
+    # Per step, every list of groups of which the approver must be in one (see the docstring).
+    approval_layers: Mapping[StepName, tuple[tuple[str, ...], ...]] | None = None
     # False when the object has no `approvals` at all: it then leaves them to the other level
     # (or the default), so that an object written only for its allowlists drops no gate.
     sets_approvals: bool = True
 
     def __post_init__(self) -> None:
+        if self.approval_layers is None:
+            by_step = {step: _layers(step, (groups,)) for step, groups in self.approvals.items()}
+            object.__setattr__(self, "approval_layers", by_step)
         if self.allowed_images_layers is None:
             layers = (self.allowed_images,) if self.allowed_images else ()
             object.__setattr__(self, "allowed_images_layers", layers)
@@ -128,6 +137,24 @@ class AdminPolicy:
         )
 
 
+# The base groups of each step: the admission policy's own `approvers`, which every approver
+# belongs to, and who approves a step only the request asks to approve.
+DEFAULT_GROUPS: Mapping[StepName, tuple[str, ...]] = {
+    StepName.RESTORE_DATABASE: (DBA,),
+    StepName.MIGRATE_DATABASE_DOWN: (DBA,),
+    StepName.VERIFY: (QA,),
+}
+
+
+def _layers(step: StepName, named: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    """The base groups of `step`, then each level's, without repeats."""
+    out: list[tuple[str, ...]] = []
+    for groups in (DEFAULT_GROUPS.get(step, (DBA,)), *named):
+        if groups and groups not in out:
+            out.append(groups)
+    return tuple(out)
+
+
 DEFAULT_POLICY = AdminPolicy(
     approvals={StepName.RESTORE_DATABASE: (DBA,), StepName.MIGRATE_DATABASE_DOWN: (DBA,)},
     origins={
@@ -135,12 +162,6 @@ DEFAULT_POLICY = AdminPolicy(
         StepName.MIGRATE_DATABASE_DOWN: FROM_DEFAULT,
     },
 )
-# Who approves a step that only the request asks to approve (no admin setting names it).
-DEFAULT_GROUPS: Mapping[StepName, tuple[str, ...]] = {
-    StepName.RESTORE_DATABASE: (DBA,),
-    StepName.MIGRATE_DATABASE_DOWN: (DBA,),
-    StepName.VERIFY: (QA,),
-}
 
 
 def effective(cluster: AdminPolicy | None, namespace: AdminPolicy | None) -> AdminPolicy:
@@ -152,10 +173,12 @@ def effective(cluster: AdminPolicy | None, namespace: AdminPolicy | None) -> Adm
     deciding = [p for p in levels if p.sets_approvals] or [DEFAULT_POLICY]
     approvals: dict[StepName, tuple[str, ...]] = {}
     origins: dict[StepName, str] = {}
+    named: dict[StepName, list[tuple[str, ...]]] = {}
     for level in deciding:  # the namespace last: its groups win for the steps it names
         for step, groups in level.approvals.items():
             approvals[step] = groups
             origins[step] = level.origins.get(step, FROM_NAMESPACE)
+            named.setdefault(step, []).append(groups)
     narrowest = levels[-1]
     return AdminPolicy(
         approvals={step: approvals[step] for step in APPROVABLE if step in approvals},
@@ -166,6 +189,7 @@ def effective(cluster: AdminPolicy | None, namespace: AdminPolicy | None) -> Adm
         ),
         allowed_hosts_layers=tuple(layer for p in levels for layer in p.allowed_hosts_layers or ()),
         origins=origins,
+        approval_layers={step: _layers(step, tuple(named[step])) for step in approvals},
     )
 
 
@@ -174,8 +198,19 @@ class Gate:
     """Whether a step waits for an approval in one run, who may give it, and why."""
 
     step: StepName
-    groups: tuple[str, ...]
+    layers: tuple[tuple[str, ...], ...]  # a member of one group of each
     reason: str  # which level asked: an admin setting, or the request itself
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups named first: the narrowest level's."""
+        return self.layers[-1]
+
+    def who(self) -> str:
+        """ "a member of group dba" / "a member of group payments-dba, also of group dba"."""
+        first, *also = reversed(self.layers)
+        text = f"a member of group {' or '.join(first)}"
+        return text + "".join(f", also of group {' or '.join(more)}" for more in also)
 
 
 def gate(policy: AdminPolicy, step: StepName, requested: bool) -> Gate | None:
@@ -183,9 +218,10 @@ def gate(policy: AdminPolicy, step: StepName, requested: bool) -> Gate | None:
     (`requested`: spec ...requireApproval: true) with the admins' groups or the default ones.
     A request can add a gate, never remove one: `requested` False changes nothing."""
     if policy.requires(step):
-        return Gate(step, policy.groups(step), policy.origins.get(step, FROM_DEFAULT))
+        layers = (policy.approval_layers or {}).get(step) or _layers(step, (policy.groups(step),))
+        return Gate(step, layers, policy.origins.get(step, FROM_DEFAULT))
     if requested:
-        return Gate(step, DEFAULT_GROUPS.get(step, (DBA,)), FROM_REQUEST)
+        return Gate(step, _layers(step, ()), FROM_REQUEST)
     return None
 
 

@@ -25,7 +25,8 @@ class Signals:
 
     abort: bool = False
     blocker: str | None = None  # an earlier request that touches the same objects, still running
-    approval: tuple[str, str] | None = None  # (step, user) from the approve annotations
+    # (step, user, digest) from the approve annotations: `approve: <step>@<digest>`
+    approval: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,28 @@ def decide(
     reason = skip_reason(record.name, spec, status.targets)
     if reason is not None and record.state == StepState.PENDING:
         return Skip(record.name, reason)
-    if (
-        signals.approval is not None
-        and signals.approval[0] == record.name
-        and record.approved_by is None
-        and record.state == StepState.RUNNING
-    ):
-        return Approve(record.name, signals.approval[1])
+    if signals.approval is not None and signals.approval[0] == record.name:
+        _, by, digest = signals.approval
+        if accepts(status, record.name, by, digest):
+            return Approve(record.name, by)
     return Run(record.name)
+
+
+def accepts(status: Status, step: StepName, by: str, digest: str) -> bool:
+    """Whether an approval of `step` by `by`, naming `digest`, counts (the admission policy
+    checks the same; this is the second line): only while the step waits for it, only for
+    what it waits for now, and never from the person who created the request (four eyes)."""
+    record = status.record(step)
+    return (
+        status.phase == Phase.AWAITING_APPROVAL
+        and status.step == step
+        and record.state == StepState.RUNNING
+        and record.approved_by is None
+        and bool(record.approval_digest)
+        and digest == record.approval_digest
+        and bool(by)
+        and by != status.requested_by
+    )
 
 
 # --- transitions: each returns a new Status
@@ -159,6 +174,10 @@ def stepped(
     elif isinstance(outcome, NeedsApproval):
         new.phase = Phase.AWAITING_APPROVAL
         new.message = f"{step} awaits approval: {outcome.message}"
+        record.approval_digest = outcome.digest or None
+        record.approval_subject = outcome.subject or None
+        if outcome.voided:
+            record.approved_by = record.approved_at = None
     elif isinstance(outcome, Fail):
         record.state, record.finished_at = StepState.FAILED, stamp(now)
         new.phase, new.finished_at, new.announced = Phase.FAILED, stamp(now), False

@@ -17,6 +17,9 @@ from rollback_operator import GROUP
 ABORT_ANNOTATION = f"{GROUP}/abort"
 APPROVE_ANNOTATION = f"{GROUP}/approve"
 APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
+# Who created the request: set by the API server at admission from the user's own name
+# (manifests/common/approvals.yaml), never by the requester; nobody can change it.
+REQUESTED_BY_ANNOTATION = f"{GROUP}/requested-by"
 # Written by `kubectl rollback`: what `restore-traffic` put back by hand, and the request a
 # `retry` was made from.
 TRAFFIC_RESTORED_ANNOTATION = f"{GROUP}/traffic-restored"

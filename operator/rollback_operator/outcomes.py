@@ -32,6 +32,12 @@ class NeedsApproval:
 
     message: str
     retry_after: float = 1.0
+    # What the approval must name (approve: <step>@<digest>) and what that digest stands for,
+    # so that an approval is bound to what it approves; `voided`: why an approval already
+    # recorded no longer counts (what it approved changed), which drops it from the ledger.
+    digest: str = ""
+    subject: str = ""
+    voided: str = ""
 
 
 Outcome = Done | Wait | Fail | NeedsApproval
@@ -44,3 +50,4 @@ class Approval:
 
     by: str
     at: str
+    digest: str = ""  # of what was approved (NeedsApproval.digest when it was given)

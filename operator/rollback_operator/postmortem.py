@@ -31,6 +31,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
         f"- **Trigger:** {spec['trigger']}",
         f"- **Reason:** {spec['reason']}",
         f"- **Requested:** {meta.get('creationTimestamp', '')}",
+        f"- **Requested by:** {status.get('requestedBy') or '-'} (recorded by the API server)",
         f"- **Started:** {status.get('startedAt') or '-'}",
         f"- **Report written:** {now.strftime('%Y-%m-%dT%H:%M:%SZ')}",
         f"- **Target tag:** {spec.get('targetTag', DEFAULT_TARGET_TAG)}",
@@ -38,7 +39,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
         "",
         "## Approvals",
         "",
-        _approvals(status.get("steps", [])),
+        _approvals(status.get("steps", []), status.get("gates")),
         "",
         "## Timeline",
         "",
@@ -83,14 +84,26 @@ def render(request: dict[str, Any], now: datetime) -> str:
     return "\n".join(lines)
 
 
-def _approvals(steps: list[dict[str, Any]]) -> str:
-    approved = [s for s in steps if s.get("approvedBy")]
-    if not approved:
-        return "No approval gate was passed in this run."
-    return "\n".join(
+def _approvals(steps: list[dict[str, Any]], gates: list[dict[str, Any]] | None) -> str:
+    """Which steps waited for whom and why (status.gates), and who approved what, naming the
+    digest of what they approved."""
+    lines = [
+        f"- {g.get('step')} waited for {g.get('who')} (asked by {g.get('requiredBy')})"
+        for g in gates or []
+    ]
+    lines += [
         f"- {s['name']}: approved by {s['approvedBy']} at {s.get('approvedAt', '?')}"
-        for s in approved
-    )
+        + (
+            f": {s['name']}@{s['approvalDigest']}, {s.get('approvalSubject')}"
+            if s.get("approvalDigest")
+            else ""
+        )
+        for s in steps
+        if s.get("approvedBy")
+    ]
+    if not any(s.get("approvedBy") for s in steps):
+        lines.append("No approval gate was passed in this run.")
+    return "\n".join(lines)
 
 
 def _database(status: dict[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
     APPROVED_BY_ANNOTATION,
+    REQUESTED_BY_ANNOTATION,
     Phase,
     RollbackSpec,
     StepName,
@@ -97,7 +98,8 @@ class Runner:
     async def _drive(self, stopped: Stopped) -> None:
         if self.ledger.status.observed_generation is None:
             generation = self.body["metadata"].get("generation", 1)
-            self.ledger.update(_observed, generation)
+            annotations = self.body["metadata"].get("annotations") or {}
+            self.ledger.update(_observed, generation, annotations.get(REQUESTED_BY_ANNOTATION))
         while not stopped:
             try:
                 if await self._step(stopped):
@@ -284,7 +286,9 @@ class Runner:
         record = status.record(step)
         approval = None
         if record.approved_by and record.approved_at:
-            approval = Approval(by=record.approved_by, at=record.approved_at)
+            approval = Approval(
+                by=record.approved_by, at=record.approved_at, digest=record.approval_digest or ""
+            )
         return StepContext(
             kube=self.kube,
             namespace=self.namespace,
@@ -300,7 +304,8 @@ class Runner:
 
     async def _signals(self, status: Status) -> engine.Signals:
         annotations = self.body["metadata"].get("annotations") or {}
-        step, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
+        approve, by = annotations.get(APPROVE_ANNOTATION), annotations.get(APPROVED_BY_ANNOTATION)
+        step, _, digest = (approve or "").partition("@")
         abort = self._abort_asked()
         blocker = None
         if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
@@ -308,7 +313,7 @@ class Runner:
         return engine.Signals(
             abort=abort,
             blocker=blocker,
-            approval=(step, by) if step and by else None,
+            approval=(step, by, digest) if step and by else None,
         )
 
     async def _flush(self) -> None:
@@ -328,8 +333,11 @@ class Runner:
 _END_REASONS = {Phase.SUCCEEDED: "Succeeded", Phase.ABORTED: "Aborted", Phase.FAILED: "StepFailed"}
 
 
-def _observed(status: Status, generation: int) -> Status:
+def _observed(status: Status, generation: int, requested_by: str | None) -> Status:
+    """The first write of a run: the generation it runs, and who asked for it (recorded by
+    the API server at admission, so the ledger and the post-mortem name them)."""
     status.observed_generation = generation
+    status.requested_by = requested_by
     return status
 
 

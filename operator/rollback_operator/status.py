@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 # Status sections that belong to one capability each (see the CRD): the backup Preflight
 # resolved, the Jobs started, the verification checks, the monitoring watch, the notifications.
-SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications")
+# `gates`: the approvals this run waits for and why (Preflight, from the RollbackPolicy).
+SECTIONS = ("backup", "jobs", "checks", "monitoring", "notifications", "gates")
 
 
 def record_dict(record: DataclassInstance) -> dict[str, Any]:
@@ -43,6 +44,10 @@ class StepRecord:
     attempts: int = 0
     approved_by: str | None = None
     approved_at: str | None = None
+    # While the step waits for (or holds) an approval: the digest the approval must name, and
+    # what it stands for (the database, the file and its sha256, the image ...).
+    approval_digest: str | None = None
+    approval_subject: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -59,6 +64,9 @@ class StepRecord:
         if self.approved_by:
             out["approvedBy"] = self.approved_by
             out["approvedAt"] = self.approved_at
+        if self.approval_digest:
+            out["approvalDigest"] = self.approval_digest
+            out["approvalSubject"] = self.approval_subject or ""
         return out
 
     @classmethod
@@ -72,6 +80,8 @@ class StepRecord:
             attempts=int(raw.get("attempts", 0)),
             approved_by=raw.get("approvedBy"),
             approved_at=raw.get("approvedAt"),
+            approval_digest=raw.get("approvalDigest"),
+            approval_subject=raw.get("approvalSubject"),
         )
 
 
@@ -92,6 +102,8 @@ class Status:
     sections: dict[str, Any] = field(default_factory=dict)
     # False from the terminal write until the end is announced (see the CRD); None before.
     announced: bool | None = None
+    # Who created the request, as the API server recorded it (the requested-by annotation).
+    requested_by: str | None = None
 
     def record(self, name: StepName) -> StepRecord:
         return next(r for r in self.steps if r.name == name)
@@ -124,6 +136,7 @@ class Status:
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "announced": self.announced,
+            "requestedBy": self.requested_by,
         }
         out.update(copy.deepcopy(self.sections))
         return out
@@ -148,5 +161,6 @@ class Status:
             finished_at=raw.get("finishedAt"),
             message=raw.get("message", ""),
             announced=raw.get("announced"),
+            requested_by=raw.get("requestedBy"),
             sections={k: copy.deepcopy(raw[k]) for k in SECTIONS if raw.get(k) is not None},
         )

@@ -22,10 +22,13 @@ APPROVALS = REPO_ROOT / "manifests" / "common" / "approvals.yaml"
 USER_ROLES = REPO_ROOT / "manifests" / "common" / "user-roles.yaml"
 APPROVE = f"{GROUP}/approve"
 APPROVED_BY = f"{GROUP}/approved-by"
+REQUESTED_BY = f"{GROUP}/requested-by"
 
 DBA = ("dba-alice", "dba")
 QA = ("qa-quinn", "qa")
-DEVELOPER = ("dev-dan", "developers")
+DEVELOPER = ("dev-dan", "developers")  # bound to the requester role only
+# A DBA who also creates requests: four eyes means another DBA approves theirs.
+REQUESTING_DBA = ("dba-bob", "dba")
 
 
 def install_approval_policy(api: client.ApiClient, kubeconfig: str, namespace: str) -> None:
@@ -51,6 +54,15 @@ def install_approval_policy(api: client.ApiClient, kubeconfig: str, namespace: s
 
     wait_until(refused, timeout=30, what="the rollback-approvals policy in force")
 
+    def recorded() -> bool:
+        body = request_body("requester-probe")
+        created = client.CustomObjectsApi(developer).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, dry_run="All"
+        )
+        return bool(created["metadata"].get("annotations", {}).get(REQUESTED_BY) == DEVELOPER[0])
+
+    wait_until(recorded, timeout=30, what="the requested-by mutation in force")
+
 
 def allow_people(api: client.ApiClient, namespace: str) -> None:
     """Binds the shipped user roles in `namespace`: every person may try to approve (the
@@ -58,7 +70,7 @@ def allow_people(api: client.ApiClient, namespace: str) -> None:
     rbac = client.RbacAuthorizationV1Api(api)
     for name, role, groups in (
         ("approvers", "rollback-approver", [DBA[1], QA[1], DEVELOPER[1]]),
-        ("requesters", "rollback-requester", [DEVELOPER[1]]),
+        ("requesters", "rollback-requester", [DEVELOPER[1], REQUESTING_DBA[1]]),
     ):
         binding = {
             "metadata": {"name": name},
@@ -89,14 +101,91 @@ def as_person(kubeconfig: str, person: tuple[str, str]) -> client.ApiClient:
 
 
 def approve(
-    api: client.ApiClient, namespace: str, name: str, step: str, approved_by: str
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    step: str,
+    approved_by: str,
+    digest: str | None = None,
 ) -> dict[str, Any]:
-    """Sets the approval annotations, as the client's user; raises ApiException if refused."""
-    patch = {"metadata": {"annotations": {APPROVE: step, APPROVED_BY: approved_by}}}
+    """Sets the approval annotations, as the client's user, as `kubectl rollback approve` does:
+    naming the digest of what the step waits to have approved (read from its status, unless
+    given); raises ApiException if refused."""
+    if digest is None:
+        digest = awaited_digest(api, namespace, name, step)
+    value = f"{step}@{digest}" if digest else step
+    patch = {"metadata": {"annotations": {APPROVE: value, APPROVED_BY: approved_by}}}
     result: dict[str, Any] = client.CustomObjectsApi(api).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, patch
     )
     return result
+
+
+# The admins' setting that turns every approval gate off in a namespace (a RollbackPolicy with
+# no step to approve): for tests whose subject is not the approvals.
+NO_GATES: dict[str, Any] = {"approvals": []}
+OPERATOR_NAMESPACE = "rollback-operator"  # where the cluster-wide RollbackPolicy lives
+
+
+def admin_settings(api: client.ApiClient, namespace: str, spec: dict[str, Any]) -> None:
+    """Writes the RollbackPolicy `default` of `namespace`, as a cluster admin would."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RollbackPolicy",
+        "metadata": {"name": "default", "namespace": namespace},
+        "spec": spec,
+    }
+    objects = client.CustomObjectsApi(api)
+    try:
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "rollbackpolicies", body)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "rollbackpolicies", "default", {"spec": spec}
+        )
+
+
+def remove_admin_settings(api: client.ApiClient, namespace: str) -> None:
+    try:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "rollbackpolicies", "default"
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def awaited_digest(api: client.ApiClient, namespace: str, name: str, step: str) -> str:
+    """The digest `step` waits to have approved, from the request's status ('' if none)."""
+    request = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    status = request.get("status") or {}
+    record = next((s for s in status.get("steps") or [] if s.get("name") == step), {})
+    return str(record.get("approvalDigest") or "")
+
+
+def waiting_for(api: client.ApiClient, namespace: str, name: str, step: str, digest: str) -> None:
+    """Writes, as an operator would (admin, status subresource), that the request waits for
+    an approval of `step`@`digest`: for tests of the admission policy with no operator."""
+    steps = [
+        {
+            "name": step,
+            "state": "Running",
+            "attempts": 1,
+            "approvalDigest": digest,
+            "approvalSubject": "the test's subject",
+        }
+    ]
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": {"phase": "AwaitingApproval", "step": step, "steps": steps}},
+    )
 
 
 def _server_side_apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
@@ -108,6 +197,8 @@ def _server_side_apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
     paths = {
         "ValidatingAdmissionPolicy": f"{admission}/validatingadmissionpolicies",
         "ValidatingAdmissionPolicyBinding": f"{admission}/validatingadmissionpolicybindings",
+        "MutatingAdmissionPolicy": f"{admission}/mutatingadmissionpolicies",
+        "MutatingAdmissionPolicyBinding": f"{admission}/mutatingadmissionpolicybindings",
         "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     }
     api.call_api(

@@ -1,14 +1,19 @@
-"""The approval policy shipped in manifests/: the API server itself holds each approval to
-the group named for its step and to the approver's own username (runbook §3)."""
+"""The approval policies shipped in manifests/, on the real API server, with no operator: the
+API server itself records who created a request, and holds each approval to the step that is
+waiting, to the digest of what it waits to have approved, to the approver's own username, to
+another person than the requester, and to the groups the step's base group and the admins'
+RollbackPolicy objects name (runbook §3). The operator's part is tested in test_database.py
+and test_verify.py; here a test writes the waiting status as the operator would."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from kubernetes import client
+import urllib3
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.lawyershub import (
@@ -24,23 +29,45 @@ from tests.e2e.people import (
     APPROVED_BY,
     DBA,
     DEVELOPER,
+    OPERATOR_NAMESPACE,
     QA,
+    REQUESTED_BY,
+    REQUESTING_DBA,
+    admin_settings,
     approve,
     as_person,
     install_approval_policy,
+    remove_admin_settings,
+    waiting_for,
 )
 
 pytestmark = pytest.mark.e2e
+
+DIGEST = "0123456789abcdef"
 
 
 @pytest.fixture
 def request_name(
     api: client.ApiClient, kubeconfig: str, namespace: str, crds_installed: None
 ) -> str:
-    """A request nobody runs (no operator here): the policy alone is under test."""
+    """A request created by an admin, waiting (as an operator would have written) for the
+    approval of RestoreDatabase@DIGEST; nobody runs it."""
     install_approval_policy(api, kubeconfig, namespace)
     create_request(api, namespace, "golive")
+    waiting_for(api, namespace, "golive", "RestoreDatabase", DIGEST)
     return "golive"
+
+
+@pytest.fixture
+def cluster_settings(api: client.ApiClient) -> Iterator[Callable[[dict[str, object]], None]]:
+    """Writes the cluster-wide RollbackPolicy; removed after the test."""
+    try:
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    yield lambda spec: admin_settings(api, OPERATOR_NAMESPACE, spec)
+    remove_admin_settings(api, OPERATOR_NAMESPACE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +82,71 @@ def _refusal(call: Callable[[], object]) -> Refusal:
     return Refusal(refused.value.status, json.loads(refused.value.body)["message"])
 
 
+def _annotations(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    return dict(get_request(api, namespace, name)["metadata"].get("annotations") or {})
+
+
+def _approve_as_member_of(
+    kubeconfig: str, user: str, groups: list[str], namespace: str, name: str, step: str
+) -> urllib3.BaseHTTPResponse:
+    """Approves as `user`, member of several `groups` (impersonated with one header per group,
+    which the Python client cannot send)."""
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    headers = urllib3.HTTPHeaderDict(
+        {
+            "Authorization": cfg.get_api_key_with_prefix("BearerToken"),
+            "Content-Type": "application/merge-patch+json",
+            "Impersonate-User": user,
+        }
+    )
+    for group in groups:
+        headers.add("Impersonate-Group", group)
+    patch = {"metadata": {"annotations": {APPROVE: f"{step}@{DIGEST}", APPROVED_BY: user}}}
+    http = urllib3.PoolManager(ca_certs=cfg.ssl_ca_cert, cert_reqs="CERT_REQUIRED")
+    return http.request(
+        "PATCH",
+        f"{cfg.host}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+        body=json.dumps(patch),
+        headers=headers,
+    )
+
+
+# --- who created the request: recorded by the API server
+
+
+def test_the_api_server_records_who_created_the_request_and_nobody_rewrites_it(
+    api: client.ApiClient, kubeconfig: str, namespace: str, request_name: str
+) -> None:
+    developer = as_person(kubeconfig, DEVELOPER)
+    assert _annotations(api, namespace, request_name)[REQUESTED_BY] == "admin"
+    create_request(developer, namespace, "by-dan")
+    assert _annotations(api, namespace, "by-dan")[REQUESTED_BY] == "dev-dan"
+    # A create that names someone else is recorded under the creator's own name anyway.
+    body = request_body("forged")
+    body["metadata"]["annotations"] = {REQUESTED_BY: "lead-larry"}
+    created = client.CustomObjectsApi(developer).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body
+    )
+    assert created["metadata"]["annotations"][REQUESTED_BY] == "dev-dan"
+    for who in (developer, api):  # not even an admin rewrites it
+        error = _refusal(
+            lambda who=who: client.CustomObjectsApi(who).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                "by-dan",
+                {"metadata": {"annotations": {REQUESTED_BY: "someone-else"}}},
+            )
+        )
+        assert error.status == 403
+        assert 'records who created the request ("dev-dan") and cannot change' in error.message
+
+
+# --- who may approve
+
+
 def test_a_non_dba_user_cannot_approve_the_restore(
     api: client.ApiClient, kubeconfig: str, namespace: str, request_name: str
 ) -> None:
@@ -64,9 +156,7 @@ def test_a_non_dba_user_cannot_approve_the_restore(
     )
     assert error.status == 403
     assert "only members of group dba may approve RestoreDatabase" in error.message
-    assert APPROVE not in (
-        get_request(api, namespace, request_name)["metadata"].get("annotations") or {}
-    )
+    assert APPROVE not in _annotations(api, namespace, request_name)
 
 
 def test_a_dba_cannot_approve_in_someone_elses_name(
@@ -78,14 +168,33 @@ def test_a_dba_cannot_approve_in_someone_elses_name(
     assert 'approved-by must be your own username, dba-alice, not "lead-larry"' in error.message
 
 
-def test_each_step_has_its_own_group(kubeconfig: str, namespace: str, request_name: str) -> None:
+def test_the_requester_cannot_approve_their_own_request_another_dba_can(
+    api: client.ApiClient, kubeconfig: str, namespace: str, request_name: str
+) -> None:
+    requester = as_person(kubeconfig, REQUESTING_DBA)
+    create_request(requester, namespace, "own")
+    waiting_for(api, namespace, "own", "RestoreDatabase", DIGEST)
+    error = _refusal(lambda: approve(requester, namespace, "own", "RestoreDatabase", "dba-bob"))
+    assert error.status == 403
+    assert error.message.endswith(
+        "dba-bob created this request (rollback.lawyershub.io/requested-by), so cannot approve "
+        "any of its steps: four eyes, another person approves RestoreDatabase"
+    )
+    approve(as_person(kubeconfig, DBA), namespace, "own", "RestoreDatabase", DBA[0])
+    assert _annotations(api, namespace, "own")[APPROVE] == f"RestoreDatabase@{DIGEST}"
+
+
+def test_each_step_has_its_own_group(
+    api: client.ApiClient, kubeconfig: str, namespace: str, request_name: str
+) -> None:
+    waiting_for(api, namespace, request_name, "Verify", DIGEST)
     dba, qa = as_person(kubeconfig, DBA), as_person(kubeconfig, QA)
     error = _refusal(lambda: approve(dba, namespace, request_name, "Verify", "dba-alice"))
     assert error.status == 403 and "only members of group qa may approve Verify" in error.message
     annotations = approve(qa, namespace, request_name, "Verify", "qa-quinn")["metadata"][
         "annotations"
     ]
-    assert annotations[APPROVE] == "Verify" and annotations[APPROVED_BY] == "qa-quinn"
+    assert annotations[APPROVE] == f"Verify@{DIGEST}" and annotations[APPROVED_BY] == "qa-quinn"
 
 
 def test_a_step_without_an_approval_gate_cannot_be_approved(
@@ -94,7 +203,50 @@ def test_a_step_without_an_approval_gate_cannot_be_approved(
     dba = as_person(kubeconfig, DBA)
     error = _refusal(lambda: approve(dba, namespace, request_name, "RevertWorkloads", "dba-alice"))
     assert error.status == 422
-    assert "the steps that do are: RestoreDatabase, Verify" in error.message
+    assert "the steps that do are: MigrateDatabaseDown, RestoreDatabase, Verify" in error.message
+
+
+# --- an approval is bound to what it approves, and to the moment it is asked for
+
+
+def test_an_approval_of_another_subject_is_refused(
+    kubeconfig: str, namespace: str, request_name: str
+) -> None:
+    dba = as_person(kubeconfig, DBA)
+    error = _refusal(
+        lambda: approve(dba, namespace, request_name, "RestoreDatabase", "dba-alice", "f" * 16)
+    )
+    assert error.status == 403
+    assert (
+        f"the approval names RestoreDatabase@{'f' * 16}, but RestoreDatabase waits for the "
+        f"approval of RestoreDatabase@{DIGEST}" in error.message
+    )
+
+
+def test_an_approval_before_the_step_waits_is_refused(
+    api: client.ApiClient, kubeconfig: str, namespace: str, request_name: str
+) -> None:
+    dba = as_person(kubeconfig, DBA)
+    error = _refusal(
+        lambda: approve(dba, namespace, request_name, "MigrateDatabaseDown", "dba-alice", DIGEST)
+    )
+    assert error.status == 403
+    assert (
+        "the request is not waiting for an approval of MigrateDatabaseDown (phase "
+        '"AwaitingApproval", step "RestoreDatabase")' in error.message
+    )
+    # Nor at creation, as in a commit that holds the request and its approval together.
+    body = request_body("pre-approved")
+    body["metadata"]["annotations"] = {
+        APPROVE: f"RestoreDatabase@{DIGEST}",
+        APPROVED_BY: "dba-alice",
+    }
+    error = _refusal(
+        lambda: client.CustomObjectsApi(dba).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body
+        )
+    )
+    assert error.status == 403 and "an approval counts only while its step waits" in error.message
 
 
 def test_a_dba_approves_as_themselves_and_other_edits_are_not_judged(
@@ -111,7 +263,7 @@ def test_a_dba_approves_as_themselves_and_other_edits_are_not_judged(
         request_name,
         {"metadata": {"annotations": {"team/ticket": "INC-4711"}}},
     )
-    annotations = get_request(api, namespace, request_name)["metadata"]["annotations"]
+    annotations = _annotations(api, namespace, request_name)
     assert annotations[APPROVED_BY] == "dba-alice" and annotations["team/ticket"] == "INC-4711"
     # ...but changing the approver is an approval, and is judged.
     error = _refusal(
@@ -120,15 +272,102 @@ def test_a_dba_approves_as_themselves_and_other_edits_are_not_judged(
     assert error.status == 403
 
 
-def test_an_approval_written_at_creation_is_judged_too(
+# --- the admins' RollbackPolicy objects
+
+
+def test_a_namespace_policy_narrows_who_approves(
     api: client.ApiClient, kubeconfig: str, namespace: str, request_name: str
 ) -> None:
-    body = request_body("pre-approved")
-    body["metadata"]["annotations"] = {APPROVE: "RestoreDatabase", APPROVED_BY: "dev-dan"}
-    developer = as_person(kubeconfig, DEVELOPER)
-    error = _refusal(
-        lambda: client.CustomObjectsApi(developer).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, body
-        )
+    admin_settings(
+        api, namespace, {"approvals": [{"step": "RestoreDatabase", "groups": ["payments-dba"]}]}
     )
-    assert error.status == 403
+
+    def refused_to_alice() -> Refusal | None:
+        try:
+            approve(
+                as_person(kubeconfig, DBA), namespace, request_name, "RestoreDatabase", "dba-alice"
+            )
+        except ApiException as error:
+            return Refusal(error.status, json.loads(error.body)["message"])
+        return None
+
+    error = refused_to_alice()
+    assert error is not None and error.status == 403
+    assert (
+        f"the RollbackPolicy {namespace}/default lets only members of payments-dba approve "
+        "RestoreDatabase, and dba-alice is not one" in error.message
+    )
+    # A member of the namespace's group but not a DBA (with the approver role): the base
+    # group still holds.
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "payments-approvers"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "rollback-approver",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "payments-dba"}
+            ],
+        },
+    )
+    answer = _approve_as_member_of(
+        kubeconfig, "pay-pam", ["payments-dba"], namespace, request_name, "RestoreDatabase"
+    )
+    assert answer.status == 403
+    assert "only members of group dba may approve RestoreDatabase" in answer.data.decode(), (
+        json.loads(answer.data)["message"]
+    )
+    # A DBA of the payments team approves.
+    answer = _approve_as_member_of(
+        kubeconfig, "dba-pat", ["dba", "payments-dba"], namespace, request_name, "RestoreDatabase"
+    )
+    assert answer.status == 200, answer.data.decode()
+    assert _annotations(api, namespace, request_name)[APPROVED_BY] == "dba-pat"
+
+
+def test_the_cluster_wide_policy_holds_in_every_namespace(
+    api: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    request_name: str,
+    cluster_settings: Callable[[dict[str, object]], None],
+) -> None:
+    cluster_settings({"approvals": [{"step": "RestoreDatabase", "groups": ["db-oncall"]}]})
+    answer = _approve_as_member_of(
+        kubeconfig, "dba-pat", ["dba"], namespace, request_name, "RestoreDatabase"
+    )
+    assert answer.status == 403
+    assert (
+        f"the RollbackPolicy {OPERATOR_NAMESPACE}/default lets only members of db-oncall approve "
+        "RestoreDatabase" in answer.data.decode()
+    )
+    answer = _approve_as_member_of(
+        kubeconfig, "dba-pat", ["dba", "db-oncall"], namespace, request_name, "RestoreDatabase"
+    )
+    assert answer.status == 200, answer.data.decode()
+
+
+def test_requesters_cannot_write_the_admins_settings(
+    kubeconfig: str, namespace: str, request_name: str
+) -> None:
+    for person in (DEVELOPER, DBA):
+        error = _refusal(
+            lambda person=person: client.CustomObjectsApi(
+                as_person(kubeconfig, person)
+            ).create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "rollbackpolicies",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "RollbackPolicy",
+                    "metadata": {"name": "default"},
+                    "spec": {"approvals": []},
+                },
+            )
+        )
+        assert error.status == 403 and "cannot create resource" in error.message

@@ -45,7 +45,17 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_outcome,
 )
-from tests.e2e.people import DBA, DEVELOPER, QA, approve, as_person, install_approval_policy
+from tests.e2e.people import (
+    DBA,
+    DEVELOPER,
+    NO_GATES,
+    QA,
+    REQUESTING_DBA,
+    admin_settings,
+    approve,
+    as_person,
+    install_approval_policy,
+)
 from tests.e2e.postgres import database_fixture, postgres_server_fixture  # noqa: F401 (fixtures)
 from tests.e2e.support import assert_admitted_as_restricted, bound_claim, needs_job_runner
 
@@ -157,6 +167,7 @@ def start_slow_restore(
     slow_down(backups.dump(db), seconds)
     corrupt(db)
     corrupted = contents(db)
+    admin_settings(api, namespace, NO_GATES)
     create_request(api, namespace, "golive", database=restore_section(requireApproval=False))
     return wait_job_running(api, namespace, "RestoreDatabase"), corrupted
 
@@ -195,6 +206,39 @@ def assert_restricted_restore_job(
     assert_admitted_as_restricted(api, raw["spec"]["template"])
 
 
+def assert_refused_approvals(kubeconfig: str, namespace: str, requester: client.ApiClient) -> None:
+    """The API server refuses the approvals of the waiting restore that are not a DBA's own,
+    by another DBA than the requester."""
+    # Who may approve: the API server refuses a developer, and a DBA writing another's name.
+    with pytest.raises(ApiException) as refused:
+        approve(as_person(kubeconfig, DEVELOPER), namespace, "golive", "RestoreDatabase", "dev-dan")
+    assert refused.value.status == 403
+    assert "only members of group dba may approve RestoreDatabase" in refused.value.body
+    with pytest.raises(ApiException) as refused:
+        approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", QA[0])
+    assert refused.value.status == 403
+    assert "approved-by must be your own username, dba-alice" in refused.value.body
+    # Four eyes: the requester, a DBA too, cannot approve their own request.
+    with pytest.raises(ApiException) as refused:
+        approve(requester, namespace, "golive", "RestoreDatabase", REQUESTING_DBA[0])
+    assert refused.value.status == 403
+    assert (
+        "dba-bob created this request (rollback.lawyershub.io/requested-by), so cannot approve "
+        "any of its steps" in json.loads(refused.value.body)["message"]
+    )
+    # Nor can they rewrite who created it.
+    with pytest.raises(ApiException) as refused:
+        client.CustomObjectsApi(requester).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            "golive",
+            {"metadata": {"annotations": {f"{GROUP}/requested-by": "someone-else"}}},
+        )
+    assert "records who created the request" in refused.value.body
+
+
 def test_a_dba_approved_restore_brings_the_data_back_exactly(
     api: client.ApiClient,
     kubeconfig: str,
@@ -203,8 +247,11 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     backups: Backups,
     operator: Operator,
 ) -> None:
+    """Created by a DBA who asks for no approval: the admins' default still has the restore
+    wait for a DBA, and another one than the requester."""
     namespace = app
     install_approval_policy(api, kubeconfig, namespace)
+    requester = as_person(kubeconfig, REQUESTING_DBA)
     before = contents(db)
     # Several dated snapshots: the newest on or before notAfter (2026-01-10) is the one.
     backups.dump(db, "pre-golive-snapshot-20260105.sql")
@@ -214,7 +261,8 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     corrupt(db)
     corrupted = contents(db)
 
-    waiting = run_request(api, namespace, "golive", "AwaitingApproval", database=restore_section())
+    create_request(requester, namespace, "golive", database=restore_section(requireApproval=False))
+    waiting = wait_outcome(api, namespace, "golive", "AwaitingApproval")
 
     # Before anything ran: the file was chosen, measured and recorded; the site waits.
     status = waiting["status"]
@@ -232,24 +280,28 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     )
     restore = ledger(waiting)["RestoreDatabase"]
     assert restore["state"] == "Running"
+    subject = (
+        f"database {db.server.host}:{db.server.port}/{db.name}; schemas public; file "
+        f"/backups/{CHOSEN}; sha256 {backups.sha256()}; image postgres:16"
+    )
+    assert restore["approvalSubject"] == subject
     assert restore["message"].startswith(
-        f"waiting for a DBA to approve the restore of {CHOSEN} ({size} bytes, sha256 "
-        f"{backups.sha256()}, claim {CLAIM})"
+        "waiting for a member of group dba (asked by the built-in default) to approve the "
+        f"restore: {subject}. They check it, then run `kubectl rollback approve golive "
+        f"RestoreDatabase -n {namespace}`, which approves RestoreDatabase@"
+        f"{restore['approvalDigest']}; the person who created the request cannot"
+    )
+    assert status["requestedBy"] == REQUESTING_DBA[0]
+    assert (
+        "approvals: RestoreDatabase by a member of group dba (the built-in default)"
+        in (ledger(waiting)["Preflight"]["message"])
     )
     assert ledger(waiting)["MigrateDatabaseDown"]["state"] == "Skipped"
     assert conditions(waiting)["MaintenanceActive"] == "True" and on_maintenance(api, namespace)
     assert jobs_of(api, namespace, "RestoreDatabase") == []
     assert contents(db) == corrupted
 
-    # Who may approve: the API server refuses a developer, and a DBA writing another's name.
-    with pytest.raises(ApiException) as refused:
-        approve(as_person(kubeconfig, DEVELOPER), namespace, "golive", "RestoreDatabase", "dev-dan")
-    assert refused.value.status == 403
-    assert "only members of group dba may approve RestoreDatabase" in refused.value.body
-    with pytest.raises(ApiException) as refused:
-        approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", QA[0])
-    assert refused.value.status == 403
-    assert "approved-by must be your own username, dba-alice" in refused.value.body
+    assert_refused_approvals(kubeconfig, namespace, requester)
     assert get_request(api, namespace, "golive")["status"]["phase"] == "AwaitingApproval"
     assert jobs_of(api, namespace, "RestoreDatabase") == []
 
@@ -264,6 +316,12 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     )
     assert restored["message"].endswith(", approved by dba-alice)")
     assert not on_maintenance(api, namespace)
+    report = client.CoreV1Api(api).read_namespaced_config_map(
+        done["status"]["report"]["configMap"], namespace
+    )
+    text = "".join(report.data.values())
+    assert "- **Requested by:** dba-bob (recorded by the API server)" in text
+    assert f"RestoreDatabase@{restore['approvalDigest']}, {subject}" in text
 
     assert_restricted_restore_job(api, namespace, done)
 
@@ -275,6 +333,62 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     ]
     for text in (json.dumps(done), json.dumps(events), json.dumps(every_job), operator.logs()):
         assert db.password not in text
+
+
+def test_an_approval_is_void_when_the_backup_changes_before_the_restore_reads_it(
+    api: client.ApiClient,
+    kubeconfig: str,
+    app: str,
+    db: Database,
+    backups: Backups,
+    operator: Operator,
+) -> None:
+    """A DBA approves the file they checked; before the restore Job starts, the file is
+    replaced (here by a dump of the corrupted data). The Job reads the file once, finds other
+    bytes than those approved and restores nothing; the approval is void and the step waits
+    for an approval of the new file."""
+    namespace = app
+    install_approval_policy(api, kubeconfig, namespace)
+    backups.dump(db)
+    approved_sha = backups.sha256()
+    go_live(db)
+    corrupt(db)
+    corrupted = contents(db)
+    waiting = run_request(api, namespace, "golive", "AwaitingApproval", database=restore_section())
+    first = ledger(waiting)["RestoreDatabase"]["approvalDigest"]
+
+    operator.kill()  # so that nothing runs between the approval and the swap
+    approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", DBA[0])
+    backups.dump(db)  # the corrupted data, under the approved file's name
+    swapped_sha = backups.sha256()
+    assert swapped_sha != approved_sha
+    operator.start()
+
+    def waits_again() -> dict[str, Any] | None:
+        obj = get_request(api, namespace, "golive")
+        record = ledger(obj)["RestoreDatabase"]
+        return obj if record.get("approvalDigest") not in (None, first) else None
+
+    again = wait_until(waits_again, timeout=120, what="the restore to wait for a new approval")
+    record = ledger(again)["RestoreDatabase"]
+    assert again["status"]["phase"] == "AwaitingApproval"
+    assert "approvedBy" not in record
+    assert record["message"].startswith(
+        f"the approval by dba-alice is void: backup file {CHOSEN} changed before the restore "
+        f"read it (sha256 now {swapped_sha}, not {approved_sha}); nothing was restored; waiting "
+        "for a member of group dba"
+    )
+    assert f"sha256 {swapped_sha}" in record["approvalSubject"]
+    assert again["status"]["backup"]["sha256"] == swapped_sha
+    (job,) = jobs_of(api, namespace, "RestoreDatabase")
+    assert job.status.failed
+    assert contents(db) == corrupted  # nothing restored
+    assert on_maintenance(api, namespace)
+    # The old approval, still in the annotations, does not count for the new file.
+    assert (
+        get_request(api, namespace, "golive")["metadata"]["annotations"][f"{GROUP}/approve"]
+        == f"RestoreDatabase@{first}"
+    )
 
 
 def test_a_dump_with_an_sql_error_fails_and_leaves_the_database_as_it_was(
@@ -292,6 +406,7 @@ def test_a_dump_with_an_sql_error_fails_and_leaves_the_database_as_it_was(
     go_live(db)
     corrupt(db)
     corrupted = contents(db)
+    admin_settings(api, namespace, NO_GATES)
 
     done = run_request(
         api,
@@ -483,17 +598,41 @@ def test_deleting_the_request_leaves_a_running_restore_job_alone(
 # --- migrate down
 
 
-def test_migrate_down_returns_the_schema_and_history_to_before_go_live(
-    api: client.ApiClient, app: str, db: Database, operator: Operator
+def test_migrate_down_waits_for_a_dba_then_returns_the_schema_and_history_to_before_go_live(
+    api: client.ApiClient, kubeconfig: str, app: str, db: Database, operator: Operator
 ) -> None:
+    """No RollbackPolicy anywhere: by default a DBA approves the migrate-down, which names the
+    migrations and the digest of each down.sql."""
     namespace = app
+    install_approval_policy(api, kubeconfig, namespace)
     before = contents(db)
     go_live(db)
     down_migrations(api, namespace, list(MIGRATIONS))
 
-    done = run_request(
-        api, namespace, "golive", "Succeeded", timeout=120, database=migrate_section()
+    waiting = run_request(
+        api, namespace, "golive", "AwaitingApproval", timeout=120, database=migrate_section()
     )
+    migrate = ledger(waiting)["MigrateDatabaseDown"]
+    assert migrate["message"].startswith(
+        "waiting for a member of group dba (asked by the built-in default) to approve the "
+        f"migrate-down: database {db.server.host}:{db.server.port}/{db.name}; migrations "
+        f"{', '.join(NEWEST_FIRST)}; "
+        "down.sql sha256 "
+    )
+    for name in NEWEST_FIRST:
+        sha = hashlib.sha256(MIGRATIONS[name][1].encode()).hexdigest()[:16]
+        assert f"{name} {sha}" in migrate["approvalSubject"]
+    assert waiting["status"]["gates"] == [
+        {
+            "step": "MigrateDatabaseDown",
+            "groups": [["dba"]],
+            "who": "a member of group dba",
+            "requiredBy": "the built-in default",
+        }
+    ]
+    assert jobs_of(api, namespace, "MigrateDatabaseDown") == []
+    approve(as_person(kubeconfig, DBA), namespace, "golive", "MigrateDatabaseDown", DBA[0])
+    done = wait_outcome(api, namespace, "golive", "Succeeded", timeout=120)
 
     assert contents(db) == before
     assert (

@@ -38,6 +38,7 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_phase,
 )
+from tests.e2e.people import NO_GATES, admin_settings
 from tests.e2e.postgres import postgres_server_fixture  # noqa: F401 (fixture)
 from tests.e2e.support import bound_claim, needs_job_runner
 
@@ -141,6 +142,7 @@ def _prepare(api: client.ApiClient, db: Any, work: Path, limit: int) -> Place:
 
 
 def _request(api: client.ApiClient, namespace: str, cdn: FakeCloudflare, site: str) -> None:
+    admin_settings(api, namespace, NO_GATES)  # the restore runs unattended here
     create_request(
         api,
         namespace,

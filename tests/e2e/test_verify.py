@@ -27,7 +27,7 @@ from tests.e2e.lawyershub import (
     run_request,
     wait_outcome,
 )
-from tests.e2e.people import QA, approve, as_person, install_approval_policy
+from tests.e2e.people import QA, admin_settings, approve, as_person, install_approval_policy
 from tests.e2e.postgres import postgres_server_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -268,11 +268,13 @@ def test_qa_signs_off_and_every_check_runs_again_before_traffic_returns(
     site: Site,
     redis: Callable[[bytes], int],
 ) -> None:
+    """The sign-off is the namespace's admins' setting (a RollbackPolicy that adds a gate),
+    not the request's: the request does not ask for it."""
     namespace = app
     install_approval_policy(api, kubeconfig, namespace)
+    admin_settings(api, namespace, {"approvals": [{"step": "Verify", "groups": ["qa"]}]})
     verification = {
         "timeout": "60s",
-        "requireApproval": True,
         "checks": [
             http_check("api", f"{site.url}/healthz"),
             tcp_check("redis", redis(b"+PONG\r\n"), send="PING\r\n", expect="+PONG"),
@@ -281,12 +283,24 @@ def test_qa_signs_off_and_every_check_runs_again_before_traffic_returns(
     waiting = run_request(
         api, namespace, "golive", "AwaitingApproval", timeout=60, verification=verification
     )
+    digest = ledger(waiting)["Verify"]["approvalDigest"]
     assert waiting["status"]["message"] == (
         "Verify awaits approval: all 2 check(s) pass (api, redis) and 2 Deployment(s) Available "
-        "at stable-last-known; waiting for QA's sign-off: a member of group qa runs `kubectl "
-        f"rollback approve golive Verify -n {namespace}`. Every check is run again once signed "
-        "off, before traffic returns"
+        "at stable-last-known; waiting for a member of group qa (asked by the namespace's "
+        "RollbackPolicy) to approve the verification: deployments backend, frontend; tag "
+        "stable-last-known; checks api, redis. They check it, then run `kubectl rollback approve "
+        f"golive Verify -n {namespace}`, which approves Verify@{digest}; the person who created "
+        "the request cannot. The maintenance page stays on meanwhile. Every check is run again "
+        "once signed off, before traffic returns"
     )
+    assert waiting["status"]["gates"] == [
+        {
+            "step": "Verify",
+            "groups": [["qa"]],
+            "who": "a member of group qa",
+            "requiredBy": "the namespace's RollbackPolicy",
+        }
+    ]
     assert all(c["passed"] for c in checks_of(waiting).values())
     assert on_maintenance(api, namespace)
     attempts = checks_of(waiting)["api"]["attempts"]

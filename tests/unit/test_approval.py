@@ -38,9 +38,15 @@ def _at(step: StepName) -> Status:
     return started(status, step, SPEC, T0)
 
 
-def _awaiting(step: StepName, message: str) -> Status:
-    """A run whose `step` has just asked for an approval."""
-    return stepped(_at(step), step, NeedsApproval(message), SPEC, T0)
+DIGEST = "0123456789abcdef"
+
+
+def _awaiting(step: StepName, message: str, requested_by: str | None = "lead-larry") -> Status:
+    """A run, created by `requested_by`, whose `step` has just asked for an approval of the
+    subject DIGEST stands for."""
+    status = _at(step)
+    status.requested_by = requested_by
+    return stepped(status, step, NeedsApproval(message, digest=DIGEST, subject="x"), SPEC, T0)
 
 
 def test_needs_approval_moves_the_run_to_awaiting_approval_with_the_step_running() -> None:
@@ -54,7 +60,7 @@ def test_needs_approval_moves_the_run_to_awaiting_approval_with_the_step_running
 
 def test_an_approval_of_the_waiting_step_is_recorded_once_then_the_step_runs_again() -> None:
     waiting = _awaiting(StepName.RESTORE_DATABASE, "dba")
-    signals = Signals(approval=("RestoreDatabase", "dba-alice"))
+    signals = Signals(approval=("RestoreDatabase", "dba-alice", DIGEST))
     assert decide(SPEC, waiting, signals) == Approve(StepName.RESTORE_DATABASE, "dba-alice")
     after = approved(waiting, StepName.RESTORE_DATABASE, "dba-alice", SPEC, T0)
     record = after.record(StepName.RESTORE_DATABASE)
@@ -68,8 +74,56 @@ def test_an_approval_of_the_waiting_step_is_recorded_once_then_the_step_runs_aga
 
 def test_an_approval_naming_another_step_is_not_taken() -> None:
     waiting = _awaiting(StepName.RESTORE_DATABASE, "dba")
-    signals = Signals(approval=("Verify", "qa-quinn"))
+    signals = Signals(approval=("Verify", "qa-quinn", DIGEST))
     assert decide(SPEC, waiting, signals) == Run(StepName.RESTORE_DATABASE)
+
+
+def test_the_requester_cannot_approve_their_own_request() -> None:
+    """Four eyes, in the operator too: the admission policy refuses it first."""
+    waiting = _awaiting(StepName.RESTORE_DATABASE, "dba", requested_by="dba-bob")
+    signals = Signals(approval=("RestoreDatabase", "dba-bob", DIGEST))
+    assert decide(SPEC, waiting, signals) == Run(StepName.RESTORE_DATABASE)
+    other = Signals(approval=("RestoreDatabase", "dba-alice", DIGEST))
+    assert decide(SPEC, waiting, other) == Approve(StepName.RESTORE_DATABASE, "dba-alice")
+
+
+def test_an_approval_of_another_subject_is_not_taken() -> None:
+    waiting = _awaiting(StepName.RESTORE_DATABASE, "dba")
+    for digest in ("", "fedcba9876543210"):
+        signals = Signals(approval=("RestoreDatabase", "dba-alice", digest))
+        assert decide(SPEC, waiting, signals) == Run(StepName.RESTORE_DATABASE)
+
+
+def test_an_approval_given_before_the_step_waits_does_not_count() -> None:
+    """Given while the step runs (or before it started), the approval is not taken: the step
+    has not yet said what it would do."""
+    running = _at(StepName.RESTORE_DATABASE)
+    running.record(StepName.RESTORE_DATABASE).approval_digest = DIGEST  # even with the digest
+    signals = Signals(approval=("RestoreDatabase", "dba-alice", DIGEST))
+    assert decide(SPEC, running, signals) == Run(StepName.RESTORE_DATABASE)
+
+
+def test_a_voided_approval_is_dropped_and_the_step_waits_for_the_new_subject() -> None:
+    waiting = _awaiting(StepName.RESTORE_DATABASE, "dba")
+    after = approved(waiting, StepName.RESTORE_DATABASE, "dba-alice", SPEC, T0)
+    voided = stepped(
+        after,
+        StepName.RESTORE_DATABASE,
+        NeedsApproval("changed", digest="1111111111111111", subject="y", voided="file changed"),
+        SPEC,
+        T0,
+    )
+    record = voided.record(StepName.RESTORE_DATABASE)
+    assert (record.approved_by, record.approved_at) == (None, None)
+    assert (record.approval_digest, record.approval_subject) == ("1111111111111111", "y")
+    assert voided.phase == Phase.AWAITING_APPROVAL
+    stale = Signals(approval=("RestoreDatabase", "dba-alice", DIGEST))
+    assert decide(SPEC, voided, stale) == Run(StepName.RESTORE_DATABASE)
+    fresh = Signals(approval=("RestoreDatabase", "dba-alice", "1111111111111111"))
+    assert decide(SPEC, voided, fresh) == Approve(StepName.RESTORE_DATABASE, "dba-alice")
+    again = Status.from_dict(voided.to_dict())
+    assert again.record(StepName.RESTORE_DATABASE).approval_digest == "1111111111111111"
+    assert again.requested_by == "lead-larry"
 
 
 def test_the_monitor_step_runs_in_phase_monitoring_and_the_next_step_in_running() -> None:

@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 import yaml
 
+from rollback_operator.admin_policy import DEFAULT_POLICY, AdminPolicy
 from rollback_operator.database import inspection, scripts
 from rollback_operator.database import spec as db
+from rollback_operator.database.jobs import database_address
 from rollback_operator.database.preflight import inspection_template
 from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, SecretKeyRef, StepName
 from rollback_operator.status import Status
-from rollback_operator.steps.base import Fail, NeedsApproval, StepContext
+from rollback_operator.steps.base import Approval, Fail, NeedsApproval, StepContext
+from rollback_operator.steps.gates import gates_record
 from rollback_operator.steps.jobs import job_manifest, job_name
 from rollback_operator.steps.migrate_database_down import (
     REPLACED_BY_RESTORE,
@@ -308,7 +311,7 @@ def test_the_restore_job_gets_the_url_only_through_a_secret_key_ref() -> None:
     assert all("value" not in e for e in container["env"] if e["name"] == "DATABASE_URL")
     assert container["image"] == "postgres:16"
     assert container["command"][:2] == ["/bin/sh", "-c"]
-    assert "dump=/backups/pre-golive-snapshot-20260109.sql\n" in container["command"][2]
+    assert "source=/backups/pre-golive-snapshot-20260109.sql\n" in container["command"][2]
     assert "ab" * 32 in container["command"][2]
     assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in container[
         "volumeMounts"
@@ -408,11 +411,27 @@ def test_the_example_request_is_consistent_with_its_configmap() -> None:
     assert list(spec.migrate_down.migrations) == sorted(spec.migrate_down.migrations, reverse=True)
 
 
-def step_context(spec: RollbackSpec, sections: dict[str, Any]) -> StepContext:
-    """A context whose Kubernetes client must not be used: the cases below decide without it."""
+class SecretsOnly:
+    """A Kubernetes client that only reads the connection Secret (for what a DBA approves)."""
+
+    url = "postgresql://app:s3cr3t-pw@db.lawyershub.svc:5432/lawyershub?sslmode=require"
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        return self.url if (name, key) == ("lawyershub-db", "DATABASE_URL") else None
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+
+def step_context(
+    spec: RollbackSpec, sections: dict[str, Any], approval: Approval | None = None
+) -> StepContext:
+    """A context whose Kubernetes client only reads the connection Secret: the cases below
+    decide without anything else."""
     now = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
     return StepContext(
-        kube=None,  # type: ignore[arg-type]
+        kube=SecretsOnly(),  # type: ignore[arg-type]
+        approval=approval,
         namespace="lawyershub",
         request="golive",
         spec=spec,
@@ -432,21 +451,90 @@ BACKUP = {
 }
 
 
+RESTORE_SUBJECT = (
+    "database db.lawyershub.svc:5432/lawyershub; schemas public; file "
+    f"/backups/pre-golive-snapshot-20260109.sql; sha256 {'ab' * 32}; image postgres:16"
+)
+
+
 def test_the_restore_waits_for_a_dba_before_starting_anything() -> None:
     ctx = step_context(request_spec(restore=RESTORE), {"backup": BACKUP})
     outcome = RestoreDatabase().run(ctx)
-    assert outcome == NeedsApproval(
-        "waiting for a DBA to approve the restore of pre-golive-snapshot-20260109.sql (4096 "
-        f"bytes, sha256 {'ab' * 32}, claim db-backups) into schema(s) public: a member of group "
-        "dba checks the file, then runs `kubectl rollback approve golive RestoreDatabase -n "
-        "lawyershub`. The maintenance page stays on meanwhile"
+    assert isinstance(outcome, NeedsApproval)
+    assert outcome.subject == RESTORE_SUBJECT
+    assert len(outcome.digest) == 16 and f"RestoreDatabase@{outcome.digest}" in outcome.message
+    assert outcome.message.startswith(
+        "waiting for a member of group dba (asked by the built-in default) to approve the "
+        f"restore: {RESTORE_SUBJECT}. They check it, then run `kubectl rollback approve golive "
+        "RestoreDatabase -n lawyershub`"
     )
+    assert "s3cr3t" not in outcome.message + outcome.subject  # the URL's password stays out
     assert ctx.ledger.section("jobs") is None
     assert RestoreDatabase().plan(ctx) == (
         f"would restore pre-golive-snapshot-20260109.sql (4096 bytes, sha256 {'ab' * 32}, claim "
-        "db-backups) into schema(s) public, in one transaction, after a DBA approves, with Job "
-        f"{job_name('golive', 'uid-1', 'db-restore')}"
+        "db-backups) into schema(s) public, in one transaction, after a member of group dba "
+        f"approves, with Job {job_name('golive', 'uid-1', 'db-restore')}"
     )
+
+
+def test_require_approval_false_does_not_remove_the_admins_gate() -> None:
+    restore = {**RESTORE, "requireApproval": False}
+    gates = gates_record(DEFAULT_POLICY, {StepName.RESTORE_DATABASE: False})
+    for sections in ({"backup": BACKUP}, {"backup": BACKUP, "gates": gates}):
+        outcome = RestoreDatabase().run(step_context(request_spec(restore=restore), sections))
+        assert isinstance(outcome, NeedsApproval), sections
+
+
+def test_without_any_gate_the_restore_plans_no_wait() -> None:
+    """An admin turned the gate off (RollbackPolicy approvals: []) and the request asks none."""
+    restore = {**RESTORE, "requireApproval": False}
+    gates = gates_record(AdminPolicy.parse({"approvals": []}), {StepName.RESTORE_DATABASE: False})
+    assert gates == []
+    ctx = step_context(request_spec(restore=restore), {"backup": BACKUP, "gates": gates})
+    assert (
+        RestoreDatabase()
+        .plan(ctx)
+        .endswith(f"in one transaction, with Job {job_name('golive', 'uid-1', 'db-restore')}")
+    )
+
+
+def test_an_approval_of_another_file_is_void() -> None:
+    asked = RestoreDatabase().run(step_context(request_spec(restore=RESTORE), {"backup": BACKUP}))
+    assert isinstance(asked, NeedsApproval)
+    other = {**BACKUP, "sha256": "cd" * 32}
+    approval = Approval(by="dba-alice", at="2026-01-10T03:00:00.000Z", digest=asked.digest)
+    ctx = step_context(request_spec(restore=RESTORE), {"backup": other}, approval)
+    outcome = RestoreDatabase().run(ctx)
+    assert isinstance(outcome, NeedsApproval)
+    assert outcome.voided.startswith("the approval by dba-alice of golive RestoreDatabase@")
+    assert outcome.digest != asked.digest and "cd" * 32 in outcome.subject
+    assert ctx.ledger.section("jobs") is None
+
+
+def test_the_migrate_down_waits_for_a_dba_by_default() -> None:
+    spec = request_spec(migrateDown=MIGRATE)
+    outcome = MigrateDatabaseDown().run(step_context(spec, {}))
+    assert isinstance(outcome, NeedsApproval)
+    assert outcome.message.startswith(
+        "waiting for a member of group dba (asked by the built-in default) to approve the "
+        "migrate-down: database db.lawyershub.svc:5432/lawyershub; migrations "
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("postgresql://u:pw@db:5432/app", "db:5432/app"),
+        ("postgres://db.internal/app?password=pw", "db.internal/app"),
+        ("host=db port=5433 dbname=app password=pw", "db:5433/app"),
+        ("not a url", "the database of Secret lawyershub-db key DATABASE_URL"),
+    ],
+)
+def test_what_a_dba_approves_names_the_database_never_its_password(url: str, address: str) -> None:
+    ctx = step_context(request_spec(restore=RESTORE), {})
+    ctx.kube.url = url  # type: ignore[attr-defined]
+    spec = db.DatabaseSpec.parse({"connection": CONNECTION, "restore": RESTORE})
+    assert database_address(ctx, spec) == address
 
 
 def test_without_a_recorded_backup_nothing_is_restored() -> None:

@@ -177,6 +177,12 @@ def drive(api: FakeApi, annotations: dict[str, str] | None = None) -> Stopped:
     return stopped
 
 
+async def _drive_until(api: FakeApi, annotations: dict[str, str], stopped: Stopped) -> None:
+    body = api.body(annotations)
+    runner = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
+    await runner.drive(stopped)
+
+
 def _spec(body: dict[str, Any]) -> RollbackSpec:
     return RollbackSpec.parse(body["spec"])
 
@@ -269,7 +275,7 @@ def test_a_step_needing_approval_waits_then_runs_on_once_approved(
 
     restore = steps[StepName.RESTORE_DATABASE]
     restore.act = note
-    restore.outcomes = [NeedsApproval("waiting for a DBA", 1.0)] * 3
+    restore.outcomes = [NeedsApproval("waiting for a DBA", 1.0, digest="d1gest")] * 3
 
     class StopAfter(Stopped):
         def __bool__(self) -> bool:
@@ -288,7 +294,14 @@ def test_a_step_needing_approval_waits_then_runs_on_once_approved(
     assert steps[StepName.VERIFY].calls == 0  # nothing else runs while it waits
 
     restore.outcomes = []
-    drive(api, {APPROVE_ANNOTATION: "RestoreDatabase", APPROVED_BY_ANNOTATION: "dba-alice"})
+    # An approval of something else is not taken: the step still waits.
+    wrong = {APPROVE_ANNOTATION: "RestoreDatabase@other", APPROVED_BY_ANNOTATION: "dba-alice"}
+    restore.outcomes = [NeedsApproval("waiting for a DBA", 1.0, digest="d1gest")] * 3
+    asyncio.run(_drive_until(api, wrong, StopAfter()))
+    record = next(s for s in api.status["steps"] if s["name"] == "RestoreDatabase")
+    assert "approvedBy" not in record and record["approvalDigest"] == "d1gest"
+    restore.outcomes = []
+    drive(api, {APPROVE_ANNOTATION: "RestoreDatabase@d1gest", APPROVED_BY_ANNOTATION: "dba-alice"})
     record = next(s for s in api.status["steps"] if s["name"] == "RestoreDatabase")
     assert record["approvedBy"] == "dba-alice"
     assert approvals[-1] == "dba-alice" and None in approvals

@@ -26,6 +26,7 @@ from rollback_operator.model import RollbackSpec, Targets
 from rollback_operator.redaction import display_url
 from rollback_operator.status import Status
 from rollback_operator.steps.base import Approval, Done, Fail, NeedsApproval, StepContext, Wait
+from rollback_operator.steps.gates import digest
 from rollback_operator.steps.jobs import JobResult, JobState
 from rollback_operator.steps.verify import Verify, job_template, preflight_problems
 from rollback_operator.verification import (
@@ -639,14 +640,28 @@ def test_results_survive_a_restart_from_the_status() -> None:
 # --- QA's sign-off
 
 
+def signed(world: Harness, at: str) -> Approval:
+    """QA's sign-off, recorded for what the step asked to have signed off."""
+    names = [c["name"] for c in (world.verification or {}).get("checks", [])]
+    subject = {"deployments": ["backend"], "tag": "stable-last-known", "checks": names}
+    return Approval(by="qa-quinn", at=at, digest=digest(subject))
+
+
 def test_sign_off_is_asked_once_everything_passes_and_nothing_runs_while_waiting() -> None:
     world = _world(checks("api", "redis", approval=True))
     outcome = world.run()
-    assert outcome == NeedsApproval(
+    assert isinstance(outcome, NeedsApproval)
+    assert outcome.message.startswith(
         "all 2 check(s) pass (api, redis) and 1 Deployment(s) Available at stable-last-known; "
-        "waiting for QA's sign-off: a member of group qa runs `kubectl rollback approve golive "
-        "Verify -n lawyershub`. Every check is run again once signed off, before traffic returns"
+        "waiting for a member of group qa (asked by the request) to approve the verification: "
+        "deployments backend; tag stable-last-known; checks api, redis. They check it, then run "
+        "`kubectl rollback approve golive Verify -n lawyershub`, which approves Verify@"
     )
+    assert outcome.message.endswith(
+        "Every check is run again once signed off, before traffic returns"
+    )
+    assert outcome.subject == "deployments backend; tag stable-last-known; checks api, redis"
+    assert outcome.digest in outcome.message
     world.clock += timedelta(hours=1)  # no deadline while a person decides
     assert world.run() == outcome
     assert world.calls == []
@@ -656,7 +671,7 @@ def test_once_signed_off_every_check_runs_again_before_traffic_returns() -> None
     world = _world(checks("api", "redis", "job-smoke", approval=True))
     assert isinstance(world.run(), NeedsApproval)
     world.clock = T0 + timedelta(minutes=20)
-    world.approval = Approval(by="qa-quinn", at="2026-01-10T03:20:00.000Z")
+    world.approval = signed(world, "2026-01-10T03:20:00.000Z")
     outcome = world.run()
     assert sorted(world.calls) == ["api", "redis"]  # the Job passed: it is not run again
     assert outcome == Done(
@@ -669,7 +684,7 @@ def test_after_the_sign_off_a_failing_check_gets_its_window_again_from_the_appro
     world = _world(checks("api", "redis", timeout="60s", approval=True))
     assert isinstance(world.run(), NeedsApproval)
     world.clock = T0 + timedelta(minutes=20)
-    world.approval = Approval(by="qa-quinn", at="2026-01-10T03:20:00.000Z")
+    world.approval = signed(world, "2026-01-10T03:20:00.000Z")
     world.answers["redis"] = False
     assert isinstance(world.run(), Wait)  # 20 minutes after the start, but just signed off
     world.clock = T0 + timedelta(minutes=21)
@@ -677,9 +692,9 @@ def test_after_the_sign_off_a_failing_check_gets_its_window_again_from_the_appro
     assert isinstance(outcome, Fail) and "redis (tcp refused)" in outcome.message
 
 
-def test_a_sign_off_given_in_advance_is_honoured_once_everything_passes() -> None:
+def test_a_sign_off_recorded_for_this_subject_is_honoured_once_everything_passes() -> None:
     world = _world(checks("api", approval=True))
-    world.approval = Approval(by="qa-quinn", at="2026-01-10T02:59:00.000Z")
+    world.approval = signed(world, "2026-01-10T02:59:00.000Z")
     world.answers["api"] = False
     assert isinstance(world.run(), Wait)
     world.answers["api"] = True
@@ -693,7 +708,7 @@ def test_after_the_sign_off_the_deployments_are_checked_again() -> None:
     world = _world(checks("api", approval=True))
     assert isinstance(world.run(), NeedsApproval)
     world.kube.deployments["backend"] = _deployment("backend:stable-last-known", available=False)
-    world.approval = Approval(by="qa-quinn", at="2026-01-10T03:01:00.000Z")
+    world.approval = signed(world, "2026-01-10T03:01:00.000Z")
     outcome = world.run()
     assert (
         isinstance(outcome, Wait) and "backend: 1/2 updated replicas available" in outcome.message
@@ -706,7 +721,7 @@ def test_sign_off_without_checks_asks_once_the_deployments_are_available() -> No
     outcome = world.run()
     assert isinstance(outcome, NeedsApproval)
     assert outcome.message.startswith("1 Deployment(s) Available at stable-last-known; waiting")
-    world.approval = Approval(by="qa-quinn", at="2026-01-10T03:05:00.000Z")
+    world.approval = signed(world, "2026-01-10T03:05:00.000Z")
     assert world.run() == Done(
         "1 Deployment(s) Available at stable-last-known; signed off by qa-quinn"
     )
@@ -737,7 +752,7 @@ def test_the_plan_lists_the_checks_and_the_sign_off() -> None:
         "would check that backend are Available at stable-last-known, then run 3 check(s) for "
         "up to 120s: api (http: GET http://backend/healthz answers 200 containing 'ok'); redis "
         "(tcp: redis:6379, reply starting '+PONG'); smoke (job: app:1 npm test), then wait for "
-        "QA's sign-off (group qa)"
+        "the sign-off of a member of group qa"
     )
     assert world.calls == []
 

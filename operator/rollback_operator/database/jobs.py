@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from rollback_operator.database.spec import (
     MIGRATIONS_DIR,
@@ -150,6 +151,32 @@ def failure(ctx: StepContext, result: jobs.JobResult) -> str:
         f"{result.message.rstrip('.')}. The maintenance page stays on.{log} See "
         "docs/database.md for what to do next"
     )
+
+
+def database_address(ctx: StepContext, database: DatabaseSpec) -> str:
+    """Where the connection Secret points, as "host:port/dbname", for what a DBA approves:
+    read from the URL, never with its user or password (which go no further than here)."""
+    ref = database.connection
+    url = ctx.kube.secret_value(ctx.namespace, ref.name, ref.key)
+    fallback = f"the database of {ref}"
+    if not url:
+        return fallback
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname or "", str(parts.port or "")
+        except ValueError:
+            return fallback
+        name = parts.path.lstrip("/")
+    else:  # libpq's key=value form
+        fields = dict(
+            item.split("=", 1) for item in url.split() if "=" in item and not item.startswith("=")
+        )
+        host, port = fields.get("host", ""), fields.get("port", "")
+        name = fields.get("dbname", "")
+    if not host and not name:
+        return fallback
+    return f"{host or 'localhost'}{f':{port}' if port else ''}/{name}"
 
 
 def describe_backup(backup: dict[str, Any]) -> str:

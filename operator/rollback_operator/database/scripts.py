@@ -378,23 +378,29 @@ _SKIP_CLEAN_SECTION_SED = (
 
 
 def restore_script(restore: RestoreSpec, file: str, sha256: str) -> str:
-    """The RestoreDatabase Job. The file must still be the one Preflight measured (sha256),
-    must be able to run in one transaction, and must create no schema outside `schemas`.
-    Then one psql --single-transaction, ON_ERROR_STOP: drop the schemas, load the dump, and
-    check the dump was read to its end; any error rolls everything back."""
+    """The RestoreDatabase Job. The file is read once, into the Job's own directory: every
+    check and the load read that copy, so the sha256 checked is that of exactly the bytes
+    loaded, whatever happens to the file on the claim meanwhile. The copy must still be the
+    file Preflight measured and the DBA approved (sha256), must be able to run in one
+    transaction, and must create no schema outside `schemas`. Then one psql
+    --single-transaction, ON_ERROR_STOP: drop the schemas, load the dump, and check the dump
+    was read to its end; any error rolls everything back."""
     schemas = restore.schemas
     directory = restore.backup.directory
     recreate_public = PUBLIC in schemas
     lines = [
         COMMON,
-        f"dump={sh(directory)}/{sh(file)}",
+        f"source={sh(directory)}/{sh(file)}",
         f"expected={sh(sha256)}",
-        '[ -f "$dump" ] || fail '
+        '[ -f "$source" ] || fail '
         + sh(
             f"backup file {file} is gone from {directory} (claim {restore.backup.claim_name}) "
             "since Preflight found it; nothing was restored"
         ),
-        'echo "checking the sha256 of $dump"',
+        'echo "reading $source once into the Job\'s own copy, and checking its sha256"',
+        'dump="$work/backup"',
+        'cp -- "$source" "$dump" || fail '
+        + sh(f"could not read backup {file}; nothing was restored"),
         'sum=$(sha256sum <"$dump")',
         "sum=${sum%% *}",
         '[ "$sum" = "$expected" ] || fail '

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
 from rollback_operator.model import RollbackSpec, StepName, Targets
@@ -22,6 +23,7 @@ from rollback_operator.steps.base import (
     StepContext,
     Wait,
 )
+from rollback_operator.steps.gates import approvable_steps, gates_record
 from rollback_operator.takeover import Leftover, leftovers
 from rollback_operator.traffic import backend_locations
 
@@ -42,7 +44,8 @@ class Preflight(BaseStep):
         # First the admins' limits (no confused deputy): a request that would make the operator
         # reach a refused address or run a refused image stops here, before any check below
         # contacts what it names (Prometheus is queried, Jobs are started).
-        refused = limits.refusals(ctx)
+        policy = read_policy(ctx.kube, ctx.namespace)  # the admins' settings, read once
+        refused = limits.refusals(ctx, policy)
         if refused:
             return Fail(
                 f"Preflight refused {len(refused)} thing(s) this request would make the operator "
@@ -96,6 +99,10 @@ class Preflight(BaseStep):
                 return result
             if result:
                 found.append(result)
+        # The approvals this run waits for, from the admins' RollbackPolicy and the request:
+        # read once, recorded, and named in the message with the reason for each.
+        gates = gates_record(policy, approvable_steps(spec))
+        ctx.ledger.put_section("gates", gates)
         ctx.ledger.set_targets(Targets(spec.ingresses, spec.deployments, tuple(hpas)))
         for section, name, leftover in takeovers:
             ctx.ledger.save(section, name, leftover.saved)
@@ -104,6 +111,10 @@ class Preflight(BaseStep):
             f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
         )
         message += "".join(f"; {part}" for part in found)
+        if gates:
+            message += "; approvals: " + "; ".join(
+                f"{g['step']} by {g['who']} ({g['requiredBy']})" for g in gates
+            )
         if takeovers:
             taken = ", ".join(f"{_KIND[s]} {n} (from {lo.request})" for s, n, lo in takeovers)
             message += f"; takes over the original state recorded for {taken}"

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from rollback_operator.admin_policy import Gate
 from rollback_operator.clock import parse, stamp
 from rollback_operator.deadlines import Deadline
 from rollback_operator.images import SelectedImages, pod_images, with_tag
@@ -57,6 +58,7 @@ from rollback_operator.steps.base import (
     Wait,
     poll_interval,
 )
+from rollback_operator.steps.gates import await_approval, digest, required_gate
 from rollback_operator.verification import (
     CALL_SECONDS,
     ONLY_DEPLOYMENTS,
@@ -72,10 +74,6 @@ from rollback_operator.verification import (
     secret_refs,
 )
 
-# The group the shipped admission policy lets approve Verify (the `approvers` variable of
-# manifests/common/approvals.yaml, which an installation may change): named in the message
-# that asks for the sign-off.
-QA_GROUP = "qa"
 # A dependency that is down is rarely back within a quarter of a second: retry failing checks
 # at most once a second, not at the rollout poll's fastest pace.
 CHECK_RETRY_SECONDS = 1.0
@@ -181,19 +179,23 @@ class Verify:
                 f"{verification.timeout_seconds:g}s: "
                 + "; ".join(c.describe() for c in verification.checks)
             )
-        if verification.require_approval:
-            text += f", then wait for QA's sign-off (group {QA_GROUP})"
+        found = required_gate(ctx, self.name, verification.require_approval)
+        if found is not None:
+            text += f", then wait for the sign-off of {found.who()}"
         return text
 
     def run(self, ctx: StepContext) -> Outcome:
         verification = VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS
         records = _load(ctx.ledger.section("checks"), verification.checks)
-        awaiting = verification.require_approval and ctx.approval is None
+        found = required_gate(ctx, self.name, verification.require_approval)
+        awaiting = found is not None and (
+            ctx.approval is None or ctx.approval.digest != digest(_subject(ctx, verification))
+        )
         if awaiting and verification.checks and all(r.passed for r in records.values()):
             # Asked in the round that saw everything pass; nothing is re-run until the sign-off,
             # so that the results QA reads are the ones that asked, and a wait of an hour costs
             # the API server nothing. Everything is run again once signed off.
-            return NeedsApproval(_sign_off(ctx, verification, records))
+            return _sign_off(ctx, found, verification, records)
         since = _window_start(ctx)
         problems = _deployment_problems(ctx)
         if problems:
@@ -210,7 +212,7 @@ class Verify:
         )
         if not verification.checks:
             if awaiting:
-                return NeedsApproval(_sign_off(ctx, verification, records))
+                return _sign_off(ctx, found, verification, records)
             return Done(deployments + _signed(ctx))
 
         round_ = _Round(ctx, self.prober, self.probing, records)
@@ -244,7 +246,7 @@ class Verify:
         if not failing and not running_jobs:
             passed = f"; {len(current)} check(s) pass: {', '.join(r.name for r in current)}"
             if awaiting:
-                return NeedsApproval(_sign_off(ctx, verification, round_.records))
+                return _sign_off(ctx, found, verification, round_.records)
             return Done(deployments + passed + _signed(ctx))
         limit = since + timedelta(seconds=verification.timeout_seconds)
         if failing and ctx.now() >= limit:
@@ -370,17 +372,32 @@ def _deployment_problems(ctx: StepContext) -> list[str]:
     return problems
 
 
+def _subject(ctx: StepContext, verification: VerificationSpec) -> dict[str, Any]:
+    """What QA signs off: the Deployments at the target tag, and the checks that passed."""
+    return {
+        "deployments": sorted(ctx.ledger.originals("deployments")),
+        "tag": ctx.spec.target_tag,
+        "checks": [c.name for c in verification.checks],
+    }
+
+
 def _sign_off(
-    ctx: StepContext, verification: VerificationSpec, records: dict[str, CheckRecord]
-) -> str:
+    ctx: StepContext,
+    found: Gate | None,
+    verification: VerificationSpec,
+    records: dict[str, CheckRecord],
+) -> NeedsApproval:
     count = len(ctx.ledger.originals("deployments"))
     seen = f"{count} Deployment(s) Available at {ctx.spec.target_tag}"
     if verification.checks:
         seen = f"all {len(records)} check(s) pass ({', '.join(records)}) and " + seen
-    return (
-        f"{seen}; waiting for QA's sign-off: a member of group {QA_GROUP} runs `kubectl rollback "
-        f"approve {ctx.request} Verify -n {ctx.namespace}`. Every check is run again once signed "
-        "off, before traffic returns"
+    assert found is not None  # asked only at a gate
+    asked = await_approval(ctx, found, _subject(ctx, verification), "the verification")
+    assert asked is not None  # asked only when no approval of this subject is held
+    return replace(
+        asked,
+        message=f"{seen}; {asked.message}. Every check is run again once signed off, before "
+        "traffic returns",
     )
 
 
