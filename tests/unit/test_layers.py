@@ -43,7 +43,7 @@ LAYERS: list[set[str]] = [
         "database.inspection",
         "admin_policy_reader",
     },
-    {"steps.base", "steps.jobs", "steps.gates", "database.jobs", "database.preflight"},
+    {"steps.base", "steps.jobs", "steps.limits", "steps.gates", "database.jobs", "database.preflight"},
     {"steps.*"},
     {"registry"},
     {"announce", "queue", "locks", "runner", "leadership"},
