@@ -460,6 +460,9 @@ def test_an_address_or_image_the_operator_must_not_use_stops_preflight(
     assert all(steps[s]["state"] == "Pending" for s in steps if s != "Preflight"), steps
     assert snapshot(api, app) == before
     assert client.BatchV1Api(api).list_namespaced_job(app).items == []
+    if "notify" in spec:  # the Started notification, due while Preflight ran, was not sent
+        (delivery,) = done["status"]["notifications"]
+        assert delivery["sent"] == 0 and "not sent: spec.notify[ops]" in delivery["lastError"]
     assert_no_secret_anywhere(api, app, "attack", operator, values)
 
 
