@@ -41,7 +41,7 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_outcome,
 )
-from tests.e2e.people import DEVELOPER, _server_side_apply, allow_people, as_person
+from tests.e2e.people import DEVELOPER, _server_side_apply, allow_people, as_person, may_use
 from tests.e2e.support import REPO_ROOT, bound_claim, needs_job_runner
 
 pytestmark = pytest.mark.e2e
@@ -84,45 +84,12 @@ def requester(
     return developer
 
 
-def _grant(api: client.ApiClient, namespace: str, name: str, rules: list[dict[str, Any]]) -> None:
-    """A Role with `rules` bound to the developers, waited for until the authorizer sees it."""
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": DEVELOPER[1]}
-            ],
-        },
-    )
-
-
 def grant_secrets(api: client.ApiClient, namespace: str, *names: str) -> None:
-    _grant(
-        api,
-        namespace,
-        "may-read-" + "-".join(names),
-        [
-            {
-                "apiGroups": [""],
-                "resources": ["secrets"],
-                "resourceNames": list(names),
-                "verbs": ["get"],
-            }
-        ],
-    )
+    may_use(api, namespace, DEVELOPER[1], names, jobs=False)
 
 
 def grant_jobs(api: client.ApiClient, namespace: str) -> None:
-    _grant(
-        api,
-        namespace,
-        "may-run-jobs",
-        [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
-    )
+    may_use(api, namespace, DEVELOPER[1], (), jobs=True)
 
 
 def _create(
