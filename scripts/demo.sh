@@ -44,7 +44,8 @@ step "the RollbackRequest CRD, the approval policy and the people's roles (manif
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl apply --server-side --force-conflicts -f manifests/common/approvals.yaml \
   -f manifests/common/user-roles.yaml
-kubectl wait --for=condition=Established crd/rollbackrequests.rollback.lawyershub.io --timeout=60s >/dev/null
+kubectl wait --for=condition=Established crd/rollbackrequests.rollback.lawyershub.io \
+  crd/rollbackpolicies.rollback.lawyershub.io --timeout=60s >/dev/null
 
 step "the operator"
 log="$CLUSTER_DIR/logs/operator-demo.log"

@@ -42,7 +42,12 @@ from kubectl_rollback.render import (
 )
 from rollback_operator import GROUP, VERSION
 from rollback_operator.kube import requests_path
-from rollback_operator.model import ABORT_ANNOTATION, APPROVE_ANNOTATION, APPROVED_BY_ANNOTATION
+from rollback_operator.model import (
+    ABORT_ANNOTATION,
+    APPROVE_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    REQUESTED_BY_ANNOTATION,
+)
 
 # How often a terminal's view is redrawn while nothing arrives: the elapsed time counts up.
 REDRAW_SECONDS = 1.0
@@ -85,7 +90,15 @@ def cmd_create(args: argparse.Namespace, out: TextIO) -> int:
     query = {"fieldValidation": "Strict", "fieldManager": FIELD_MANAGER}
     if args.dry_run:
         query["dryRun"] = "All"
+    # Who creates the request, as the API server knows them: its admission policy records it
+    # itself where MutatingAdmissionPolicy is served, and requires it to be this elsewhere.
+    requester = whoami(kube)
     for doc in docs:
+        meta = doc.setdefault("metadata", {})
+        meta["annotations"] = {
+            **(meta.get("annotations") or {}),
+            REQUESTED_BY_ANNOTATION: requester,
+        }
         namespace = (doc.get("metadata") or {}).get("namespace") or default_namespace
         if args.namespace and namespace != args.namespace:
             raise PluginError(

@@ -24,6 +24,7 @@ from rollback_operator import GROUP, VERSION
 from rollback_operator.autoscaling import is_frozen, resume_patch
 from rollback_operator.kube import Kube, hpa_path, requests_path
 from rollback_operator.model import (
+    REQUESTED_BY_ANNOTATION,
     RETRY_OF_ANNOTATION,
     TRAFFIC_RESTORED_ANNOTATION,
     Phase,
@@ -231,7 +232,9 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
     query = {"fieldValidation": "Strict", "fieldManager": FIELD_MANAGER}
     if args.dry_run:
         query["dryRun"] = "All"
-    kube.request("POST", requests_path(namespace), retry_body(obj, name), query=query)
+    body = retry_body(obj, name)
+    body["metadata"]["annotations"][REQUESTED_BY_ANNOTATION] = whoami(kube)  # see cmd_create
+    kube.request("POST", requests_path(namespace), body, query=query)
     verb = "would be created (server dry run)" if args.dry_run else "created"
     print(f"rollbackrequest/{name} {verb}: a retry of {args.name}, same spec", file=out)
     if takes:

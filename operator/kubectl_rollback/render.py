@@ -303,7 +303,9 @@ def awaited(obj: dict[str, Any], step: str) -> tuple[str, str]:
             f"{status.get('phase') or 'Pending'}, step {status.get('step') or '-'}): an approval "
             "counts only while its step waits for it"
         )
-    record = next((s for s in status.get("steps") or [] if s.get("name") == step), {})
+    record: dict[str, Any] = next(
+        (s for s in status.get("steps") or [] if s.get("name") == step), {}
+    )
     if not record.get("approvalDigest"):
         raise PluginError(f"{step} of rollbackrequest/{name} names nothing to approve yet")
     return str(record["approvalDigest"]), str(record.get("approvalSubject") or "")

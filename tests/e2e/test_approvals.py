@@ -16,6 +16,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from standins.local import wait_until
 from tests.e2e.lawyershub import (
     GROUP,
     PLURAL,
@@ -110,6 +111,26 @@ def _approve_as_member_of(
         body=json.dumps(patch),
         headers=headers,
     )
+
+
+def _in_force(person: client.ApiClient, namespace: str, name: str, user: str) -> Refusal:
+    """Once the API server's policy sees a RollbackPolicy just written (its parameters are
+    read from a cache), `person`'s approval, tried as a dry run, is refused: the refusal."""
+
+    def refused() -> Refusal | None:
+        patch = {
+            "metadata": {"annotations": {APPROVE: f"RestoreDatabase@{DIGEST}", APPROVED_BY: user}}
+        }
+        try:
+            client.CustomObjectsApi(person).patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, patch, dry_run="All"
+            )
+        except ApiException as error:
+            return Refusal(error.status, json.loads(error.body)["message"])
+        return None
+
+    found: Refusal = wait_until(refused, timeout=30, what="the RollbackPolicy in force")
+    return found
 
 
 # --- who created the request: recorded by the API server
@@ -282,17 +303,8 @@ def test_a_namespace_policy_narrows_who_approves(
         api, namespace, {"approvals": [{"step": "RestoreDatabase", "groups": ["payments-dba"]}]}
     )
 
-    def refused_to_alice() -> Refusal | None:
-        try:
-            approve(
-                as_person(kubeconfig, DBA), namespace, request_name, "RestoreDatabase", "dba-alice"
-            )
-        except ApiException as error:
-            return Refusal(error.status, json.loads(error.body)["message"])
-        return None
-
-    error = refused_to_alice()
-    assert error is not None and error.status == 403
+    error = _in_force(as_person(kubeconfig, DBA), namespace, request_name, "dba-alice")
+    assert error.status == 403
     assert (
         f"the RollbackPolicy {namespace}/default lets only members of payments-dba approve "
         "RestoreDatabase, and dba-alice is not one" in error.message
@@ -313,8 +325,24 @@ def test_a_namespace_policy_narrows_who_approves(
             ],
         },
     )
-    answer = _approve_as_member_of(
-        kubeconfig, "pay-pam", ["payments-dba"], namespace, request_name, "RestoreDatabase"
+    answer = wait_until(
+        lambda: (
+            found
+            if b"cannot patch"
+            not in (
+                found := _approve_as_member_of(
+                    kubeconfig,
+                    "pay-pam",
+                    ["payments-dba"],
+                    namespace,
+                    request_name,
+                    "RestoreDatabase",
+                )
+            ).data
+            else None
+        ),
+        timeout=30,
+        what="the payments-dba group's approver role in force",
     )
     assert answer.status == 403
     assert "only members of group dba may approve RestoreDatabase" in answer.data.decode(), (
@@ -336,6 +364,7 @@ def test_the_cluster_wide_policy_holds_in_every_namespace(
     cluster_settings: Callable[[dict[str, object]], None],
 ) -> None:
     cluster_settings({"approvals": [{"step": "RestoreDatabase", "groups": ["db-oncall"]}]})
+    _in_force(as_person(kubeconfig, DBA), namespace, request_name, "dba-alice")
     answer = _approve_as_member_of(
         kubeconfig, "dba-pat", ["dba"], namespace, request_name, "RestoreDatabase"
     )

@@ -23,7 +23,7 @@ from rollback_operator.model import ABORT_ANNOTATION, APPROVED_BY_ANNOTATION, MA
 from rollback_operator.steps.jobs import REQUEST_LABEL
 from standins.local import wait_until
 from tests.e2e.lawyershub import Operator, run_request
-from tests.e2e.people import DBA, approve, as_person, install_approval_policy
+from tests.e2e.people import DBA, approve, as_person, install_approval_policy, waiting_for
 
 pytestmark = pytest.mark.e2e
 
@@ -449,9 +449,10 @@ def test_spec_is_immutable_but_annotations_are_not(
             in _message(raised.value)
         )
 
-    # Approving is for the step's group (the shipped admission policy), aborting for anyone who
-    # may patch the request.
+    # Approving is for the step's group while the step waits (the shipped admission policy),
+    # aborting for anyone who may patch the request.
     install_approval_policy(api, kubeconfig, namespace)
+    waiting_for(api, namespace, "golive", "RestoreDatabase", "0123456789abcdef")
     approved = approve(as_person(kubeconfig, DBA), namespace, "golive", "RestoreDatabase", DBA[0])
     assert approved["metadata"]["annotations"][APPROVED_BY_ANNOTATION] == DBA[0]
     abort = {ABORT_ANNOTATION: "true"}
@@ -485,6 +486,17 @@ def _full_status() -> Body:
             steps.append({"name": name, "state": "Running", "startedAt": at(index), "attempts": 2})
         elif name == "PurgeCDN":
             steps.append({"name": name, "state": "Skipped", "message": "no spec.cdn"})
+        elif name == "RestoreDatabase":
+            steps.append(
+                {
+                    "name": name,
+                    "state": "Pending",
+                    "approvedBy": "dba-alice",
+                    "approvedAt": at(5),
+                    "approvalDigest": "0123456789abcdef",
+                    "approvalSubject": "database db:5432/app; file /backups/x.sql",
+                }
+            )
         else:
             steps.append({"name": name, "state": "Pending"})
     condition = {
@@ -555,6 +567,15 @@ def _full_status() -> Body:
         "observedGeneration": 1,
         "startedAt": at(0),
         "message": "reverting backend (attempt 2)",
+        "requestedBy": "lead-larry",
+        "gates": [
+            {
+                "step": "RestoreDatabase",
+                "groups": [["dba"], ["payments-dba"]],
+                "who": "a member of group payments-dba, also of group dba",
+                "requiredBy": "the namespace's RollbackPolicy",
+            }
+        ],
     }
 
 

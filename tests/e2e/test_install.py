@@ -340,6 +340,8 @@ def test_apply_k_creates_every_object(
         "Role",
         "RoleBinding",
         "Service",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     }

@@ -32,7 +32,7 @@ from tests.e2e.lawyershub import (
     wait_outcome,
     wait_phase,
 )
-from tests.e2e.people import QA, install_approval_policy
+from tests.e2e.people import QA, install_approval_policy, waiting_for
 
 pytestmark = pytest.mark.e2e
 
@@ -162,19 +162,28 @@ def test_abort_approve_report_and_status_of_a_request_no_operator_runs(
     assert no_report.returncode == 1
     assert "no report yet" in no_report.stderr
 
-    # The shipped admission policy holds approvals to the step's group: the admin is refused,
-    # with the API server's reason, and a QA member approves in their own name.
+    # Nothing waits for an approval yet: the plugin says so, and sends nothing.
     install_approval_policy(api, kubeconfig, namespace)
+    early = kubectl_rollback(kubeconfig, "approve", name, "Verify", "-n", namespace)
+    assert early.returncode == 2
+    assert "is not waiting for an approval of Verify (phase Pending, step -)" in early.stderr
+    # Once Verify waits (written here as the operator would): the admin who created the request
+    # is refused by the API server (four eyes), a QA member approves what it shows.
+    waiting_for(api, namespace, name, "Verify", "0123456789abcdef")
     as_admin = kubectl_rollback(kubeconfig, "approve", name, "Verify", "-n", namespace)
     assert as_admin.returncode == 2
-    assert "only members of group qa may approve Verify, and admin is not one" in as_admin.stderr
+    assert "admin created this request (rollback.lawyershub.io/requested-by)" in as_admin.stderr
     approved = kubectl_rollback(
         kubeconfig, "approve", name, "Verify", "-n", namespace, "--as", QA[0], "--as-group", QA[1]
     )
     assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.startswith(
+        f"rollbackrequest/{name}: approving Verify@0123456789abcdef: the test's subject\n"
+    )
     assert "step Verify approved by qa-quinn" in approved.stdout
     assert annotations(api, namespace, name) == {
-        f"{GROUP}/approve": "Verify",
+        f"{GROUP}/requested-by": "admin",
+        f"{GROUP}/approve": "Verify@0123456789abcdef",
         f"{GROUP}/approved-by": "qa-quinn",
     }
 

@@ -154,3 +154,28 @@ def test_describe_says_which_level_asks_for_each_gate() -> None:
         "MigrateDatabaseDown by a member of dba (the built-in default); "
         "RestoreDatabase by a member of dba (the built-in default)"
     )
+
+
+def test_every_level_that_names_a_step_must_be_satisfied_by_the_approver() -> None:
+    """As the API server judges each level with its own binding: a namespace narrows who
+    approves (its groups are named first), never widens it."""
+    cluster = AdminPolicy.parse(
+        {"approvals": [{"step": "RestoreDatabase", "groups": ["db-oncall"]}]}, FROM_CLUSTER
+    )
+    namespace = AdminPolicy.parse(
+        {"approvals": [{"step": "RestoreDatabase", "groups": ["payments-dba"]}]}
+    )
+    found = gate(effective(cluster, namespace), RESTORE, requested=False)
+    assert found is not None
+    assert found.layers == (("dba",), ("db-oncall",), ("payments-dba",))
+    assert found.groups == ("payments-dba",)
+    assert found.who() == (
+        "a member of group payments-dba, also of group db-oncall, also of group dba"
+    )
+    assert found.reason == FROM_NAMESPACE
+
+
+def test_the_base_group_is_not_repeated() -> None:
+    found = gate(DEFAULT_POLICY, RESTORE, requested=False)
+    assert found is not None and found.layers == (("dba",),)
+    assert found.who() == "a member of group dba"

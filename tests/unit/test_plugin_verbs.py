@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubectl_rollback import cli, commands, completion, recover, render
+from kubectl_rollback import PluginError, cli, commands, completion, recover, render
 from rollback_operator import GROUP, PLURAL, VERSION
 from rollback_operator.autoscaling import FREEZE_PATCH
 from rollback_operator.kube import ApiError
@@ -404,3 +404,34 @@ def test_completion_of_a_name_lists_the_requests_of_the_namespace_typed(monkeypa
 
     monkeypatch.setattr(completion.api, "connect", unreachable)
     assert completion.candidates(cli.build_parser(), ["status", ""]) == ([], 4)
+
+
+def test_approve_names_what_the_waiting_step_would_do_and_nothing_else() -> None:
+    waiting = {
+        "metadata": {"name": "golive"},
+        "status": {
+            "phase": "AwaitingApproval",
+            "step": "RestoreDatabase",
+            "steps": [
+                {
+                    "name": "RestoreDatabase",
+                    "state": "Running",
+                    "approvalDigest": "0123456789abcdef",
+                    "approvalSubject": "file /backups/x.sql; sha256 ab",
+                }
+            ],
+        },
+    }
+    assert render.awaited(waiting, "RestoreDatabase") == (
+        "0123456789abcdef",
+        "file /backups/x.sql; sha256 ab",
+    )
+    with pytest.raises(PluginError) as refused:
+        render.awaited(waiting, "Verify")
+    assert str(refused.value) == (
+        "rollbackrequest/golive is not waiting for an approval of Verify (phase "
+        "AwaitingApproval, step RestoreDatabase): an approval counts only while its step waits "
+        "for it"
+    )
+    with pytest.raises(PluginError):
+        render.awaited({"metadata": {"name": "golive"}}, "RestoreDatabase")

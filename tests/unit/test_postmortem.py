@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 
 from rollback_operator.postmortem import configmap_name, render
@@ -117,3 +118,28 @@ def test_the_report_has_the_timeline_the_changes_and_the_sections_to_fill() -> N
 
 def test_the_configmap_is_named_after_the_request() -> None:
     assert configmap_name("golive-2026-01-10") == "golive-2026-01-10-postmortem"
+
+
+def test_the_post_mortem_names_the_requester_the_gates_and_what_was_approved() -> None:
+    request = copy.deepcopy(REQUEST)
+    status = request["status"]
+    status["requestedBy"] = "lead-larry"
+    status["gates"] = [
+        {
+            "step": "RestoreDatabase",
+            "groups": [["dba"]],
+            "who": "a member of group dba",
+            "requiredBy": "the built-in default",
+        }
+    ]
+    status["steps"][1]["approvalDigest"] = "0123456789abcdef"
+    status["steps"][1]["approvalSubject"] = "database db:5432/app; file /backups/x.sql"
+    text = render(request, datetime(2026, 1, 10, 4, 0, tzinfo=UTC))
+    assert "- **Requested by:** lead-larry (recorded by the API server)" in text
+    assert (
+        "- RestoreDatabase waited for a member of group dba (asked by the built-in default)" in text
+    )
+    assert (
+        "- RestoreDatabase: approved by dba-alice at 2026-01-10T03:04:00.000Z: "
+        "RestoreDatabase@0123456789abcdef, database db:5432/app; file /backups/x.sql" in text
+    )

@@ -1303,3 +1303,34 @@ def test_rollouts_are_polled_less_often_the_longer_they_take(
     ctx = world.ctx(make_spec())
     world.clock = ctx.step_started_at + timedelta(seconds=waited)
     assert poll_interval(ctx) == interval
+
+
+def test_preflight_records_the_gates_the_admins_settings_set_and_why() -> None:
+    """The namespace's RollbackPolicy adds QA's sign-off the request did not ask for; the
+    cluster-wide one (in the operator's namespace) is read too."""
+    world = lawyershub()
+    world.kube.add(
+        "RollbackPolicy",
+        {
+            "metadata": {"name": "default"},
+            "spec": {"approvals": [{"step": "Verify", "groups": ["qa-leads"]}]},
+        },
+    )
+    world.kube.add(
+        "RollbackPolicy",
+        {"metadata": {"name": "default", "namespace": "rollback-operator"}, "spec": {}},
+    )
+    outcome = Preflight().run(world.ctx(make_spec()))
+    assert isinstance(outcome, Done)
+    assert outcome.message.endswith(
+        "; approvals: Verify by a member of group qa-leads, also of group qa (the namespace's "
+        "RollbackPolicy)"
+    )
+    assert world.ledger.section("gates") == [
+        {
+            "step": "Verify",
+            "groups": [["qa"], ["qa-leads"]],
+            "who": "a member of group qa-leads, also of group qa",
+            "requiredBy": "the namespace's RollbackPolicy",
+        }
+    ]
