@@ -150,12 +150,12 @@ def _job_check(image: str = "busybox:1.36", secret: str | None = None) -> dict[s
         ),
         pytest.param(
             {"notify": [{"name": "ops", "urlSecretRef": {"name": "slack-url", "key": "url"}}]},
-            "spec.notify[ops].urlSecretRef: Secret slack-url",
+            "Secret slack-url (spec.notify[ops].urlSecretRef)",
             id="webhook-url-of-a-secret-the-user-cannot-get",
         ),
         pytest.param(
             {"verification": _job_check(secret="other-team")},
-            "spec.verification.checks[smoke].job.env[TOKEN].secretKeyRef: Secret other-team",
+            "Secret other-team (spec.verification.checks[smoke].job.env[TOKEN].secretKeyRef)",
             id="job-check-with-someone-elses-secretkeyref",
         ),
     ],
@@ -196,6 +196,40 @@ def test_only_the_secrets_the_requester_may_get_pass_and_jobs_need_their_own_rig
     )
     message = refused_at_admission(requester, namespace, database=_database(), **check)
     assert "Secret other-team" in message and "Secret prod-db" not in message, message
+
+
+def test_twenty_readable_secrets_are_all_asked_for_and_more_are_refused_readably(
+    api: client.ApiClient, requester: client.ApiClient, namespace: str
+) -> None:
+    """Each authorizer check costs much of the API server's CEL budget: every distinct Secret
+    gets a check of its own, so a request naming many (each webhook its own) is judged, not
+    refused for the policy's cost, and past the limit the message says what to do."""
+    names = [f"hook-{i}" for i in range(21)]
+    may_use(api, namespace, DEVELOPER[1], tuple(names), jobs=False)
+    notify = [{"name": n, "urlSecretRef": {"name": n, "key": "url"}} for n in names]
+    wait_until(
+        lambda: _admitted(requester, namespace, notify=notify[:16]),
+        timeout=30,
+        what="sixteen readable webhook Secrets admitted",
+    )
+    check = _job_check(secret=names[16])
+    check["checks"][0]["job"]["env"] += [
+        {"name": f"E{i}", "secretKeyRef": {"name": names[i], "key": "url"}} for i in (17, 18, 19)
+    ]
+    grant_jobs(api, namespace)
+    wait_until(
+        lambda: _admitted(requester, namespace, notify=notify[:16], verification=check),
+        timeout=30,
+        what="twenty readable Secrets admitted",
+    )
+    check["checks"][0]["job"]["env"].append(
+        {"name": "E20", "secretKeyRef": {"name": names[20], "key": "url"}}
+    )
+    with pytest.raises(ApiException) as refused:
+        _create(requester, namespace, "many", dry_run=True, notify=notify[:16], verification=check)
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert "the request names 21 different Secrets, and at most 20 can be checked" in message
 
 
 def _admitted(person: client.ApiClient, namespace: str, **spec: Any) -> bool:
