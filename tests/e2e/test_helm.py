@@ -52,8 +52,20 @@ HELM_LABELS = ("app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "he
 # Cluster-scoped objects the chart owns, by fixed name. Other tests apply some of them from
 # manifests/ (the approval policy, the people's roles): Helm would refuse to adopt those.
 CLUSTER_SCOPED = {
-    "validatingadmissionpolicybindings": ["rollback-approvals", "rollback-requester-rights"],
-    "validatingadmissionpolicies": ["rollback-approvals", "rollback-requester-rights"],
+    "validatingadmissionpolicybindings": [
+        "rollback-approvals",
+        "rollback-approvals-namespace",
+        "rollback-approvals-cluster",
+        "rollback-requested-by",
+        "rollback-requester-rights",
+    ],
+    "validatingadmissionpolicies": [
+        "rollback-approvals",
+        "rollback-requested-by",
+        "rollback-requester-rights",
+    ],
+    "mutatingadmissionpolicybindings": ["rollback-requested-by"],
+    "mutatingadmissionpolicies": ["rollback-requested-by"],
     "clusterrolebindings": ["rollback-operator", "rollback-operator-cluster-scope"],
     "clusterroles": [
         "rollback-operator",

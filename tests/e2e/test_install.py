@@ -86,6 +86,7 @@ LEADER_ELECTION: frozenset[Grant] = frozenset(
     _grants("coordination.k8s.io", "leases", "create", "get", "update")
 )
 # The cluster-wide RollbackPolicy, in the operator's own namespace (admin-settings.yaml).
+SETTINGS_ROLE = "rollback-operator-settings"
 SETTINGS: frozenset[Grant] = frozenset(_grants(GROUP, "rollbackpolicies", "get", "list", "watch"))
 
 ALLOWED = {
@@ -249,12 +250,21 @@ def _namespaced_variant(
     objects = [obj for obj in _render(NAMESPACED) if obj["kind"] in wanted]
     assert {obj["kind"] for obj in objects} == wanted
     for obj in objects:
-        if obj["kind"].startswith("Cluster"):
+        # The read of the cluster-wide RollbackPolicy stays in the operator's namespace, under
+        # a name of this test's own, as the cluster-scoped roles do.
+        elsewhere = obj["metadata"].get("name") == SETTINGS_ROLE
+        if obj["kind"].startswith("Cluster") or elsewhere:
             obj["metadata"]["name"] += f"-{namespace}"
         else:
             obj["metadata"]["namespace"] = namespace
-        if obj["kind"] == "ClusterRoleBinding":
+        if obj["kind"] == "ClusterRoleBinding" or (elsewhere and obj["kind"] == "RoleBinding"):
             obj["roleRef"]["name"] += f"-{namespace}"
+    if any(obj["metadata"].get("name", "").startswith(SETTINGS_ROLE) for obj in objects):
+        try:
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
         if obj["kind"] in BINDING_KINDS:
             obj["subjects"] = [subject]
     applied = _kubectl(
@@ -270,6 +280,13 @@ def _namespaced_variant(
                 rbac.delete_cluster_role_binding(obj["metadata"]["name"])
             elif obj["kind"] == "ClusterRole":
                 rbac.delete_cluster_role(obj["metadata"]["name"])
+            elif obj["metadata"]["name"] == f"{SETTINGS_ROLE}-{namespace}":
+                delete = (
+                    rbac.delete_namespaced_role_binding
+                    if obj["kind"] == "RoleBinding"
+                    else rbac.delete_namespaced_role
+                )
+                delete(obj["metadata"]["name"], OPERATOR_NAMESPACE)
 
 
 # --- fixtures ----------------------------------------------------------------------------------

@@ -378,11 +378,9 @@ _SKIP_CLEAN_SECTION_SED = (
 
 
 def restore_script(restore: RestoreSpec, file: str, sha256: str) -> str:
-    """The RestoreDatabase Job. The file is read once, into the Job's own directory: every
-    check and the load read that copy, so the sha256 checked is that of exactly the bytes
-    loaded, whatever happens to the file on the claim meanwhile. The copy must still be the
-    file Preflight measured and the DBA approved (sha256), must be able to run in one
-    transaction, and must create no schema outside `schemas`. Then one psql
+    """The RestoreDatabase Job. The file is read once, into the Job's own copy, which every
+    check and the load read: it must be the file Preflight measured and the DBA approved
+    (sha256), run in one transaction, and create no schema outside `schemas`. Then one psql
     --single-transaction, ON_ERROR_STOP: drop the schemas, load the dump, and check the dump
     was read to its end; any error rolls everything back."""
     schemas = restore.schemas
