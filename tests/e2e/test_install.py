@@ -259,14 +259,14 @@ def _namespaced_variant(
             obj["metadata"]["namespace"] = namespace
         if obj["kind"] == "ClusterRoleBinding" or (elsewhere and obj["kind"] == "RoleBinding"):
             obj["roleRef"]["name"] += f"-{namespace}"
+        if obj["kind"] in BINDING_KINDS:
+            obj["subjects"] = [subject]
     if any(obj["metadata"].get("name", "").startswith(SETTINGS_ROLE) for obj in objects):
         try:
             client.CoreV1Api(api).create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
         except ApiException as error:
             if error.status != 409:
                 raise
-        if obj["kind"] in BINDING_KINDS:
-            obj["subjects"] = [subject]
     applied = _kubectl(
         kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects)
     )
