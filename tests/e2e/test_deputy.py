@@ -41,7 +41,14 @@ from tests.e2e.lawyershub import (
     snapshot,
     wait_outcome,
 )
-from tests.e2e.people import DEVELOPER, _server_side_apply, allow_people, as_person, may_use
+from tests.e2e.people import (
+    DEVELOPER,
+    USER_ROLES,
+    _server_side_apply,
+    allow_people,
+    as_person,
+    may_use,
+)
 from tests.e2e.support import REPO_ROOT, bound_claim, needs_job_runner
 
 pytestmark = pytest.mark.e2e
@@ -58,12 +65,17 @@ def values() -> dict[str, str]:
 
 @pytest.fixture
 def requester(
-    api: client.ApiClient, kubeconfig: str, namespace: str, values: dict[str, str]
+    api: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    values: dict[str, str],
+    crds_installed: None,
 ) -> client.ApiClient:
     """The policy in force, the Secrets in the namespace, and an API client acting as the
     developer, bound only to rollback-requester."""
-    for obj in yaml.safe_load_all(RIGHTS.read_text()):
-        _server_side_apply(api, obj)
+    for path in (RIGHTS, USER_ROLES):  # another test may have removed them (test_helm)
+        for obj in yaml.safe_load_all(path.read_text()):
+            _server_side_apply(api, obj)
     allow_people(api, namespace)
     core = client.CoreV1Api(api)
     for name, value in values.items():
