@@ -21,6 +21,7 @@ from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import Phase, RollbackSpec, StepName
 from rollback_operator.outcomes import Done, Fail
 from rollback_operator.status import Status
+from rollback_operator.steps import limits
 
 
 @dataclass(frozen=True)
@@ -203,8 +204,14 @@ class Announcer:
     def _url(self, webhook: notify.Webhook) -> str | None:
         ref = webhook.url_secret
         if ref is None:
-            return webhook.url
-        return self.kube.secret_value(self.namespace, ref.name, ref.key)
+            url = webhook.url
+        else:
+            url = self.kube.secret_value(self.namespace, ref.name, ref.key)
+        if url is not None:
+            refused = limits.webhook_refusal(self.kube, self.namespace, webhook, url.strip())
+            if refused is not None:
+                raise notify.RefusedError(refused)
+        return url
 
     # --- Events
 

@@ -33,6 +33,8 @@ import httpcore
 import httpx
 from httpx._utils import get_environment_proxies  # the proxies httpx itself would use
 
+from rollback_operator.egress import address_refusal
+
 # A smoke endpoint's or an API's answer is small: a call reads at most this much of a body.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -81,9 +83,19 @@ def connect(
 ) -> socket.socket:
     """A TCP connection to `host`:`port`, resolved and connected within `deadline` (each address
     tried in turn, with the time left). The socket's timeout is left at the time left: callers
-    set it again before each operation."""
+    set it again before each operation.
+
+    An address `egress.address_refusal` names (link-local, cloud metadata) is never connected
+    to, whatever name led to it: checked here, on the address actually used, so that a name
+    which resolved elsewhere when Preflight looked (DNS rebinding) is refused too."""
     last: OSError | None = None
     for family, kind, proto, _, address in _resolve(host, port, deadline):
+        refused = address_refusal(str(address[0]))
+        if refused is not None:
+            last = ConnectionRefusedError(
+                f"{address[0]} is {refused}: the operator does not connect to it"
+            )
+            continue
         sock = socket.socket(family, kind, proto)
         try:
             for option in options:
@@ -101,6 +113,15 @@ def connect(
 
 
 AddressInfo = list[tuple[Any, Any, int, str, Any]]
+
+
+def resolve_addresses(host: str, seconds: float) -> list[str]:
+    """The addresses `host` resolves to, within `seconds`; empty when it does not resolve."""
+    try:
+        found = _resolve(host, 0, Deadline(seconds))
+    except OSError:
+        return []
+    return sorted({str(address[0]) for *_, address in found})
 
 
 def _resolve(host: str, port: int, deadline: Deadline) -> AddressInfo:

@@ -267,7 +267,13 @@ def _field(label: str, value: str) -> dict[str, str]:
 
 URLResolver = Callable[[Webhook], str | None]
 """The webhook's URL: `url`, or the value of `urlSecretRef` (read at each delivery, so a
-rotated Secret is picked up); None when the Secret or key is missing. May raise."""
+rotated Secret is picked up); None when the Secret or key is missing. May raise; `RefusedError`
+when the URL is one the operator must not contact."""
+
+
+class RefusedError(Exception):
+    """The webhook's URL is one the operator must not contact; the message says why and never
+    quotes a URL kept in a Secret."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +314,8 @@ def deliver(
     def one(webhook: Webhook) -> Attempted:
         try:
             url = resolve(webhook)
+        except RefusedError as error:  # an address the operator must not contact (egress.py)
+            return Attempted(ok=False, attempts=0, error=f"not sent: {error}")
         except Exception as error:  # e.g. the Secret may not be read: reported, not raised
             return Attempted(ok=False, attempts=0, error=f"could not read its URL: {error}")
         if url is None:

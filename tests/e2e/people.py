@@ -211,3 +211,34 @@ def _server_side_apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
             auth_settings=["BearerToken"],
         )
     ).read()
+
+
+def may_use(
+    api: client.ApiClient, namespace: str, group: str, secrets: tuple[str, ...], jobs: bool
+) -> None:
+    """Lets `group` get these Secrets (by name) and, with `jobs`, create Jobs in `namespace`:
+    what the rollback-requester-rights policy asks of whoever creates a request naming them
+    (manifests/common/requester-rights.yaml). The rollback-requester role grants neither."""
+    rules: list[dict[str, Any]] = []
+    if secrets:
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": list(secrets),
+                "verbs": ["get"],
+            }
+        )
+    if jobs:
+        rules.append({"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]})
+    name = f"{group}-may-use-" + "-".join((*secrets, *(["jobs"] if jobs else [])))
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
+        },
+    )

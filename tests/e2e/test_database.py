@@ -55,6 +55,7 @@ from tests.e2e.people import (
     approve,
     as_person,
     install_approval_policy,
+    may_use,
 )
 from tests.e2e.postgres import database_fixture, postgres_server_fixture  # noqa: F401 (fixtures)
 from tests.e2e.support import assert_admitted_as_restricted, bound_claim, needs_job_runner
@@ -252,6 +253,7 @@ def test_a_dba_approved_restore_brings_the_data_back_exactly(
     namespace = app
     install_approval_policy(api, kubeconfig, namespace)
     requester = as_person(kubeconfig, REQUESTING_DBA)
+    may_use(api, namespace, REQUESTING_DBA[1], (SECRET,), jobs=True)  # as requester-rights asks
     before = contents(db)
     # Several dated snapshots: the newest on or before notAfter (2026-01-10) is the one.
     backups.dump(db, "pre-golive-snapshot-20260105.sql")

@@ -54,6 +54,9 @@ class FakeJobs:
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.jobs.get(name))
 
+    def get(self, path: str) -> dict[str, Any] | None:
+        return None  # no RollbackPolicy: no allowlist
+
     def create_job(self, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
         name = job["metadata"]["name"]
         if name in self.jobs:

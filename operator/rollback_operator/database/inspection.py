@@ -267,11 +267,16 @@ def _resolve_backup_sh(backup: BackupSpec) -> str:
     return "\n".join(lines)
 
 
-def inspect_script(database: DatabaseSpec, migrations_root: str = MIGRATIONS_DIR) -> str:
+def inspect_script(
+    database: DatabaseSpec, migrations_root: str = MIGRATIONS_DIR, *, connect: bool = True
+) -> str:
     """Preflight's Job: read-only. Resolves and measures the backup (for a restore), checks
     that the database answers (in a read-only transaction) and, for a migrate-down, that
     every down.sql is there and every migration is applied. Its last line of output is JSON:
-    `{"server": ..., "backup": {"file", "sizeBytes", "sha256", "considered", "later"}}`."""
+    `{"server": ..., "backup": {"file", "sizeBytes", "sha256", "considered", "later"}}`.
+
+    Without `connect` (a dry run, whose Job gets no Secret) the database is left alone: only
+    the files are checked, and "server" is empty."""
     parts = [COMMON, "backup_json="]
     restore = database.restore
     if restore is not None:
@@ -293,6 +298,8 @@ def inspect_script(database: DatabaseSpec, migrations_root: str = MIGRATIONS_DIR
     check_migrations = database.runs_migrate_down and migrate is not None and not migrate.command
     if check_migrations and migrate is not None:
         parts += [check_down_files_sh(migrate, migrations_root)]
+    if not connect:
+        return "\n".join([*parts, 'say "$(printf \'{"server":""%s}\' "$backup_json")"', ""])
     parts += [
         "database_url",
         'PGOPTIONS="${PGOPTIONS:+$PGOPTIONS }-c default_transaction_read_only=on"',

@@ -95,10 +95,13 @@ def down_sql_problems(configmap: dict[str, Any], migrations: tuple[str, ...]) ->
     return problems
 
 
-def inspection_template(database: DatabaseSpec) -> jobs.JobTemplate | None:
+def inspection_template(database: DatabaseSpec, *, connect: bool = True) -> jobs.JobTemplate | None:
     """Preflight's read-only Job, or None when there is nothing it could check (a migrate-down
-    by the team's own command, whose image may have no psql)."""
+    by the team's own command, whose image may have no psql). Without `connect` (a dry run)
+    the Job gets no Secret at all: it checks the files only."""
     parts = connection_parts(database)
+    if not connect:
+        parts = JobParts(tuple(e for e in parts.env if "valueFrom" not in e))
     image = None
     deadline = INSPECT_DEADLINE_SECONDS
     if database.restore is not None:
@@ -115,7 +118,7 @@ def inspection_template(database: DatabaseSpec) -> jobs.JobTemplate | None:
     return parts.template(
         INSPECT_PURPOSE,
         image or DEFAULT_IMAGE,
-        ("/bin/sh", "-c", inspect_script(database)),
+        ("/bin/sh", "-c", inspect_script(database, connect=connect)),
         deadline,
         "nothing (it only reads)",
     )
@@ -131,10 +134,13 @@ def preflight_inspect(ctx: StepContext) -> Wait | Fail | str | None:
     None when spec.database asks for nothing to inspect; Wait while the Job runs; Fail with
     the Job's own words; else what Preflight adds to its message. The Job only reads (the
     database check runs in a read-only transaction), so it runs on a dry run too: a dry run
-    is where a team wants to learn which backup a restore would take.
+    is where a team wants to learn which backup a restore would take. But a dry run's Job
+    gets no Secret (safety rule 9: a plan starts no Job that sees a credential), so it checks
+    the backup and the down.sql files, not the database, and the ledger says so.
     """
     database = DatabaseSpec.of(ctx.spec)
-    template = None if database is None else inspection_template(database)
+    connect = not ctx.spec.dry_run
+    template = None if database is None else inspection_template(database, connect=connect)
     if database is None or template is None:
         return None
     result = jobs.run_job_once(ctx, StepName.PREFLIGHT, template)
@@ -156,12 +162,22 @@ def preflight_inspect(ctx: StepContext) -> Wait | Fail | str | None:
 
 
 def _record(ctx: StepContext, database: DatabaseSpec, found: Inspection) -> str:
-    said = [f"PostgreSQL {found.server} answers" if found.server else "the database answers"]
+    dry = ctx.spec.dry_run
+    if dry:
+        said = [
+            "the database was not contacted (a dry run's Job gets no Secret): whether it "
+            "answers, whether the migrations are applied and whether objects in other schemas "
+            "depend on the restored ones are checked when the request runs"
+        ]
+    else:
+        said = [f"PostgreSQL {found.server} answers" if found.server else "the database answers"]
     migrate = database.migrate_down
     if database.runs_migrate_down and migrate is not None and not migrate.command:
         said.append(
-            f"{len(migrate.migrations)} migration(s) to roll back are applied and have their "
-            "down.sql"
+            f"{len(migrate.migrations)} migration(s) to roll back have their down.sql"
+            if dry
+            else f"{len(migrate.migrations)} migration(s) to roll back are applied and have "
+            "their down.sql"
         )
     restore = database.restore
     if restore is not None and found.backup is not None:

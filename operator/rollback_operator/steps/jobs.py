@@ -30,7 +30,9 @@ from enum import StrEnum
 from typing import Any
 
 from rollback_operator import GROUP
+from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.clock import stamp
+from rollback_operator.egress import image_refusal
 from rollback_operator.kube import ApiError, Kube, job_path
 from rollback_operator.model import StepName
 from rollback_operator.redaction import scrub
@@ -102,6 +104,9 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
             return JobResult(name, JobState.FAILED, _replaced(name, step, template.check_by_hand))
         return read_result(ctx, job)
     if job is None:
+        refused = _image_refusals(ctx, template)
+        if refused:
+            return JobResult(name, JobState.FAILED, f"Job {name} was not started: {refused}")
         ctx.kube.ensure_service_account(ctx.namespace, SERVICE_ACCOUNT, MANAGED_BY)
         manifest = job_manifest(ctx.namespace, ctx.request, uid, step, template)
         try:
@@ -129,6 +134,14 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
     )
     ctx.ledger.put_section("jobs", records, durable=True)
     return read_result(ctx, job)
+
+
+def _image_refusals(ctx: StepContext, template: JobTemplate) -> str:
+    """The images of the Job the admins' allowedImages refuse, checked again as the Job is
+    created (Preflight checked the spec; the settings may have changed since)."""
+    policy = read_policy(ctx.kube, ctx.namespace)
+    images = [template.image, *(c.get("image", "") for c in template.init_containers)]
+    return "; ".join(why for image in images if (why := image_refusal("the Job", image, policy)))
 
 
 def stop_on_abort(

@@ -31,7 +31,7 @@ from rollback_operator.monitoring import MonitoringSpec
 from rollback_operator.monitoring_watch import Watch
 from rollback_operator.prometheus import Prometheus, QueryFailed, query_all
 from rollback_operator.redaction import without_credentials
-from rollback_operator.steps.base import Done, Fail, Outcome, References, StepContext, Wait
+from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
 SECTION = "monitoring"
@@ -43,11 +43,15 @@ MAX_WAIT_SECONDS = 5.0
 def preflight_problems(ctx: StepContext) -> list[str]:
     """For Preflight (read-only): the watch's settings fit together, Prometheus answers, and
     it accepts both queries. A request whose watch could not run is refused before the site is
-    touched; the message says how to go on without the watch."""
+    touched; the message says how to go on without the watch. A dry run sends Prometheus
+    nothing (`MonitorPreflight.inspect` says so in the ledger): a request that is only a plan
+    makes the operator contact no address it names."""
     spec = MonitoringSpec.of(ctx.spec)
     if spec is None:
         return []
     problems = monitoring.configuration_problems(spec)
+    if ctx.spec.dry_run:
+        return problems
     prometheus = Prometheus(spec.prometheus_url)
     rules = spec.rules(ctx.namespace)
     answers = query_all(prometheus, {rule.name: rule.query for rule in rules})
@@ -66,9 +70,27 @@ def preflight_problems(ctx: StepContext) -> list[str]:
     return problems
 
 
+class MonitorPreflight:
+    """Monitor's part of Preflight: the queries tried (`preflight_problems`), except on a dry
+    run, whose ledger says what was not checked."""
+
+    def problems(self, ctx: StepContext) -> list[str]:
+        return preflight_problems(ctx)
+
+    def inspect(self, ctx: StepContext) -> Wait | Fail | str | None:
+        spec = MonitoringSpec.of(ctx.spec)
+        if spec is None or not ctx.spec.dry_run:
+            return None
+        return (
+            f"monitoring: Prometheus at {without_credentials(spec.prometheus_url)} was not "
+            "queried (a dry run contacts nothing): whether it answers and accepts the queries "
+            "is checked when the request runs"
+        )
+
+
 class Monitor:
     name = StepName.MONITOR
-    preflight = References(preflight_problems)
+    preflight = MonitorPreflight()
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None if MonitoringSpec.of(spec) is not None else "no spec.monitoring"

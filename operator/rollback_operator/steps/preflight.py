@@ -13,6 +13,7 @@ from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
 from rollback_operator.model import RollbackSpec, StepName, Targets
+from rollback_operator.steps import limits
 from rollback_operator.steps.base import (
     BaseStep,
     Done,
@@ -40,6 +41,16 @@ class Preflight(BaseStep):
         return "checks every referenced object"
 
     def run(self, ctx: StepContext) -> Outcome:
+        # First the admins' limits (no confused deputy): a request that would make the operator
+        # reach a refused address or run a refused image stops here, before any check below
+        # contacts what it names (Prometheus is queried, Jobs are started).
+        policy = read_policy(ctx.kube, ctx.namespace)  # the admins' settings, read once
+        refused = limits.refusals(ctx, policy)
+        if refused:
+            return Fail(
+                f"Preflight refused {len(refused)} thing(s) this request would make the operator "
+                f"use: {'; '.join(refused)}. Nothing was contacted, started or changed."
+            )
         problems: list[str] = []
         ns, spec = ctx.namespace, ctx.spec
         ingresses: dict[str, dict[str, Any]] = {}
@@ -92,7 +103,7 @@ class Preflight(BaseStep):
                 found.append(result)
         # The approvals this run waits for, from the admins' RollbackPolicy and the request:
         # read once, recorded, and named in the message with the reason for each.
-        gates = gates_record(read_policy(ctx.kube, ns), approvable_steps(spec))
+        gates = gates_record(policy, approvable_steps(spec))
         ctx.ledger.put_section("gates", gates)
         ctx.ledger.set_targets(Targets(spec.ingresses, spec.deployments, tuple(hpas)))
         for section, name, leftover in takeovers:
