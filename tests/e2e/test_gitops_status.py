@@ -214,7 +214,7 @@ def test_success_reads_complete_healthy_and_current_and_kubectl_wait_returns(
     create_request(api, namespace, "golive", verification=verification)
     running = seen(api, namespace, "golive", phase="Running")
     waiting = seen(api, namespace, "golive", phase="AwaitingApproval")
-    assert "waiting for QA's sign-off" in waiting["status"]["message"]
+    assert "waiting for a member of group qa" in waiting["status"]["message"]
     # The first write already said InProgress, with the generation it acted on.
     assert running["status"]["observedGeneration"] == running["metadata"]["generation"]
     reconciling = {c["type"]: c for c in running["status"]["conditions"]}["Reconciling"]
@@ -309,6 +309,12 @@ def test_a_re_applied_finished_request_does_not_run_again_unless_asked(
         namespace,
         {"spec": {"template": {"spec": {"containers": [{"name": "api", "image": NEXT}]}}}},
     )
+
+    def settled() -> bool:  # the Deployment controller has recorded its new revision
+        deployment = apps.read_namespaced_deployment("backend", namespace)
+        return (deployment.status.observed_generation or 0) >= deployment.metadata.generation
+
+    wait_until(settled, timeout=60, what="the new release's Deployment observed")
     before = snapshot(api, namespace)
 
     _recreate(api, namespace, body)
