@@ -11,9 +11,8 @@ from typing import Any
 
 from standins.postgres import Database, client_tool
 
-# The application before go-live, as Prisma would have made it (two migrations applied).
-PRE_GOLIVE_SQL = """
-CREATE TABLE "_prisma_migrations" (
+# Prisma's own record of the migrations applied, as `prisma migrate deploy` creates it.
+MIGRATIONS_TABLE = """CREATE TABLE "_prisma_migrations" (
     "id" VARCHAR(36) PRIMARY KEY NOT NULL,
     "checksum" VARCHAR(64) NOT NULL,
     "finished_at" TIMESTAMPTZ,
@@ -23,7 +22,13 @@ CREATE TABLE "_prisma_migrations" (
     "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
     "applied_steps_count" INTEGER NOT NULL DEFAULT 0
 );
-CREATE TYPE "CaseStatus" AS ENUM ('OPEN', 'CLOSED');
+"""
+
+# The application before go-live, as Prisma would have made it (two migrations applied).
+PRE_GOLIVE_SQL = (
+    "\n"
+    + MIGRATIONS_TABLE
+    + """CREATE TYPE "CaseStatus" AS ENUM ('OPEN', 'CLOSED');
 CREATE TABLE "User" (
     "id" SERIAL PRIMARY KEY,
     "email" TEXT NOT NULL UNIQUE,
@@ -50,6 +55,7 @@ INSERT INTO "_prisma_migrations" VALUES
     ('0b1d', 'c2', '2025-12-01 09:00:01+00', '20251201090000_add_case_status', NULL, NULL,
      '2025-12-01 09:00:00+00', 1);
 """
+)
 
 # The two migrations of go-live, and the down.sql of each (as `prisma migrate diff` writes).
 MIGRATIONS = {

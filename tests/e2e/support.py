@@ -4,8 +4,10 @@ the tests (waiting, ports, processes, loopback servers) is in standins/."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -132,3 +134,28 @@ def assert_admitted_as_restricted(api: client.ApiClient, pod_template: dict[str,
             raise AssertionError(f"Pod Security restricted refuses the pod: {error.body}") from None
     finally:
         core.delete_namespace(namespace)
+
+
+@contextmanager
+def healthy_endpoint() -> Iterator[str]:
+    """A local HTTP endpoint that always answers 200 "ok": the application's health URL that
+    Verify's http check reads, where the test is not about the check."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    finally:
+        server.shutdown()
+        server.server_close()

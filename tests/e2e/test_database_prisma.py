@@ -21,6 +21,7 @@ import pytest
 from rollback_operator.database import scripts as database_scripts
 from rollback_operator.database.spec import DatabaseSpec
 from rollback_operator.database.sql_guard import check_down_sql
+from standins.lawyershub_db import MIGRATIONS_TABLE
 from standins.postgres import Database, PostgresServer, client_tool
 from tests.e2e import prisma_cli
 from tests.e2e.postgres import database_fixture, postgres_server_fixture  # noqa: F401 (fixtures)
@@ -89,17 +90,6 @@ UNDONE = {
     "enum-value": "-- AlterEnum\nBEGIN;\nCREATE TYPE \"Role_new\" AS ENUM ('CLIENT', 'ADMIN');",
 }
 
-MIGRATIONS_TABLE = """CREATE TABLE "_prisma_migrations" (
-    "id" VARCHAR(36) PRIMARY KEY NOT NULL,
-    "checksum" VARCHAR(64) NOT NULL,
-    "finished_at" TIMESTAMPTZ,
-    "migration_name" VARCHAR(255) NOT NULL,
-    "logs" TEXT,
-    "rolled_back_at" TIMESTAMPTZ,
-    "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
-    "applied_steps_count" INTEGER NOT NULL DEFAULT 0
-);
-"""
 INIT = "20260101000000_init"
 GO_LIVE = "20260110093000_golive"
 

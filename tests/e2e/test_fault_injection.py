@@ -12,12 +12,8 @@ first run, never killed, counts them.
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +36,7 @@ from tests.e2e.lawyershub import (
 )
 from tests.e2e.people import NO_GATES, admin_settings
 from tests.e2e.postgres import postgres_server_fixture  # noqa: F401 (fixture)
-from tests.e2e.support import bound_claim, needs_job_runner
+from tests.e2e.support import bound_claim, healthy_endpoint, needs_job_runner
 
 pytestmark = [pytest.mark.e2e, needs_job_runner]
 
@@ -82,30 +78,6 @@ class Outcome:
     killed: bool
     mutations: int  # counted by the first process (up to the kill)
     status: dict[str, Any]
-
-
-@contextmanager
-def _site() -> Iterator[str]:
-    """The application's health endpoint the verification check reads."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/healthz"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -284,7 +256,7 @@ def test_a_kill_after_every_mutating_request_of_a_full_run_ends_the_same(
 ) -> None:
     (tmp_path / "killer").mkdir()
     (tmp_path / "killer" / "sitecustomize.py").write_text(KILLER)
-    with FakeCloudflare(ZONE, TOKEN) as cdn, _site() as site:
+    with FakeCloudflare(ZONE, TOKEN) as cdn, healthy_endpoint() as site:
         counted = _one_run(api, kubeconfig, postgres_server, cdn, site, tmp_path, 0)
         total = counted.mutations
         assert total >= 20, total  # a full run: saves, patches, the Jobs, Events, the status

@@ -11,11 +11,9 @@ with the same name and spec (as a GitOps sync does) does not run again.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +44,7 @@ from tests.e2e.lawyershub import (
     wait_phase,
 )
 from tests.e2e.people import QA, approve, as_person, install_approval_policy
-from tests.e2e.support import REPO_ROOT
+from tests.e2e.support import REPO_ROOT, healthy_endpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -165,23 +163,8 @@ def seen(api: client.ApiClient, namespace: str, name: str, **fields: str) -> dic
 @pytest.fixture
 def smoke() -> Iterator[str]:
     """A local smoke endpoint for Verify's check, always healthy."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/healthz"
-    finally:
-        server.shutdown()
+    with healthy_endpoint() as url:
+        yield url
 
 
 def test_a_request_without_status_is_current_for_kstatus_and_in_progress_for_the_checks(
