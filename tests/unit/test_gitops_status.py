@@ -34,15 +34,7 @@ from tests.unit.test_runner import FakeApi, ScriptedStep, drive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
-RAW_SPEC = {
-    "reason": "Error rate 7.2 % for 15 min after go-live",
-    "trigger": "ErrorRate",
-    "traffic": {
-        "ingresses": ["site"],
-        "maintenanceBackend": {"service": "maintenance-page", "port": 80},
-    },
-    "workloads": [{"deployment": "backend"}],
-}
+RAW_SPEC = test_runner.SPEC  # the runner tests' request
 SPEC = RollbackSpec.parse(RAW_SPEC)
 OUTCOME = ("Reconciling", "Stalled", "Complete", "Failed")
 
