@@ -535,14 +535,7 @@ def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
     )
     # Argo CD still renders the bad frontend image: resuming is refused.
     bad = f"registry.lawyershub.example:5000/lawyershub/frontend:{BAD}"
-    custom.patch_namespaced_custom_object(
-        "argoproj.io",
-        "v1alpha1",
-        namespace,
-        "applications",
-        "guestbook",
-        {"status": {"summary": {"images": [bad]}}},
-    )
+    _argo_renders(api, namespace, "guestbook", bad)
     refused = _plugin(kubeconfig, "resume-gitops", "argo", "-n", namespace)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"Application {namespace}/guestbook: it still renders {bad}" in refused.stderr
@@ -550,14 +543,7 @@ def test_argo_cd_and_keda_are_found_suspended_and_put_back_exactly(
 
     # The revert is in Git: Argo CD renders stable-last-known; resume puts back what was saved.
     good = f"registry.lawyershub.example:5000/lawyershub/frontend:{GOOD}"
-    custom.patch_namespaced_custom_object(
-        "argoproj.io",
-        "v1alpha1",
-        namespace,
-        "applications",
-        "guestbook",
-        {"status": {"summary": {"images": [good]}}},
-    )
+    _argo_renders(api, namespace, "guestbook", good)
     resumed = _plugin(kubeconfig, "resume-gitops", "argo", "-n", namespace)
     assert resumed.returncode == 0, resumed.stderr
     assert _get(api, namespace, "applications", "guestbook")["spec"]["syncPolicy"] == SYNC_POLICY
@@ -614,3 +600,15 @@ def test_refuse_fails_preflight_with_the_commands_and_changes_nothing(
     assert f"kubectl patch applications.argoproj.io guestbook -n {namespace} --type json" in message
     assert _get(api, namespace, "applications", "guestbook")["spec"]["syncPolicy"] == SYNC_POLICY
     assert _frontend_tag(api, namespace) == BAD
+
+
+def _argo_renders(api: client.ApiClient, namespace: str, app: str, image: str) -> None:
+    """Writes what an Argo CD controller would report: the Application renders `image`."""
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        namespace,
+        "applications",
+        app,
+        {"status": {"summary": {"images": [image]}}},
+    )
