@@ -5,7 +5,8 @@
 # k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3, kwok from sigs.k8s.io/kwok, helm
 # (for the chart's tests) from helm.sh/helm/v4; the Prometheus Operator's CRDs (ServiceMonitor,
 # PrometheusRule: the shipped monitoring objects are applied against them) are YAML files of
-# github.com/prometheus-operator/prometheus-operator, taken from its module zip; health-check
+# github.com/prometheus-operator/prometheus-operator, taken from its module zip, and so are the
+# Gateway API's standard-channel CRDs (sigs.k8s.io/gateway-api, applied by up.sh); health-check
 # (the GitOps health checks' verdicts, for the tests) is built from cluster/health-check. Both
 # k8s.io/kubernetes and etcd carry replace lines that `go install` refuses, so each is built
 # from a small wrapper module that pins the staging modules instead. The binaries land in
@@ -182,6 +183,19 @@ build_gitops_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# Not binaries: the Gateway API's standard-channel CRDs (HTTPRoute, ReferenceGrant, Gateway,
+# ...) and its safe-upgrades admission policy, as released in the module zip of
+# sigs.k8s.io/gateway-api (config/crd/standard/). cluster/up.sh applies them to every cluster.
+build_gateway_api_crds() {
+  local out="$cache/bin/gateway-api-crds-$GATEWAY_API_VERSION"
+  [[ -f "$out/gateway.networking.k8s.io_httproutes.yaml" ]] && return
+  log "Gateway API CRDs $GATEWAY_API_VERSION (standard channel)"
+  mkdir -p "$out.tmp"
+  cp "$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")"/config/crd/standard/*.yaml "$out.tmp/"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # The GitOps health checks' verdicts (tests/e2e/test_gitops_status.py): a small program of this
 # repository, cluster/health-check, whose go.mod pins the versions of versions.env. Cached by
 # those versions and a hash of its sources, so a change to either rebuilds it.
@@ -200,7 +214,7 @@ build_health_check() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
-components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds health_check}")
+components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds gateway_api_crds health_check}")
 for component in ${components[*]}; do
   ( "build_$component" )
 done

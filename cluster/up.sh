@@ -133,4 +133,12 @@ if ! is_alive job-runner; then
   tail -n 5 "$CLUSTER_DIR/logs/job-runner.log" >&2
   exit 1
 fi
+# --- the Gateway API's standard-channel CRDs (HTTPRoute, ReferenceGrant, ...): every local
+# cluster has them, as a cluster with a Gateway controller would. Server-side apply: the
+# HTTPRoute CRD is larger than the client-side last-applied annotation allows.
+gateway_api_crds="$cache/bin/gateway-api-crds-$GATEWAY_API_VERSION"
+kubectl_admin apply --server-side --force-conflicts -f "$gateway_api_crds" >/dev/null
+# shellcheck disable=SC2046 # one argument per CRD name
+kubectl_admin wait --for condition=Established --timeout 60s \
+  $(kubectl_admin get crd -o name | grep '\.gateway\.networking\.k8s\.io$') >/dev/null
 echo "cluster up: export KUBECONFIG=$CLUSTER_DIR/kubeconfig"
