@@ -126,6 +126,26 @@ build_prometheus_operator_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# repeat_replaces GOMOD: the wrapper module in the current directory repeats the replace and
+# exclude lines of GOMOD (a main module's go.mod: `go get` ignores them in a dependency),
+# except replacements by a local directory (./...), which the caller handles.
+repeat_replaces() {
+  local edit
+  while read -r edit; do
+    go mod edit "$edit"
+  done < <(go mod edit -json "$1" | python3 -c '
+import json, sys
+mod = json.load(sys.stdin)
+for r in mod.get("Replace") or []:
+    new = r["New"]
+    if new["Path"].startswith("./"):
+        continue
+    old = r["Old"]["Path"] + ("@" + r["Old"]["Version"] if r["Old"].get("Version") else "")
+    print("-replace=" + old + "=" + new["Path"] + "@" + new["Version"])
+for e in mod.get("Exclude") or []:
+    print("-exclude=" + e["Path"] + "@" + e["Version"])')
+}
+
 # --- GitOps controllers and CRDs (the rollback's suspension of Argo CD, Flux and KEDA is proven
 # against them). Flux's kustomize-controller is a real process the tests run against the local
 # cluster; its go.mod carries replace lines, so it is built from a wrapper module that repeats
@@ -142,17 +162,7 @@ build_kustomize_controller() {
     | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["GoMod"])')"
   # Repeat upstream's replace lines, except the local ./api one: the api module is required at
   # the same version instead.
-  local replace
-  while read -r replace; do
-    go mod edit "-replace=$replace"
-  done < <(go mod edit -json "$gomod" | python3 -c '
-import json, sys
-for r in json.load(sys.stdin).get("Replace") or []:
-    new = r["New"]
-    if new["Path"].startswith("./"):
-        continue
-    old = r["Old"]["Path"] + ("@" + r["Old"]["Version"] if r["Old"].get("Version") else "")
-    print(old + "=" + new["Path"] + "@" + new["Version"])')
+  repeat_replaces "$gomod"
   go get "github.com/fluxcd/kustomize-controller@$KUSTOMIZE_CONTROLLER_VERSION" \
     "github.com/fluxcd/kustomize-controller/api@$KUSTOMIZE_CONTROLLER_VERSION" >&2
   mkdir -p "$out.tmp"
@@ -196,6 +206,30 @@ build_gateway_api_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# The local cluster's proxy (cluster/up.sh --proxy): Traefik, one binary serving both Kubernetes
+# providers, Ingress and the Gateway API (HTTPRoute), so that the maintenance page is proven
+# where customers see it. Its go.mod replaces three modules by Traefik's forks, which a wrapper
+# module repeats (as for kustomize-controller). Upstream's RBAC for each provider, from the
+# module's docs, lands beside the binary: up.sh grants exactly that to the proxy's user.
+build_traefik() {
+  local out="$cache/bin/traefik-$TRAEFIK_VERSION"
+  [[ -x "$out/traefik" && -f "$out/gateway-rbac.yaml" ]] && return
+  log "traefik $TRAEFIK_VERSION (cold build, several minutes)"
+  local work="$cache/work/traefik-$TRAEFIK_VERSION"
+  wrapper_module "$work" traefik
+  local src
+  src="$(module_dir "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")"
+  repeat_replaces "$src/go.mod"
+  go get "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" >&2
+  mkdir -p "$out.tmp"
+  go build -trimpath -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$out.tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik
+  cp "$src/docs/content/reference/dynamic-configuration/kubernetes-crd-rbac.yml" "$out.tmp/ingress-rbac.yaml"
+  cp "$src/docs/content/reference/dynamic-configuration/kubernetes-gateway-rbac.yml" "$out.tmp/gateway-rbac.yaml"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # The GitOps health checks' verdicts (tests/e2e/test_gitops_status.py): a small program of this
 # repository, cluster/health-check, whose go.mod pins the versions of versions.env. Cached by
 # those versions and a hash of its sources, so a change to either rebuilds it.
@@ -215,6 +249,9 @@ build_health_check() {
 }
 
 components=("${@:-etcd kwok kubernetes helm prometheus_operator_crds gateway_api_crds health_check}")
+mkdir -p "$cache"
 for component in ${components[*]}; do
-  ( "build_$component" )
+  # One build of a component at a time: a second caller (up.sh --proxy while scripts/test.sh
+  # builds the proxy in the background) waits for the first, then finds it cached.
+  ( flock 9 && "build_$component" ) 9>"$cache/build-$component.lock"
 done

@@ -7,8 +7,9 @@ source "$here/lib.sh"
 
 [[ -d "$CLUSTER_DIR" ]] || { echo "no cluster state in $CLUSTER_DIR"; exit 0; }
 # Stop in the reverse order of start, so that nothing reconnects to a half-stopped cluster. The
-# job runner goes first: it kills its processes and reports their pods while the API is up.
-for component in job-runner kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+# proxy goes first, then the job runner: it kills its processes and reports their pods while the
+# API is up.
+for component in proxy job-runner kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop "$component"
 done
 rm -rf "$CLUSTER_DIR"

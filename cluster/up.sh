@@ -6,12 +6,25 @@
 # Idempotent: when every component recorded in $CLUSTER_DIR is alive and the API server is
 # ready, it does nothing and exits 0. Writes $CLUSTER_DIR/kubeconfig (admin) and logs to
 # $CLUSTER_DIR/logs/. `down.sh` stops exactly the processes started here, by pid.
+#
+# `up.sh --proxy` (or ROLLBACK_CLUSTER_PROXY=1) also starts the proxy (cluster/proxy.sh):
+# Traefik serving Ingresses and HTTPRoutes on 127.0.0.1:$PROXY_PORT; on a cluster already up,
+# it starts only that.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 source "$here/lib.sh"
 
+proxy="${ROLLBACK_CLUSTER_PROXY:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --proxy) proxy=1 ;;
+    *) echo "usage: $0 [--proxy]" >&2; exit 2 ;;
+  esac
+done
+
 if cluster_is_up; then
+  [[ "$proxy" == 1 ]] && "$here/proxy.sh"
   echo "cluster already up: $CLUSTER_DIR/kubeconfig"
   exit 0
 fi
@@ -46,6 +59,8 @@ admin_token="$(openssl rand -hex 24)"
   echo "$(openssl rand -hex 24),dba-alice,dba-alice-uid,dba"
   echo "$(openssl rand -hex 24),qa-quinn,qa-quinn-uid,qa"
   echo "$(openssl rand -hex 24),dev-dan,dev-dan-uid,developers"
+  # The proxy (proxy.sh), whether started now or later: its own user, never the admin.
+  echo "$(openssl rand -hex 24),rollback-proxy,rollback-proxy-uid"
 } >"$pki/tokens.csv"
 chmod 600 "$pki"/*.key "$pki/tokens.csv"
 
@@ -141,4 +156,6 @@ kubectl_admin apply --server-side --force-conflicts -f "$gateway_api_crds" >/dev
 # shellcheck disable=SC2046 # one argument per CRD name
 kubectl_admin wait --for condition=Established --timeout 60s \
   $(kubectl_admin get crd -o name | grep '\.gateway\.networking\.k8s\.io$') >/dev/null
+# --- the proxy, when asked for (after the Gateway API's CRDs: it serves HTTPRoutes too)
+[[ "$proxy" == 1 ]] && "$here/proxy.sh"
 echo "cluster up: export KUBECONFIG=$CLUSTER_DIR/kubeconfig"

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 from kubernetes import config
 
+from standins.data_plane import data_plane
 from standins.example import (
     DATABASE,
     POST_GOLIVE_DUMP,
@@ -164,10 +165,13 @@ def _write(path: Path, value: Any) -> None:
     partial.replace(path)
 
 
-def serve(namespace: str, directory: Path, kubeconfig: str | None) -> None:
+def serve(namespace: str, directory: Path, kubeconfig: str | None, proxy: bool = False) -> None:
     """Runs the stand-ins until SIGTERM or SIGINT. In a session of its own, so that a Ctrl-C
     in the terminal reaches the demo's script, which stops this (and so Prometheus and
-    PostgreSQL) in order, rather than killing Prometheus under a stand-in still starting."""
+    PostgreSQL) in order, rather than killing Prometheus under a stand-in still starting.
+
+    With `proxy`, the sample's Services are served by the data plane's stand-ins too
+    (standins/data_plane.py), for the local cluster's proxy to reach."""
     with contextlib.suppress(OSError):  # already a group leader: run as it is
         os.setsid()
     _clean_leftovers(directory)
@@ -182,7 +186,13 @@ def serve(namespace: str, directory: Path, kubeconfig: str | None) -> None:
         stand_ins.start(stop, lambda processes: _write(directory / PROCESSES, processes))
         created = stand_ins.install(api)
         local = stand_ins.local()
-        with _control_server(stand_ins) as control:
+        with contextlib.ExitStack() as serving:
+            control = serving.enter_context(_control_server(stand_ins))
+            if proxy:
+                servers = serving.enter_context(data_plane(api, namespace))
+                created += [
+                    f"Service {s.name}: served by {s.address} (EndpointSlice)" for s in servers
+                ]
             _report_started(stand_ins, local, created, time.monotonic() - began)
             state = {"pid": os.getpid(), "local": local.to_dict(), "control": control}
             _write(directory / "state.json", state)
@@ -236,6 +246,9 @@ def main() -> None:
     run.add_argument("--namespace", required=True)
     run.add_argument("--dir", type=Path, required=True)
     run.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    run.add_argument(
+        "--proxy", action="store_true", help="serve the sample's Services for the local proxy"
+    )
     swap = commands.add_parser("transform", help="the example with the stand-ins' addresses")
     swap.add_argument("--dir", type=Path, required=True)
     swap.add_argument("request", type=Path, nargs="?", default=EXAMPLE)
@@ -243,7 +256,7 @@ def main() -> None:
     look.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "serve":
-        serve(args.namespace, args.dir, args.kubeconfig)
+        serve(args.namespace, args.dir, args.kubeconfig, args.proxy)
         return
     state = json.loads((args.dir / "state.json").read_text())
     if args.command == "transform":

@@ -5,7 +5,8 @@ HPAs), the backup restored, the checks, the watch, the notifications and the pos
 With `--approve STEP=USER:GROUP`, it plays that person when the run waits for them: once the
 request is AwaitingApproval at STEP, it prints and runs `kubectl rollback approve` as USER
 (impersonated, in GROUP), which the API server's approval policy then judges as it would judge
-USER's own approval.
+USER's own approval. With `--site URL --host HOST`, it shows what a customer gets through the
+local proxy while the site is on maintenance.
 
 Used by `make demo`, through the current KUBECONFIG.
 """
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kubernetes import client, config
 
 from rollback_operator import GROUP, PLURAL, VERSION
@@ -56,9 +58,26 @@ def approve_command(namespace: str, name: str, step: str, user: str, group: str)
     return [plugin, "approve", name, step, "-n", namespace, "--as", user, "--as-group", group]
 
 
+def show_site(site: tuple[str, str]) -> None:
+    """What a customer gets now: the `curl` through the local proxy, and its answer."""
+    url, host = site
+    print(f"\n  the site now, through the proxy:\n  $ curl -s -H 'Host: {host}' {url}", flush=True)
+    try:
+        answer = httpx.get(url, headers={"Host": host}, timeout=5)
+        print(f"  {answer.text.strip()}\n", flush=True)
+    except httpx.HTTPError as error:
+        print(f"  {type(error).__name__}: {error}\n", flush=True)
+
+
 def follow(
-    namespace: str, name: str, timeout: float, approvers: dict[str, tuple[str, str]]
+    namespace: str,
+    name: str,
+    timeout: float,
+    approvers: dict[str, tuple[str, str]],
+    site: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
+    """With `site` (URL, Host), shows it once while on maintenance: at the first wait for an
+    approval, or when DisableMaintenance starts."""
     custom = client.CustomObjectsApi()
     seen: dict[str, tuple[str, str]] = {}
     approved: set[str] = set()
@@ -78,6 +97,14 @@ def follow(
         if ended(status):
             return obj
         waiting = status.get("step", "")
+        states = {step["name"]: step["state"] for step in status.get("steps", [])}
+        if (
+            site
+            and states.get("EnableMaintenance") == "Succeeded"
+            and (phase == "AwaitingApproval" or states.get("DisableMaintenance") == "Running")
+        ):
+            show_site(site)
+            site = None
         if phase == "AwaitingApproval" and waiting in approvers and waiting not in approved:
             approved.add(waiting)
             user, group = approvers[waiting]
@@ -191,9 +218,12 @@ def main() -> None:
         metavar="STEP=USER:GROUP",
         help="approve STEP as USER (in GROUP) when the run waits for it",
     )
+    parser.add_argument("--site", metavar="URL", help="the site through the local proxy")
+    parser.add_argument("--host", default="", help="the site's host name (with --site)")
     args = parser.parse_args()
     config.load_kube_config()
-    obj = follow(args.namespace, args.name, args.timeout, dict(args.approve))
+    site = (args.site, args.host) if args.site else None
+    obj = follow(args.namespace, args.name, args.timeout, dict(args.approve), site)
     story(obj)
     sys.exit(0 if obj["status"]["phase"] == "Succeeded" else 1)
 

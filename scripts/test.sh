@@ -13,10 +13,11 @@ source cluster/versions.env
 source cluster/lib.sh
 
 # Flux's kustomize-controller, which tests/e2e/test_gitops.py runs, takes minutes to build cold
-# (about 400 CPU-seconds, module downloads included): it builds in the background while lint,
-# the unit tests and the image run, and the e2e tests wait for it. Cached: a no-op afterwards.
+# (about 400 CPU-seconds, module downloads included), and so does the proxy (Traefik): they build
+# in the background while lint, the unit tests and the image run, and the e2e tests wait for
+# them (up.sh --proxy waits for the proxy's build). Cached: a no-op afterwards.
 gitops_log="$(mktemp)"
-cluster/build.sh kustomize_controller gitops_crds >"$gitops_log" 2>&1 &
+cluster/build.sh traefik kustomize_controller gitops_crds >"$gitops_log" 2>&1 &
 gitops_build=$!
 
 e2e=(tests/e2e)
@@ -36,7 +37,7 @@ if [[ "${ROLLBACK_E2E_EXISTING_CLUSTER:-0}" != 1 ]]; then
     started_here=1
     trap 'cluster/down.sh >/dev/null' EXIT
   fi
-  cluster/up.sh
+  cluster/up.sh --proxy
   export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
   export PATH="$KUBE_BIN:$PATH"
 fi
@@ -46,7 +47,7 @@ fi
 cluster/build.sh helm prometheus_operator_crds health_check
 if ! wait "$gitops_build"; then
   cat "$gitops_log" >&2
-  echo "cluster/build.sh kustomize_controller gitops_crds failed" >&2
+  echo "cluster/build.sh traefik kustomize_controller gitops_crds failed" >&2
   exit 1
 fi
 rm -f "$gitops_log"

@@ -29,8 +29,11 @@ class SiteServer:
 
     Route = Callable[[dict[str, str], bytes], tuple[int, str]]
 
-    def __init__(self, name: str, routes: dict[tuple[str, str], Route]) -> None:
-        self.name, self.routes = name, routes
+    def __init__(
+        self, name: str, routes: dict[tuple[str, str], Route], default: Route | None = None
+    ) -> None:
+        """`default` answers every request no route matches (404 without it)."""
+        self.name, self.routes, self.default = name, routes, default
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -61,7 +64,7 @@ class SiteServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                route = site.routes.get((self.command, self.path.split("?", 1)[0]))
+                route = site.routes.get((self.command, self.path.split("?", 1)[0]), site.default)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, text = route(headers, body) if route else (404, '{"error":"not found"}')
                 try:

@@ -1,0 +1,159 @@
+"""The application and its maintenance page as real HTTP servers on loopback, reached through
+the local cluster's proxy (cluster/proxy.sh) by way of their Services, so that a rollback is
+seen where customers see it: the bad release, then the maintenance page, then the release
+restored (`make demo`, tests/e2e/test_data_plane.py, the proxy benchmark).
+
+kwok's pods run nothing and their IPs route nowhere, so each Service the proxy reaches is made
+selector-less and given one EndpointSlice of ours, naming the stand-in's loopback address
+(`serve_service`). The application's stand-in answers with the image its Deployment's pods
+run, read from the API server on every request: the pod template of the newest ReplicaSet
+with Ready pods, as a load balancer sends traffic to Ready pods only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from standins.local import wait_until
+from standins.sites import SiteServer
+
+MAINTENANCE_PAGE = (
+    "<!doctype html><title>Lawyers Hub: maintenance</title>"
+    "<h1>Lawyers Hub is down for maintenance</h1><p>We will be back shortly.</p>\n"
+)
+MANAGED_BY = "standins.rollback.lawyershub.io"  # the EndpointSlices written here
+CONTROLLER = "endpointslice-controller.k8s.io"  # the ones Kubernetes writes for selectors
+
+
+def running_image(
+    apps: client.AppsV1Api, namespace: str, deployment: Any, container: str | None = None
+) -> str | None:
+    """The image (of `container`, else the first) that `deployment`'s Ready pods run: the
+    newest of its ReplicaSets with Ready replicas, by the revision the Deployment controller
+    numbers them with. None when no pod is Ready."""
+    selector = ",".join(f"{k}={v}" for k, v in deployment.spec.selector.match_labels.items())
+    ready = [
+        rs
+        for rs in apps.list_namespaced_replica_set(namespace, label_selector=selector).items
+        if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])
+        and (rs.status.ready_replicas or 0) > 0
+    ]
+    if not ready:
+        return None
+    revision = "deployment.kubernetes.io/revision"
+    newest = max(ready, key=lambda rs: int((rs.metadata.annotations or {}).get(revision, 0)))
+    containers = newest.spec.template.spec.containers
+    image: str = next((c for c in containers if c.name == container), containers[0]).image
+    return image
+
+
+class ReleaseServer(SiteServer):
+    """Deployment `name`'s stand-in: every request is answered with the image its Ready pods
+    run, as JSON {"deployment", "image"}; 503 while none is Ready."""
+
+    def __init__(
+        self, api: client.ApiClient, namespace: str, name: str, container: str | None = None
+    ) -> None:
+        apps = client.AppsV1Api(api)
+        deployment = apps.read_namespaced_deployment(name, namespace)
+
+        def answer(_headers: dict[str, str], _body: bytes) -> tuple[int, str]:
+            image = running_image(apps, namespace, deployment, container)
+            if image is None:
+                return 503, json.dumps({"deployment": name, "error": "no Ready pod"})
+            return 200, json.dumps({"deployment": name, "image": image})
+
+        super().__init__(name, {}, default=answer)
+
+
+class MaintenancePage(SiteServer):
+    """The static maintenance page, answered to every request (200, as nginx serves a file)."""
+
+    def __init__(self) -> None:
+        super().__init__("maintenance-page", {}, default=lambda *_: (200, MAINTENANCE_PAGE))
+
+
+def serve_service(
+    api: client.ApiClient, namespace: str, service: str, address: str, *, timeout: float = 30
+) -> None:
+    """Service `service`'s traffic goes to `address` (host:port of a stand-in) and nowhere
+    else: its selector is removed, the EndpointSlices Kubernetes wrote for it are deleted (no
+    kwok pod IP is ever a backend), and one EndpointSlice names `address` for each of its
+    ports. Idempotent."""
+    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    svc = core.read_namespaced_service(service, namespace)
+    if svc.spec.selector:
+        core.patch_namespaced_service(
+            service,
+            namespace,
+            {"spec": {"selector": None}},
+            _content_type="application/merge-patch+json",
+        )
+    of_service = f"kubernetes.io/service-name={service}"
+
+    def controllers() -> list[Any]:
+        return [
+            s
+            for s in discovery.list_namespaced_endpoint_slice(
+                namespace, label_selector=of_service
+            ).items
+            if (s.metadata.labels or {}).get("endpointslice.kubernetes.io/managed-by") == CONTROLLER
+        ]
+
+    def none_left() -> bool:
+        for s in controllers():
+            try:
+                discovery.delete_namespaced_endpoint_slice(s.metadata.name, namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        return not controllers()
+
+    wait_until(none_left, timeout=timeout, what=f"no EndpointSlice of Service {service}'s pods")
+    host, port = address.rsplit(":", 1)
+    body = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-standin",
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host], "conditions": {"ready": True, "serving": True}}],
+        "ports": [
+            {"name": p.name or "", "port": int(port), "protocol": "TCP"} for p in svc.spec.ports
+        ],
+    }
+    try:
+        discovery.create_namespaced_endpoint_slice(namespace, body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        discovery.patch_namespaced_endpoint_slice(f"{service}-standin", namespace, body)
+
+
+@contextmanager
+def data_plane(api: client.ApiClient, namespace: str) -> Iterator[list[SiteServer]]:
+    """The sample application's Services in `namespace` (examples/lawyershub.yaml) served by
+    stand-ins: frontend and backend by a ReleaseServer each, maintenance-page by the
+    MaintenancePage. The servers stop on exit; the Services keep our EndpointSlices (they go
+    with the namespace)."""
+    servers: list[SiteServer] = []
+    try:
+        servers += [ReleaseServer(api, namespace, name) for name in ("frontend", "backend")]
+        servers.append(MaintenancePage())
+        for server in servers:
+            serve_service(api, namespace, server.name, server.address)
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
