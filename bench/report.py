@@ -65,9 +65,15 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def render(
-    ttm: JSON | None, full: JSON | None, scale: JSON | None, command: str, versions: str
+    ttm: JSON | None,
+    full: JSON | None,
+    scale: JSON | None,
+    command: str,
+    versions: str,
+    *,
+    proxy: JSON | None = None,
 ) -> str:
-    first = next(r for r in (ttm, full, scale) if r is not None)
+    first = next(r for r in (ttm, full, scale, proxy) if r is not None)
     m = first["machine"]
     out: list[str] = [
         "# Benchmarks",
@@ -175,6 +181,26 @@ def render(
                 "**met**" if scale["succeeded"] == scale["n"] else "**missed**",
             ]
         )
+    if proxy:
+        o, b, failed = proxy["operator"], proxy["baseline"], proxy["failed"]
+        rows.append(
+            [
+                f"maintenance page through the proxy, median of {o['n']}",
+                ms(o["median"]),
+                f"{ms(b['median'])} (plain Ingress patch)",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "failed requests through the proxy (no answer or 5xx), both switches",
+                f"{failed['operator']} of {failed['operator_requests']}",
+                f"{failed['baseline']} of {failed['baseline_requests']}",
+                "0",
+                "**met**" if failed["operator"] == 0 else "**missed**",
+            ]
+        )
     out += table(["figure", "operator", "baseline (same run)", "target", "result"], rows)
     out.append("")
     if full:
@@ -185,6 +211,8 @@ def render(
         out += render_full(full)
     if scale:
         out += render_scale(scale, ttm, full)
+    if proxy:
+        out += render_data_plane(proxy)
     out += render_method()
     return "\n".join(out) + "\n"
 
@@ -539,6 +567,41 @@ def dominates_scale(r: JSON, per: dict[str, float], total_per: float, single: fl
     return text
 
 
+def render_data_plane(r: JSON) -> list[str]:
+    o, b, failed = r["operator"], r["baseline"], r["failed"]
+    return [
+        "## 4. The maintenance page through the proxy",
+        "",
+        f"{o['n']} runs, as in section 1, but observed where customers see it: a client sends "
+        "GET / through the local cluster's proxy (Traefik, `cluster/up.sh --proxy`) every "
+        "20 ms, the sample's Services served by stand-ins on loopback (the application "
+        "answering with the image its Ready pods run). Timed from just before the request's "
+        "POST to the first maintenance page the client gets. Baseline: the same Ingress patch "
+        "sent directly, timed from issuing the PATCH to the first maintenance page, then "
+        "patched back. The difference between the two is the operator's; the baseline is the "
+        "API server's and the proxy's (its watch, then its reload). "
+        f"Succeeded: {r['succeeded']}/{o['n']}; the client saw the bad release, then only the "
+        f"maintenance page, then only the restored release in {r['expected_phases']}/{o['n']}.",
+        "",
+        *table(
+            ["", "min", "median", "p95", "max", "failed requests"],
+            [
+                [
+                    "operator",
+                    *(ms(o[k]) for k in ("min", "median", "p95", "max")),
+                    f"{failed['operator']} of {failed['operator_requests']}",
+                ],
+                [
+                    "plain patch",
+                    *(ms(b[k]) for k in ("min", "median", "p95", "max")),
+                    f"{failed['baseline']} of {failed['baseline_requests']}",
+                ],
+            ],
+        ),
+        "",
+    ]
+
+
 def render_method() -> list[str]:
     return [
         "## How to run and read these",
@@ -551,7 +614,9 @@ def render_method() -> list[str]:
         "(`python -m rollback_operator --liveness= -n NS ...`, only on its namespaces, as a "
         "ServiceAccount bound to cluster-admin) and removes both when it ends. The raw results "
         "(JSON) and the operator logs stay in `bench/results/` (ignored by git). The run sizes "
-        "can be changed with `BENCH_TTM_RUNS`, `BENCH_FULL_RUNS` and `BENCH_SCALE`.",
+        "can be changed with `BENCH_TTM_RUNS`, `BENCH_FULL_RUNS`, `BENCH_SCALE` and "
+        "`BENCH_PROXY_RUNS`; `bench/data_plane.py` runs against the proxy that "
+        "`cluster/up.sh --proxy` starts.",
         "",
         "Times are taken on the benchmark's monotonic clock, from just before a request is "
         "sent to the moment a watch delivers the change: the API server's watch latency is in "
@@ -579,10 +644,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--command", default="make bench")
     parser.add_argument("--versions", default="local control plane")
     args = parser.parse_args(argv)
-    ttm, full, scale = (load(args.results, n) for n in ("time_to_maintenance", "full_run", "scale"))
-    if ttm is None and full is None and scale is None:
+    ttm, full, scale, proxy = (
+        load(args.results, n) for n in ("time_to_maintenance", "full_run", "scale", "data_plane")
+    )
+    if ttm is None and full is None and scale is None and proxy is None:
         raise SystemExit(f"no results in {args.results}")
-    args.out.write_text(render(ttm, full, scale, args.command, args.versions) + kept(args.out))
+    text = render(ttm, full, scale, args.command, args.versions, proxy=proxy)
+    args.out.write_text(text + kept(args.out))
     print(f"wrote {args.out}")
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# `make bench`: the three benchmarks against the local control plane, then BENCHMARKS.md.
+# `make bench`: the benchmarks against the local control plane and its proxy, then BENCHMARKS.md.
 #
 # Starts the cluster if it is not up (and, in that case, stops it again at the end, as
 # `make test` does; BENCH_KEEP_CLUSTER=1 leaves it running). The benchmarks run one after the
 # other, never together, each with its own operator process and namespaces, so that one's
 # load is not in another's figures. Raw results (JSON) and operator logs go to bench/results/
 # (ignored by git), replaced by each run. Run sizes: BENCH_TTM_RUNS (20), BENCH_FULL_RUNS (5),
-# BENCH_SCALE (100).
+# BENCH_SCALE (100), BENCH_PROXY_RUNS (20).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source cluster/versions.env
@@ -19,7 +19,7 @@ if ! cluster_is_up; then
     trap 'cluster/down.sh >/dev/null' EXIT
   fi
 fi
-cluster/up.sh
+cluster/up.sh --proxy
 export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
 export PATH="$KUBE_BIN:$PATH"
 # Quiet unless it fails (a CRD created without kubectl makes apply print a harmless warning).
@@ -45,8 +45,10 @@ if left:
   --out "$results/full_run.json" --logs "$results"
 "$python" -m bench.scale --requests "${BENCH_SCALE:-100}" \
   --out "$results/scale.json" --logs "$results"
+"$python" -m bench.data_plane --runs "${BENCH_PROXY_RUNS:-20}" \
+  --out "$results/data_plane.json" --logs "$results"
 
-versions="local control plane: kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION (pods Ready at once)"
+versions="local control plane: kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION (pods Ready at once), proxy Traefik $TRAEFIK_VERSION"
 if ((started_here)); then
   versions+=", started by this run"
 fi

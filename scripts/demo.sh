@@ -84,9 +84,6 @@ for d in frontend backend maintenance-page; do
   kubectl -n "$namespace" rollout status "deployment/$d" --timeout=120s >/dev/null
 done
 kubectl -n "$namespace" get deployments -o wide
-# The local proxy serves Ingresses of its IngressClass: the sample's is given to it, as a
-# cluster's default IngressClass would have done.
-kubectl -n "$namespace" patch ingress lawyershub --type merge -p '{"spec":{"ingressClassName":"traefik"}}' >/dev/null
 kubectl -n "$namespace" get ingress lawyershub
 
 step "local stand-ins for production's PostgreSQL, Prometheus, Cloudflare, Slack, Redis, ..."
@@ -100,6 +97,10 @@ done
 grep -qs "\"pid\": $standins," "$demo_dir/state.json" || { echo "the stand-ins did not start within 120s" >&2; exit 1; }
 
 step "the site, as a customer gets it through the proxy: the bad release"
+# The local proxy serves the Ingresses of its IngressClass: the sample's is given to it (as a
+# cluster's default IngressClass would have done), once its Services are the stand-ins'.
+echo "\$ kubectl -n $namespace patch ingress lawyershub --type merge -p '{\"spec\":{\"ingressClassName\":\"traefik\"}}'"
+kubectl -n "$namespace" patch ingress lawyershub --type merge -p '{"spec":{"ingressClassName":"traefik"}}'
 show_site 2026.01.10-golive
 
 step "examples/rollback.yaml, production's addresses swapped for the stand-ins'"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from standins.data_plane import data_plane
+from standins.data_plane import MAINTENANCE, Proxy, Visitor, data_plane
 from tests.e2e.lawyershub import (
     Operator,
     create_request,
@@ -26,9 +26,6 @@ from tests.e2e.lawyershub import (
     wait_phase,
 )
 from tests.e2e.proxy import (
-    MAINTENANCE,
-    Proxy,
-    Visitor,
     host_of,
     http_route,
     object_switches,
@@ -104,10 +101,14 @@ def test_ingress_rollback_seen_through_the_proxy(
     proxy: Proxy,
     sigkill_on_maintenance: bool,
 ) -> None:
-    # Slow rollouts keep the site on maintenance for seconds: the kill lands there.
+    # Slow rollouts keep the site on maintenance for seconds: the kill lands there. The Services
+    # are served by the stand-ins before the proxy is given the Ingress: it never has a kwok
+    # pod's address to send a request to.
     deploy_app(api, namespace, min_ready_seconds={"backend": 2, "frontend": 2})
-    host = serve_ingress(api, namespace, proxy)
-    with data_plane(api, namespace), Visitor(proxy, host) as visitor:
+    with (
+        data_plane(api, namespace),
+        Visitor(proxy, serve_ingress(api, namespace, proxy)) as visitor,
+    ):
         rollback_through_the_proxy(
             api,
             namespace,
@@ -126,10 +127,12 @@ def _route_on_maintenance(api: client.ApiClient, namespace: str) -> bool:
     return all(ref["name"] == "maintenance-page" for ref in refs)
 
 
-def _create_route(api: client.ApiClient, namespace: str, proxy: Proxy) -> None:
+def _create_route(api: client.ApiClient, namespace: str, proxy: Proxy) -> str:
+    """The HTTPRoute for the test's host, through the proxy's Gateway; returns that host."""
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", namespace, "httproutes", http_route(namespace, proxy)
     )
+    return host_of(namespace)
 
 
 def test_http_route_switched_by_hand_is_served_through_the_gateway(
@@ -138,9 +141,11 @@ def test_http_route_switched_by_hand_is_served_through_the_gateway(
     """The proxy's Gateway serves HTTPRoutes, and follows a change of their backendRefs with no
     failed request: what a rollback of an HTTPRoute relies on, without the operator."""
     deploy_app(api, namespace)
-    _create_route(api, namespace, proxy)
     routes = client.CustomObjectsApi(api)
-    with data_plane(api, namespace), Visitor(proxy, host_of(namespace)) as visitor:
+    with (
+        data_plane(api, namespace),
+        Visitor(proxy, _create_route(api, namespace, proxy)) as visitor,
+    ):
         visitor.first(BAD)
         with object_switches(lambda: _route_on_maintenance(api, namespace)) as switches:
             routes.patch_namespaced_custom_object(
@@ -177,8 +182,10 @@ def test_http_route_rollback_seen_through_the_proxy(
     sigkill_on_maintenance: bool,
 ) -> None:
     deploy_app(api, namespace, min_ready_seconds={"backend": 2, "frontend": 2})
-    _create_route(api, namespace, proxy)
-    with data_plane(api, namespace), Visitor(proxy, host_of(namespace)) as visitor:
+    with (
+        data_plane(api, namespace),
+        Visitor(proxy, _create_route(api, namespace, proxy)) as visitor,
+    ):
         rollback_through_the_proxy(
             api,
             namespace,
