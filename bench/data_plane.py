@@ -54,7 +54,7 @@ def operator_run(api: Api, proxy: Proxy, ns: str) -> JSON:
     """One request, timed to the first maintenance page through the proxy; then the client
     goes on until the restored release is served."""
     with Visitor(proxy, host_of(ns), interval=0.02) as visitor:
-        visitor.first(BAD)
+        since = visitor.first(BAD).at
         start = time.monotonic()
         api.create(request_path(ns), rollback_request(ns))
         served = visitor.first(MAINTENANCE, after=start, timeout=60)
@@ -70,8 +70,8 @@ def operator_run(api: Api, proxy: Proxy, ns: str) -> JSON:
         "ms": round((served.at - start) * 1000, 1),
         "phase": phase,
         "requests": len(visitor.answers),
-        "failed": len(visitor.failures()),
-        "phases": visitor.phases(),
+        "failed": len(visitor.failures(since)),
+        "phases": visitor.phases(since),
     }
 
 
@@ -80,7 +80,7 @@ def baseline_run(api: Api, proxy: Proxy, ns: str) -> JSON:
     ingress = api.get(ingress_path(ns, plain_rollback.INGRESS))
     assert ingress is not None
     with Visitor(proxy, host_of(ns), interval=0.02) as visitor:
-        visitor.first(DEFAULT_TARGET_TAG)
+        since = visitor.first(DEFAULT_TARGET_TAG).at
         start = time.monotonic()
         api.patch(
             ingress_path(ns, plain_rollback.INGRESS), plain_rollback.maintenance_patch(ingress)
@@ -92,8 +92,8 @@ def baseline_run(api: Api, proxy: Proxy, ns: str) -> JSON:
     return {
         "ms": round((served.at - start) * 1000, 1),
         "requests": len(visitor.answers),
-        "failed": len(visitor.failures()),
-        "phases": visitor.phases(),
+        "failed": len(visitor.failures(since)),
+        "phases": visitor.phases(since),
     }
 
 

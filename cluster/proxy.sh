@@ -95,7 +95,7 @@ config="$proxy_dir/traefik.yaml"
   umask 077
   cat >"$config" <<YAML
 global: {checkNewVersion: false, sendAnonymousUsage: false}
-log: {level: INFO}
+log: {level: INFO, noColor: true}
 accessLog: {filePath: $CLUSTER_DIR/logs/proxy-access.log}
 entryPoints:
   web: {address: "127.0.0.1:$PROXY_PORT"}

@@ -258,13 +258,14 @@ class Visitor:
 
         return wait_until(found, timeout=timeout, what=f"{label!r} through the proxy")
 
-    def phases(self) -> list[str]:
-        """The labels seen, each run of equal labels once: [bad tag, MAINTENANCE, tag, ...]."""
+    def phases(self, since: float = 0.0) -> list[str]:
+        """The labels seen from `since` on (the proxy answers 404 until it serves the host),
+        each run of equal labels once: [bad tag, MAINTENANCE, tag, ...]."""
         out: list[str] = []
         for answer in list(self.answers):
-            if not out or out[-1] != answer.label:
+            if answer.at >= since and (not out or out[-1] != answer.label):
                 out.append(answer.label)
         return out
 
-    def failures(self) -> list[Answer]:
-        return [a for a in list(self.answers) if a.failed]
+    def failures(self, since: float = 0.0) -> list[Answer]:
+        return [a for a in list(self.answers) if a.at >= since and a.failed]

@@ -1,4 +1,5 @@
-"""`make cluster` is idempotent and `make cluster-down` leaves no process behind.
+"""`make cluster` is idempotent and `make cluster-down` leaves no process behind, the proxy's
+(`ROLLBACK_CLUSTER_PROXY=1`, as `cluster/up.sh --proxy`) included.
 
 Runs a second, throwaway control plane on other ports and in another state directory, so
 that the cluster the rest of the suite uses is not disturbed.
@@ -48,6 +49,9 @@ def test_cluster_twice_is_a_no_op_and_down_stops_everything(tmp_path: Path) -> N
         "CONTROLLER_MANAGER_PORT": "27257",
         "SCHEDULER_PORT": "27259",
         "KWOK_PORT": "27250",
+        "ROLLBACK_CLUSTER_PROXY": "1",
+        "PROXY_PORT": "18090",
+        "PROXY_PING_PORT": "18091",
     }
     try:
         first = _make("cluster", env)
@@ -60,6 +64,7 @@ def test_cluster_twice_is_a_no_op_and_down_stops_everything(tmp_path: Path) -> N
             "kube-scheduler",
             "kwok",
             "job-runner",
+            "proxy",
         }
         assert all(_alive(pid) for pid in pids.values())
 

@@ -47,10 +47,12 @@ def proxy(kubeconfig: str) -> Proxy:
 
 
 def assert_seen_through_the_proxy(visitor: Visitor, switches: list[float]) -> None:
-    """The bad release, then only the maintenance page, then only the restored release; no
-    error; each switch served after the object changed and within PROPAGATION of it."""
-    assert visitor.failures() == [], visitor.failures()[:5]
-    assert visitor.phases() == [BAD, MAINTENANCE, RESTORED]
+    """From the first answer of the bad release: only the bad release, then only the
+    maintenance page, then only the restored release; no error; each switch served after the
+    object changed and within PROPAGATION of it."""
+    served = visitor.first(BAD, timeout=0).at
+    assert visitor.failures(since=served) == [], visitor.failures(since=served)[:5]
+    assert visitor.phases(since=served) == [BAD, MAINTENANCE, RESTORED]
     assert len(switches) == 2, f"the object changed {len(switches)} times, not 2"
     to_maintenance = visitor.first(MAINTENANCE, timeout=0)
     back = visitor.first(RESTORED, timeout=0)
@@ -146,7 +148,7 @@ def test_http_route_switched_by_hand_is_served_through_the_gateway(
         data_plane(api, namespace),
         Visitor(proxy, _create_route(api, namespace, proxy)) as visitor,
     ):
-        visitor.first(BAD)
+        served = visitor.first(BAD)
         with object_switches(lambda: _route_on_maintenance(api, namespace)) as switches:
             routes.patch_namespaced_custom_object(
                 "gateway.networking.k8s.io",
@@ -158,8 +160,8 @@ def test_http_route_switched_by_hand_is_served_through_the_gateway(
             )
             first = visitor.first(MAINTENANCE)
             visitor.first(MAINTENANCE, after=first.at + 0.5)
-    assert visitor.failures() == [], visitor.failures()[:5]
-    assert visitor.phases() == [BAD, MAINTENANCE]
+    assert visitor.failures(since=served.at) == [], visitor.failures(since=served.at)[:5]
+    assert visitor.phases(since=served.at) == [BAD, MAINTENANCE]
     assert len(switches) == 1
     assert -POLL < first.at - switches[0] < PROPAGATION
 
