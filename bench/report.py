@@ -93,7 +93,7 @@ def render(
                     f"RAM, Linux {m['kernel']}, Python {m['python']}",
                 ],
                 ["cluster", versions],
-                ["operator code", code_line(ttm, full, scale)],
+                ["operator code", code_line(ttm, full, scale, proxy)],
                 [
                     "load average at the start",
                     " / ".join(f"{x:.2f}" for x in m["loadavg"]),
@@ -248,7 +248,7 @@ def code_line(*results: JSON | None) -> str:
         line += " with uncommitted changes to " + ", ".join(f"`{c}`" for c in first["changed"])
     hashes = [c["sources_sha256"] for c in codes]
     if len(set(hashes)) == 1:
-        return line + f" (sources sha256 `{hashes[0]}`, the same for all three benchmarks)"
+        return line + f" (sources sha256 `{hashes[0]}`, the same for every benchmark)"
     return (
         line
         + "; **the sources changed while the benchmarks ran** (sha256 per benchmark: "
@@ -607,16 +607,16 @@ def render_method() -> list[str]:
         "## How to run and read these",
         "",
         "`make bench` runs `scripts/bench.sh`: it starts the local control plane if it is not "
-        "up (`cluster/up.sh`), applies the CRD, runs `bench/time_to_maintenance.py`, "
-        "`bench/full_run.py` and `bench/scale.py` one after the other, and writes this page "
+        "up (`cluster/up.sh --proxy`), applies the CRD, runs `bench/time_to_maintenance.py`, "
+        "`bench/full_run.py`, `bench/scale.py` and `bench/data_plane.py` one after the other, "
+        "and writes this page "
         "with `bench/report.py`. Each benchmark creates its own namespaces (labelled "
         "`rollback.lawyershub.io/bench`), starts its own operator process "
         "(`python -m rollback_operator --liveness= -n NS ...`, only on its namespaces, as a "
         "ServiceAccount bound to cluster-admin) and removes both when it ends. The raw results "
         "(JSON) and the operator logs stay in `bench/results/` (ignored by git). The run sizes "
         "can be changed with `BENCH_TTM_RUNS`, `BENCH_FULL_RUNS`, `BENCH_SCALE` and "
-        "`BENCH_PROXY_RUNS`; `bench/data_plane.py` runs against the proxy that "
-        "`cluster/up.sh --proxy` starts.",
+        "`BENCH_PROXY_RUNS`.",
         "",
         "Times are taken on the benchmark's monotonic clock, from just before a request is "
         "sent to the moment a watch delivers the change: the API server's watch latency is in "
