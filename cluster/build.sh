@@ -210,7 +210,7 @@ build_gateway_api_crds() {
 # providers, Ingress and the Gateway API (HTTPRoute), so that the maintenance page is proven
 # where customers see it. Its go.mod replaces three modules by Traefik's forks, which a wrapper
 # module repeats (as for kustomize-controller). Upstream's RBAC for each provider, from the
-# module's docs, lands beside the binary: up.sh grants exactly that to the proxy's user.
+# module's docs, lands beside the binary: proxy.sh grants exactly that to the proxy's user.
 build_traefik() {
   local out="$cache/bin/traefik-$TRAEFIK_VERSION"
   [[ -x "$out/traefik" && -f "$out/gateway-rbac.yaml" ]] && return
