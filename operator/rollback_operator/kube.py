@@ -189,6 +189,14 @@ class Kube:
     def ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(ingress_path(namespace, name))
 
+    def http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(http_route_path(namespace, name))
+
+    def reference_grants(self, namespace: str) -> list[dict[str, Any]]:
+        """The Gateway API ReferenceGrants of `namespace` (who may refer to its objects)."""
+        found = self.get(f"/apis/{GATEWAY_GROUP}/v1beta1/namespaces/{namespace}/referencegrants")
+        return list((found or {}).get("items") or [])
+
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"/api/v1/namespaces/{namespace}/services/{name}")
 
@@ -346,6 +354,13 @@ class Kube:
 
 def ingress_path(namespace: str, name: str) -> str:
     return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}"
+
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def http_route_path(namespace: str, name: str) -> str:
+    return f"/apis/{GATEWAY_GROUP}/v1/namespaces/{namespace}/httproutes/{name}"
 
 
 def deployment_path(namespace: str, name: str) -> str:

@@ -25,7 +25,7 @@ from rollback_operator.steps.base import (
 )
 from rollback_operator.steps.gates import approvable_steps, gates_record
 from rollback_operator.takeover import Leftover, leftovers
-from rollback_operator.traffic import backend_locations
+from rollback_operator.traffic import backend_locations, not_understood
 
 
 class Preflight(BaseStep):
@@ -60,6 +60,12 @@ class Preflight(BaseStep):
                 problems.append(f"Ingress {name!r} not found")
             elif not backend_locations(ingress):
                 problems.append(f"Ingress {name!r} has no backend to switch to maintenance")
+            elif not_understood(ingress):
+                problems.append(
+                    f"Ingress {name!r} has backends the operator cannot switch and restore "
+                    f"safely: {'; '.join(not_understood(ingress))}. Point them at Services "
+                    "(or take the Ingress out of spec.traffic.ingresses and switch it by hand)"
+                )
             else:
                 ingresses[name] = ingress
         problems += _check_service(ctx.kube.service(ns, spec.maintenance_backend.service), spec)
@@ -81,7 +87,7 @@ class Preflight(BaseStep):
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
         # The capabilities' parts see the objects the run will change, discovered HPAs included.
-        ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas))
+        ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas), spec.route_names)
         # The optional sections check what they depend on: the CDN token, Prometheus, the
         # Secret keys of smoke-test Jobs, the database's references.
         for check in self.checks:
@@ -105,11 +111,12 @@ class Preflight(BaseStep):
         # read once, recorded, and named in the message with the reason for each.
         gates = gates_record(policy, approvable_steps(spec))
         ctx.ledger.put_section("gates", gates)
-        ctx.ledger.set_targets(Targets(spec.ingresses, spec.deployments, tuple(hpas)))
+        ctx.ledger.set_targets(ctx.targets)
         for section, name, leftover in takeovers:
             ctx.ledger.save(section, name, leftover.saved)
+        routes = f"{len(spec.http_routes)} HTTPRoute(s), " if spec.http_routes else ""
         message = (
-            f"found {len(spec.ingresses)} Ingress(es), the maintenance Service, "
+            f"found {len(spec.ingresses)} Ingress(es), {routes}the maintenance Service, "
             f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
         )
         message += "".join(f"; {part}" for part in found)
