@@ -192,9 +192,17 @@ class Kube:
     def http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(http_route_path(namespace, name))
 
-    def reference_grants(self, namespace: str) -> list[dict[str, Any]]:
-        """The Gateway API ReferenceGrants of `namespace` (who may refer to its objects)."""
-        found = self.get(f"/apis/{GATEWAY_GROUP}/v1beta1/namespaces/{namespace}/referencegrants")
+    def reference_grants(self, namespace: str) -> list[dict[str, Any]] | None:
+        """The Gateway API ReferenceGrants of `namespace` (who may refer to its objects); None
+        when the operator may not list them there (a namespace it does not watch)."""
+        try:
+            found = self.get(
+                f"/apis/{GATEWAY_GROUP}/v1beta1/namespaces/{namespace}/referencegrants"
+            )
+        except ApiError as error:
+            if error.status == 403:
+                return None
+            raise
         return list((found or {}).get("items") or [])
 
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:

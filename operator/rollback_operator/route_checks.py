@@ -16,6 +16,7 @@ from rollback_operator.kube import Kube
 from rollback_operator.model import RollbackSpec, RouteSelection
 from rollback_operator.routes import (
     cross_namespace_refs,
+    describe_ref,
     granted,
     maintenance_ref,
     missing_grant,
@@ -67,11 +68,20 @@ def problems(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
             refs = cross_namespace_refs(
                 record(route, selection, maintenance), route["metadata"]["namespace"]
             )
-            grants: dict[str, list[dict[str, Any]]] = {}
+            grants: dict[str, list[dict[str, Any]] | None] = {}
             for ref in refs:
                 if ref["namespace"] not in grants:
                     grants[ref["namespace"]] = kube.reference_grants(ref["namespace"])
-                if not granted(grants[ref["namespace"]], namespace, ref):
+                readable = grants[ref["namespace"]]
+                if readable is None:
+                    found.append(
+                        f"HTTPRoute {selection.name!r} refers to {describe_ref(ref)}, and the "
+                        f"operator may not list the ReferenceGrants of namespace "
+                        f"{ref['namespace']!r} to check that the Gateway would accept the route "
+                        "restored: let it (list referencegrants there), or switch that rule by "
+                        "hand"
+                    )
+                elif not granted(readable, namespace, ref):
                     found.append(missing_grant(selection.name, ref, namespace))
     return found
 

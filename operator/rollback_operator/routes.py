@@ -123,6 +123,29 @@ def to_maintenance(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
     return Plan(changes, [], moved)
 
 
+def back_to_maintenance(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
+    """After traffic returned (Monitor's breach): each recorded rule still serving its saved
+    backendRefs goes back to the maintenance Service; one someone changed since is left alone."""
+    maintenance = saved["maintenance"]
+    changes, theirs, moved = [], [], []
+    for entry in saved["rules"]:
+        rule = rule_at(route, entry["location"])
+        if rule is None:
+            moved.append(where(entry["location"]))
+            continue
+        current = rule.get("backendRefs") or []
+        if serves_maintenance(current, maintenance):
+            continue
+        if current == entry["backendRefs"]:
+            changes.append((entry["location"], [copy.deepcopy(maintenance)]))
+        else:
+            theirs.append(
+                f"{where(entry['location'])} now sends traffic to {describe_refs(current)} "
+                f"(was {describe_refs(entry['backendRefs'])}), not switched"
+            )
+    return Plan(changes, theirs, moved)
+
+
 def to_original(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
     """Each recorded rule still on the maintenance Service gets its saved backendRefs back; one
     already back needs nothing; one serving anything else is drift, left alone."""
