@@ -33,6 +33,7 @@ from tests.e2e.lawyershub import (
     wait_phase,
 )
 from tests.e2e.people import DEVELOPER, as_person, install_approval_policy
+from tests.e2e.test_plugin import kubectl_rollback
 
 pytestmark = pytest.mark.e2e
 
@@ -396,7 +397,7 @@ def test_a_sigkill_on_maintenance_then_a_restart_restores_the_route_exactly(
 
 
 def test_the_gateways_refusal_of_the_switched_route_fails_the_step(
-    api: client.ApiClient, app: str, site: dict[str, Any], operator: Operator
+    api: client.ApiClient, kubeconfig: str, app: str, site: dict[str, Any], operator: Operator
 ) -> None:
     """A controller reported on the route: once switched, its verdict is read back, and a
     refusal at the new generation fails EnableMaintenance with the site left off the app."""
@@ -431,6 +432,11 @@ def test_the_gateways_refusal_of_the_switched_route_fails_the_step(
     # Safe: the route stays off the application, its originals in status.saved.
     assert read_route(api, app)["spec"] == switched(site["spec"], (0, 1, 3))
     assert conditions(failed)["MaintenanceActive"] == "True"
+    # Once the Gateway is fixed, `kubectl rollback restore-traffic` puts the saved rules back.
+    restored = kubectl_rollback(kubeconfig, "restore-traffic", "refused", "-n", app)
+    assert restored.returncode == 0, restored.stderr
+    assert "put back HTTPRoute site (3 rule(s))" in restored.stdout
+    assert read_route(api, app)["spec"] == site["spec"]
 
 
 def test_a_requester_cannot_reach_a_route_of_another_namespace(

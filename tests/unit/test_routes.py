@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kubectl_rollback import recover
 from rollback_operator import route_checks
 from rollback_operator.engine import _left_as
 from rollback_operator.kube import ApiError
@@ -524,3 +525,35 @@ def test_a_failed_run_names_the_routes_left_on_maintenance() -> None:
     assert _left_as(status, routes_spec()).startswith(
         "The maintenance page is still on (Ingress lawyershub; HTTPRoute site)."
     )
+
+
+def test_restore_traffic_puts_back_the_rules_still_on_maintenance_and_leaves_drift() -> None:
+    """`kubectl rollback restore-traffic` after a failed run, as DisableMaintenance would."""
+    world = world_with_route()
+    spec = routes_spec()
+    EnableMaintenance().run(world.ctx(spec))
+    now = world.kube.stored("HTTPRoute", "site")
+    now["spec"]["rules"][3]["backendRefs"] = [{"name": "frontend-hotfix", "port": 3000}]
+    request = {
+        "metadata": {"name": "golive", "namespace": NS},
+        "spec": {
+            "reason": "r",
+            "trigger": "Manual",
+            "traffic": {
+                "httpRoutes": [{"name": "site"}],
+                "maintenanceBackend": {"service": "maintenance-page", "port": "http"},
+            },
+            "workloads": [{"deployment": "backend"}],
+        },
+        "status": {"phase": "Failed", "saved": copy.deepcopy(world.saved)},
+    }
+    assert ("httpRoutes", "site") in recover.touched(request)
+    plan = recover.plan_traffic(request, [request], {}, {}, {"site": copy.deepcopy(now)})
+    route_read, changes = plan.routes["site"]
+    assert [loc["name"] for loc, _ in changes] == ["api", "search"]
+    assert route_read["metadata"]["resourceVersion"] == now["metadata"]["resourceVersion"]
+    assert plan.summary() == "HTTPRoute site (2 rule(s))"
+    assert plan.left == [
+        "HTTPRoute site rules[3] now sends traffic to Service frontend-hotfix:3000 (was Service "
+        "frontend:3000), left as is"
+    ]
