@@ -18,6 +18,7 @@ from rollback_operator.routes import (
     cross_namespace_refs,
     describe_ref,
     granted,
+    has_controller,
     maintenance_ref,
     missing_grant,
     observed,
@@ -112,7 +113,7 @@ def readback(route: dict[str, Any], waited: float) -> tuple[str, str | None]:
     while it has not reported on that generation (within READBACK_SECONDS); ("unconfirmed",
     note) after that; ("ok", None) when it accepts the route, or when no controller ever
     reported on it (there is nothing to wait for)."""
-    if not (route.get("status") or {}).get("parents"):
+    if not has_controller(route):
         return "ok", None
     generation = int(route["metadata"].get("generation", 0))
     if not observed(route, generation):
