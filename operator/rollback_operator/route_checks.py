@@ -1,11 +1,12 @@
 """What must hold of each HTTPRoute a request names before anything changes (Preflight's
 part for the Gateway API), and what the Gateway controller says once the route is switched.
 
-Refused, with the site untouched: a route or a named rule that does not exist; a route that
-already sends traffic to the maintenance page (its original state is unknown); a route whose
+Refused, with the site untouched: a route or a named rule that does not exist; a route whose
 Gateway does not serve it as written (a parent reports Accepted=False or ResolvedRefs=False);
 a cross-namespace reference the restore would write back without the ReferenceGrant that lets
-the Gateway follow it.
+the Gateway follow it. A route that already sends traffic to the maintenance page is
+Preflight's own concern (`on_maintenance`): it takes over an earlier request's record, or
+refuses.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from rollback_operator.routes import (
     selected_rules,
     serves_maintenance,
     service_port,
-    where,
 )
 
 # How long EnableMaintenance waits for a Gateway controller to report on a switched route. Only
@@ -58,14 +58,6 @@ def problems(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
         found += _rules(route, selection)
         found += refusals(route)
         if maintenance is not None:
-            found += [
-                f"HTTPRoute {selection.name!r} {where(loc)} already sends traffic to the "
-                "maintenance page and no record of its original backendRefs can be trusted: "
-                "put them back by hand first (an earlier RollbackRequest's "
-                "status.saved.httpRoutes may hold them)"
-                for loc, rule in selected_rules(route, selection)
-                if serves_maintenance(rule.get("backendRefs"), maintenance)
-            ]
             refs = cross_namespace_refs(
                 record(route, selection, maintenance), route["metadata"]["namespace"]
             )
@@ -84,6 +76,24 @@ def problems(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
                     )
                 elif not granted(readable, namespace, ref):
                     found.append(missing_grant(selection.name, ref, namespace))
+    return found
+
+
+def on_maintenance(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
+    """The request's HTTPRoutes with a selected rule already on the maintenance Service: their
+    original backendRefs are not what a fresh read shows (Preflight takes over an earlier
+    request's record of them, or refuses)."""
+    maintenance = maintenance_of(kube, namespace, spec) if spec.http_routes else None
+    if maintenance is None:
+        return []
+    found = []
+    for selection in spec.http_routes:
+        route = kube.http_route(namespace, selection.name) or {}
+        if any(
+            serves_maintenance(rule.get("backendRefs"), maintenance)
+            for _, rule in selected_rules(route, selection)
+        ):
+            found.append(selection.name)
     return found
 
 

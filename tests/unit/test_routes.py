@@ -481,7 +481,8 @@ def test_preflight_accepts_a_sound_route_and_records_it_as_a_target() -> None:
         ),
         (
             lambda w: rules_of(w)[3].update(backendRefs=[copy.deepcopy(MAINTENANCE)]),
-            "HTTPRoute 'site' rules[3] already sends traffic to the maintenance page",
+            "HTTPRoute 'site' already sends traffic to the maintenance page and no earlier "
+            "RollbackRequest recorded its original state: restore it by hand first",
         ),
     ],
 )
@@ -557,3 +558,35 @@ def test_restore_traffic_puts_back_the_rules_still_on_maintenance_and_leaves_dri
         "HTTPRoute site rules[3] now sends traffic to Service frontend-hotfix:3000 (was Service "
         "frontend:3000), left as is"
     ]
+
+
+def test_a_new_request_takes_over_the_record_a_failed_one_left_and_restores_exactly() -> None:
+    """The failed run left the route on the maintenance page: the next request must restore the
+    true originals from that run's record, not "originals" read from the switched route."""
+    first = world_with_route()
+    before = copy.deepcopy(first.kube.stored("HTTPRoute", "site")["spec"])
+    EnableMaintenance().run(first.ctx(routes_spec()))
+    first.kube.add(
+        "RollbackRequest",
+        {
+            "metadata": {"name": "golive"},
+            "spec": {"dryRun": False},
+            "status": {
+                "phase": "Failed",
+                "finishedAt": "2026-01-10T03:10:00Z",
+                "saved": copy.deepcopy(first.saved),
+                "steps": [{"name": "DisableMaintenance", "state": "Pending"}],
+            },
+        },
+    )
+    second = World()
+    second.kube = first.kube
+    outcome = preflight(second, routes_spec())
+    assert isinstance(outcome, Done), outcome
+    assert "takes over the original state recorded for HTTPRoute site (from golive)" in (
+        outcome.message
+    )
+    assert second.saved["httpRoutes"] == first.saved["httpRoutes"]
+    assert isinstance(EnableMaintenance().run(second.ctx(routes_spec())), Done)
+    assert isinstance(DisableMaintenance().run(second.ctx(routes_spec())), Done)
+    assert second.kube.stored("HTTPRoute", "site")["spec"] == before

@@ -151,6 +151,13 @@ class FakeKube:
     def http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(namespace, "HTTPRoute", name)
 
+    def rollback_requests(self, namespace: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (ns, kind, _), o in sorted(self.objects.items())
+            if ns == namespace and kind == "RollbackRequest"
+        ]
+
     def reference_grants(self, namespace: str) -> list[dict[str, Any]] | None:
         if namespace in self.unreadable_namespaces:
             return None

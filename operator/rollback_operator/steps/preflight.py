@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rollback_operator import route_checks
 from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
@@ -130,7 +131,7 @@ class Preflight(BaseStep):
         return Done(message)
 
 
-_KIND = {"ingresses": "Ingress", "hpas": "HPA"}
+_KIND = {"ingresses": "Ingress", "httpRoutes": "HTTPRoute", "hpas": "HPA"}
 
 
 def _take_over(
@@ -148,19 +149,18 @@ def _take_over(
     switched = [
         n for n, i in ingresses.items() if any(b == maintenance for _, b in backend_locations(i))
     ]
+    routes = route_checks.on_maintenance(ctx.kube, ctx.namespace, ctx.spec)
     frozen = [name for name, hpa in hpas.items() if is_frozen(hpa)]
-    if not switched and not frozen:
+    if not switched and not routes and not frozen:
         return []
     found = leftovers(ctx.kube.rollback_requests(ctx.namespace), ctx.request)
     adopted: list[tuple[str, str, Leftover]] = []
-    for section, names in (("ingresses", switched), ("hpas", frozen)):
+    for section, names in (("ingresses", switched), ("httpRoutes", routes), ("hpas", frozen)):
         for name in names:
             if name in found[section]:
                 adopted.append((section, name, found[section][name]))
                 continue
-            state = (
-                "sends traffic to the maintenance page" if section == "ingresses" else "is frozen"
-            )
+            state = "is frozen" if section == "hpas" else "sends traffic to the maintenance page"
             problems.append(
                 f"{_KIND[section]} {name!r} already {state} and no earlier RollbackRequest "
                 "recorded its original state: restore it by hand first"
