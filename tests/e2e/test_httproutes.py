@@ -396,30 +396,38 @@ def test_a_sigkill_on_maintenance_then_a_restart_restores_the_route_exactly(
     assert saved[0]["backendRefs"] == before["spec"]["rules"][0]["backendRefs"]
 
 
-def test_the_gateways_refusal_of_the_switched_route_fails_the_step(
-    api: client.ApiClient, kubeconfig: str, app: str, site: dict[str, Any], operator: Operator
-) -> None:
-    """A controller reported on the route: once switched, its verdict is read back, and a
-    refusal at the new generation fails EnableMaintenance with the site left off the app."""
-    report_status(api, app, site["metadata"]["generation"], None)
+def _refused_by_the_gateway_once_switched(
+    api: client.ApiClient, namespace: str, site: dict[str, Any], name: str
+) -> dict[str, Any]:
+    """A request run while a Gateway controller, which accepted the route as it was, refuses it
+    once switched (ResolvedRefs=False at the new generation); the request as it ended."""
+    report_status(api, namespace, site["metadata"]["generation"], None)
     stop = threading.Event()
 
     def controller() -> None:  # refuses the maintenance backend once it sees the switch
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
-            generation = read_route(api, app)["metadata"]["generation"]
+            generation = read_route(api, namespace)["metadata"]["generation"]
             if generation > site["metadata"]["generation"]:
-                report_status(api, app, generation, ("ResolvedRefs", "RefNotPermitted"))
+                report_status(api, namespace, generation, ("ResolvedRefs", "RefNotPermitted"))
                 return
             stop.wait(0.05)
 
     thread = threading.Thread(target=controller, daemon=True)
     thread.start()
     try:
-        failed = run_request(api, app, "refused", "Failed", timeout=60, traffic=ROUTES_ONLY)
+        return run_request(api, namespace, name, "Failed", timeout=60, traffic=ROUTES_ONLY)
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def test_the_gateways_refusal_of_the_switched_route_fails_the_step(
+    api: client.ApiClient, kubeconfig: str, app: str, site: dict[str, Any], operator: Operator
+) -> None:
+    """A controller reported on the route: once switched, its verdict is read back, and a
+    refusal at the new generation fails EnableMaintenance with the site left off the app."""
+    failed = _refused_by_the_gateway_once_switched(api, app, site, "refused")
     steps = ledger(failed)
     assert steps["EnableMaintenance"]["state"] == "Failed"
     message = steps["EnableMaintenance"]["message"]
@@ -467,3 +475,18 @@ def test_a_requester_cannot_reach_a_route_of_another_namespace(
     assert failed["status"]["phase"] == "Failed"
     assert "HTTPRoute 'shop' not found" in ledger(failed)["Preflight"]["message"]
     assert read_route(api, other_namespace, "shop") == theirs
+
+
+def test_the_next_request_takes_over_the_record_the_failed_run_left(
+    api: client.ApiClient, app: str, site: dict[str, Any], operator: Operator
+) -> None:
+    """The failed run left the route on the maintenance page: once the Gateway accepts it, a new
+    request restores the true originals from that run's record, not the switched route."""
+    _refused_by_the_gateway_once_switched(api, app, site, "refused")
+    report_status(api, app, read_route(api, app)["metadata"]["generation"], None)  # fixed
+    done = run_request(api, app, "again", "Succeeded", timeout=120, traffic=ROUTES_ONLY)
+    assert (
+        "takes over the original state recorded for HTTPRoute site (from refused)"
+        in ledger(done)["Preflight"]["message"]
+    )
+    assert read_route(api, app)["spec"] == site["spec"]
