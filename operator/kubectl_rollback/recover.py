@@ -3,10 +3,11 @@ starts it again.
 
 A failed or aborted run leaves the maintenance page on and the HPAs frozen, on purpose (see
 rollback_operator.takeover). `restore-traffic` puts back, from the request's `status.saved`,
-only what is still the operator's change (a backend still on the maintenance page, an HPA still
-frozen), exactly as DisableMaintenance and ResumeAutoscaling would, and records what it did on
-the request (an annotation and an Event). `retry` creates a new request from the failed one's
-spec; the operator's Preflight then takes over the failed one's record of the originals.
+only what is still the operator's change (a backend or an HTTPRoute rule still on the
+maintenance page, an HPA still frozen), exactly as DisableMaintenance and ResumeAutoscaling
+would, and records what it did on the request (an annotation and an Event). `retry` creates a
+new request from the failed one's spec; the operator's Preflight then takes over the failed
+one's record of the originals.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from rollback_operator.model import (
     Phase,
     RollbackSpec,
 )
+from rollback_operator.routes import RuleLocation, patch_rules, to_original
 from rollback_operator.status import Status
 from rollback_operator.takeover import leftovers
 from rollback_operator.traffic import Location, patch_backends, serves_maintenance, still_ours
 
-_KIND = {"ingresses": "Ingress", "hpas": "HPA"}
+_KIND = {"ingresses": "Ingress", "httpRoutes": "HTTPRoute", "hpas": "HPA"}
 
 
 @dataclass
@@ -46,9 +48,13 @@ class TrafficPlan:
     )  # name -> (the Ingress as read, its changes)
     hpas: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> merge patch
     left: list[str] = field(default_factory=list)
+    routes: dict[str, tuple[dict[str, Any], list[tuple[RuleLocation, list[Any]]]]] = field(
+        default_factory=dict
+    )  # name -> (the HTTPRoute as read, its rules' changes)
 
     def summary(self) -> str:
         parts = [f"Ingress {n} ({len(c)} backend(s))" for n, (_, c) in self.ingresses.items()]
+        parts += [f"HTTPRoute {n} ({len(c)} rule(s))" for n, (_, c) in self.routes.items()]
         parts += [f"HPA {name} (behavior)" for name in self.hpas]
         return ", ".join(parts)
 
@@ -74,11 +80,13 @@ def refusal(obj: dict[str, Any], requests: list[dict[str, Any]], verb: str) -> s
 
 
 def touched(obj: dict[str, Any]) -> set[tuple[str, str]]:
-    """The Ingresses and HPAs a request names, or found (status.targets), or saved."""
+    """The Ingresses, HTTPRoutes and HPAs a request names, or found (status.targets), or saved."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    out = {("ingresses", n) for n in (spec.get("traffic") or {}).get("ingresses") or []}
+    traffic = spec.get("traffic") or {}
+    out = {("ingresses", n) for n in traffic.get("ingresses") or []}
+    out |= {("httpRoutes", r["name"]) for r in traffic.get("httpRoutes") or []}
     out |= {("hpas", n) for n in (spec.get("autoscaling") or {}).get("hpas") or []}
-    for section in ("ingresses", "hpas"):
+    for section in ("ingresses", "httpRoutes", "hpas"):
         out |= {(section, n) for n in (status.get("targets") or {}).get(section) or []}
         out |= {(section, n) for n in (status.get("saved") or {}).get(section) or {}}
     return out
@@ -89,6 +97,7 @@ def plan_traffic(
     requests: list[dict[str, Any]],
     ingresses: dict[str, dict[str, Any] | None],
     hpas: dict[str, dict[str, Any] | None],
+    routes: dict[str, dict[str, Any] | None] | None = None,
 ) -> TrafficPlan:
     """From the request, every request of its namespace and the objects as read now (None: gone).
 
@@ -100,13 +109,15 @@ def plan_traffic(
     saved = status.get("saved") or {}
     maintenance = RollbackSpec.parse(obj["spec"]).maintenance_backend.as_ingress_backend()
     back = dict(zip(("ingresses", "hpas"), Status.from_dict(status).restored(), strict=True))
+    back["httpRoutes"] = back["ingresses"]
     latest = leftovers(requests, me="")
+    objects = {"ingresses": ingresses, "httpRoutes": routes or {}, "hpas": hpas}
     plan = TrafficPlan()
-    for section in ("ingresses", "hpas"):
+    for section in ("ingresses", "httpRoutes", "hpas"):
         for target, record in (saved.get(section) or {}).items():
             what = f"{_KIND[section]} {target}"
-            newer = latest[section].get(target)
-            current = (ingresses if section == "ingresses" else hpas).get(target)
+            newer = latest.get(section, {}).get(target)
+            current = objects[section].get(target)
             if back[section]:
                 plan.left.append(f"{what}: already put back by the run")
             elif newer is not None and newer.request != name:
@@ -122,6 +133,14 @@ def plan_traffic(
                 if changes:
                     plan.ingresses[target] = (current, changes)
                 elif not theirs:
+                    plan.left.append(f"{what}: already back")
+            elif section == "httpRoutes":
+                rules = to_original(current, record)
+                plan.left += [f"{what} {text}" for text in rules.theirs]
+                plan.left += [f"{what} {moved} moved, left as is" for moved in rules.moved]
+                if rules.changes:
+                    plan.routes[target] = (current, rules.changes)
+                elif not rules.theirs and not rules.moved:
                     plan.left.append(f"{what}: already back")
             else:
                 patch = resume_patch(current, record)
@@ -150,7 +169,8 @@ def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
     saved = (obj.get("status") or {}).get("saved") or {}
     ingresses = {n: kube.ingress(namespace, n) for n in saved.get("ingresses") or {}}
     hpas = {n: kube.hpa(namespace, n) for n in saved.get("hpas") or {}}
-    plan = plan_traffic(obj, requests, ingresses, hpas)
+    routes = {n: kube.http_route(namespace, n) for n in saved.get("httpRoutes") or {}}
+    plan = plan_traffic(obj, requests, ingresses, hpas, routes)
     done = plan.summary()
     if args.dry_run:
         print(f"rollbackrequest/{args.name}: would put back {done or 'nothing'}", file=out)
@@ -158,6 +178,8 @@ def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
         user = whoami(kube)
         for target, (ingress, changes) in plan.ingresses.items():
             patch_backends(kube, namespace, target, ingress, changes)
+        for target, (route, rules) in plan.routes.items():
+            patch_rules(kube, namespace, target, route, rules)
         for target, patch in plan.hpas.items():
             kube.patch(hpa_path(namespace, target), patch)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -252,6 +252,11 @@ def plan_text(obj: dict[str, Any], images: dict[str, dict[str, str]] | None = No
         f"Maintenance page: Ingresses switch to {backend.get('service')}:{backend.get('port')}",
     ]
     lines += [f"  Ingress {ingress}" for ingress in traffic.get("ingresses") or []]
+    lines += [
+        f"  HTTPRoute {route.get('name')}"
+        + (f" (rules {', '.join(route['rules'])})" if route.get("rules") else " (every rule)")
+        for route in traffic.get("httpRoutes") or []
+    ]
     hpas = (spec.get("autoscaling") or {}).get("hpas")
     lines.append("Autoscaling: HPAs frozen (selectPolicy Disabled, both ways)")
     if hpas is None:

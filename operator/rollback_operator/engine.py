@@ -321,12 +321,12 @@ def _left_as(status: Status, spec: RollbackSpec) -> str:
         return "Dry run: nothing was changed."
     maintenance, frozen = _site_changes(status, spec)
     if not maintenance and not frozen:
-        if status.saved.get("ingresses"):
+        if any(status.saved.get(k) for k in _SWITCHED):
             return "Traffic is back on the application: nothing to restore."
         return "Traffic was not switched: nothing to restore."
     parts = []
     if maintenance:
-        parts.append(f"The maintenance page is still on (Ingress {', '.join(maintenance)}).")
+        parts.append(f"The maintenance page is still on ({'; '.join(maintenance)}).")
     if frozen:
         parts.append(f"The HPAs {', '.join(frozen)} are still frozen.")
     parts.append(
@@ -337,10 +337,11 @@ def _left_as(status: Status, spec: RollbackSpec) -> str:
 
 
 # --- conditions, derived from the ledger after every transition
+_SWITCHED = {"ingresses": "Ingress", "httpRoutes": "HTTPRoute"}  # status.saved's, by kind
 
 
 def _site_changes(status: Status, spec: RollbackSpec) -> tuple[list[str], list[str]]:
-    """The Ingresses on maintenance and the HPAs frozen now, as far as the ledger knows.
+    """The Ingresses, HTTPRoutes ("HTTPRoute a, b") on maintenance, the HPAs frozen, now.
 
     `status.saved` is written before each change, so it also covers a step that failed or was
     aborted half-way (one Ingress switched, the next not).
@@ -348,7 +349,8 @@ def _site_changes(status: Status, spec: RollbackSpec) -> tuple[list[str], list[s
     if spec.dry_run:
         return [], []
     ingresses_back, hpas_back = status.restored()
-    maintenance = [] if ingresses_back else sorted(status.saved.get("ingresses", {}))
+    on = [] if ingresses_back else [k for k in _SWITCHED if status.saved.get(k)]
+    maintenance = [f"{_SWITCHED[k]} {', '.join(sorted(status.saved[k]))}" for k in on]
     frozen = [] if hpas_back else sorted(status.saved.get("hpas", {}))
     return maintenance, frozen
 

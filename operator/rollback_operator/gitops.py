@@ -50,6 +50,7 @@ _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _GROUPS = {
     "Deployment": "apps",
     "Ingress": "networking.k8s.io",
+    "HTTPRoute": "gateway.networking.k8s.io",
     "HorizontalPodAutoscaler": "autoscaling",
 }
 

@@ -189,6 +189,22 @@ class Kube:
     def ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(ingress_path(namespace, name))
 
+    def http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(http_route_path(namespace, name))
+
+    def reference_grants(self, namespace: str) -> list[dict[str, Any]] | None:
+        """The Gateway API ReferenceGrants of `namespace` (who may refer to its objects); None
+        when the operator may not list them there (a namespace it does not watch)."""
+        try:
+            found = self.get(
+                f"/apis/{GATEWAY_GROUP}/v1beta1/namespaces/{namespace}/referencegrants"
+            )
+        except ApiError as error:
+            if error.status == 403:
+                return None
+            raise
+        return list((found or {}).get("items") or [])
+
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"/api/v1/namespaces/{namespace}/services/{name}")
 
@@ -346,6 +362,13 @@ class Kube:
 
 def ingress_path(namespace: str, name: str) -> str:
     return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}"
+
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def http_route_path(namespace: str, name: str) -> str:
+    return f"/apis/{GATEWAY_GROUP}/v1/namespaces/{namespace}/httproutes/{name}"
 
 
 def deployment_path(namespace: str, name: str) -> str:

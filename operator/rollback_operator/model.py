@@ -145,6 +145,20 @@ class BackendRef:
 
 
 @dataclass(frozen=True)
+class RouteSelection:
+    """An HTTPRoute of the request's namespace, and the names of the rules to switch (None:
+    every rule that sends traffic to a backend)."""
+
+    name: str
+    rules: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> RouteSelection:
+        rules = raw.get("rules")
+        return cls(name=raw["name"], rules=None if rules is None else tuple(rules))
+
+
+@dataclass(frozen=True)
 class Workload:
     deployment: str
     containers: tuple[str, ...] | None  # None: every container of the Deployment
@@ -163,6 +177,8 @@ class RollbackSpec:
     hpas: tuple[str, ...] | None  # None: discover the HPAs scaling the listed Deployments
     workloads: tuple[Workload, ...]
     rollout_timeout_seconds: float
+    # The HTTPRoutes (Gateway API) switched beside the Ingresses.
+    http_routes: tuple[RouteSelection, ...] = ()
     # The optional sections (cdn, database, verification, monitoring, notify) as written, with
     # the CRD's defaults applied; each is given its types by the module of its steps.
     sections: dict[str, Any] = field(default_factory=dict)
@@ -177,7 +193,8 @@ class RollbackSpec:
             trigger=spec["trigger"],
             dry_run=bool(spec.get("dryRun", False)),
             target_tag=spec.get("targetTag", DEFAULT_TARGET_TAG),
-            ingresses=tuple(traffic["ingresses"]),
+            ingresses=tuple(traffic.get("ingresses") or ()),
+            http_routes=tuple(RouteSelection.parse(r) for r in traffic.get("httpRoutes") or ()),
             maintenance_backend=BackendRef(service=backend["service"], port=backend["port"]),
             hpas=None if hpas is None else tuple(hpas),
             workloads=tuple(
@@ -202,6 +219,13 @@ class RollbackSpec:
     def deployments(self) -> tuple[str, ...]:
         return tuple(w.deployment for w in self.workloads)
 
+    @property
+    def route_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.http_routes)
+
+    def route(self, name: str) -> RouteSelection:
+        return next(r for r in self.http_routes if r.name == name)
+
 
 @dataclass(frozen=True)
 class Targets:
@@ -212,27 +236,35 @@ class Targets:
     ingresses: tuple[str, ...] = ()
     deployments: tuple[str, ...] = ()
     hpas: tuple[str, ...] = ()
+    http_routes: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: RollbackSpec) -> Targets:
-        return cls(spec.ingresses, spec.deployments, spec.hpas or ())
+        return cls(spec.ingresses, spec.deployments, spec.hpas or (), spec.route_names)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Targets | None:
         if raw is None:
             return None
-        return cls(*(tuple(raw.get(kind) or ()) for kind in ("ingresses", "deployments", "hpas")))
+        ingresses, deployments, hpas = (
+            tuple(raw.get(kind) or ()) for kind in ("ingresses", "deployments", "hpas")
+        )
+        return cls(ingresses, deployments, hpas, tuple(raw.get("httpRoutes") or ()))
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {
+        written = {
             "ingresses": list(self.ingresses),
             "deployments": list(self.deployments),
             "hpas": list(self.hpas),
         }
+        if self.http_routes:
+            written["httpRoutes"] = list(self.http_routes)
+        return written
 
     def claim_keys(self) -> list[tuple[str, str]]:
         return (
             [("Ingress", n) for n in sorted(set(self.ingresses))]
+            + [("HTTPRoute", n) for n in sorted(set(self.http_routes))]
             + [("Deployment", n) for n in sorted(set(self.deployments))]
             + [("HorizontalPodAutoscaler", n) for n in sorted(set(self.hpas))]
         )

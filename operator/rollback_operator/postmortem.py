@@ -16,6 +16,7 @@ from rollback_operator.images import SelectedImages, with_tag
 from rollback_operator.model import DEFAULT_TARGET_TAG, POSTMORTEM_KEY
 from rollback_operator.monitoring import describe_rule, show_duration, show_value
 from rollback_operator.redaction import scrub, scrub_tree
+from rollback_operator.routes import describe_refs, where
 from rollback_operator.traffic import describe
 
 KEY = POSTMORTEM_KEY
@@ -61,6 +62,7 @@ def render(request: dict[str, Any], now: datetime) -> str:
     lines += ["", "## What was changed and restored", ""]
     lines += _images(saved.get("deployments") or {}, spec)
     lines += _ingresses(saved.get("ingresses") or {}, spec)
+    lines += _routes(saved.get("httpRoutes") or {})
     lines += _hpas(saved.get("hpas") or {})
     lines += _gitops(saved.get("gitops") or {}, meta)
     lines += _database(status)
@@ -249,6 +251,27 @@ def _ingresses(ingresses: dict[str, Any], spec: dict[str, Any]) -> list[str]:
             where = entry["location"].get("pathValue") or "defaultBackend"
             host = entry["location"].get("host") or ""
             lines.append(f"| {name} | {host}{where} | {describe(entry['backend'])} |")
+    return [*lines, ""]
+
+
+def _routes(routes: dict[str, Any]) -> list[str]:
+    if not routes:
+        return []
+    lines = [
+        "### HTTPRoutes",
+        "",
+        "Every rule below sent its traffic to the maintenance page during the rollback, then its "
+        "original backendRefs were written back:",
+        "",
+        "| HTTPRoute | rule | original backendRefs |",
+        "|---|---|---|",
+    ]
+    for name, record in sorted(routes.items()):
+        for entry in record["rules"]:
+            lines.append(
+                f"| {name} | {where(entry['location'])} | "
+                f"{_cell(describe_refs(entry['backendRefs']))} |"
+            )
     return [*lines, ""]
 
 

@@ -1,8 +1,8 @@
 """One run per target (safety rule 5): which earlier request, if any, a request must wait for.
 
-Each live request claims its Ingresses, Deployments, listed HPAs and database (HPAs found by
-discovery belong to a listed Deployment, so the Deployment's claim covers them; the database
-is named by its connection Secret key). Requests are ordered by
+Each live request claims its Ingresses, HTTPRoutes, Deployments, listed HPAs and database (HPAs
+found by discovery belong to a listed Deployment, so the Deployment's claim covers them; the
+database is named by its connection Secret key). Requests are ordered by
 (creationTimestamp, name), the same total order everywhere, so two requests never wait for
 each other. A request that has started is never overtaken.
 """

@@ -23,7 +23,8 @@ class Leftover:
 
 
 def leftovers(requests: list[dict[str, Any]], me: str) -> dict[str, dict[str, Leftover]]:
-    """For `ingresses` and `hpas`: each object changed and not restored by a finished request,
+    """For `ingresses`, `httpRoutes` and `hpas`: each object changed and not restored by a
+    finished request,
     with the record of the most recent such request (a later restore clears it)."""
     finished = [
         r
@@ -33,15 +34,15 @@ def leftovers(requests: list[dict[str, Any]], me: str) -> dict[str, dict[str, Le
         and Phase(r.get("status", {}).get("phase", Phase.PENDING)).terminal
     ]
     finished.sort(key=lambda r: (r["status"].get("finishedAt") or "", r["metadata"]["name"]))
-    found: dict[str, dict[str, Leftover]] = {"ingresses": {}, "hpas": {}}
+    found: dict[str, dict[str, Leftover]] = {"ingresses": {}, "httpRoutes": {}, "hpas": {}}
     for request in finished:
         status = request["status"]
         ingresses_back, hpas_back = Status.from_dict(status).restored()
-        restored = {"ingresses": ingresses_back, "hpas": hpas_back}
-        for section in ("ingresses", "hpas"):
+        restored = {"ingresses": ingresses_back, "httpRoutes": ingresses_back, "hpas": hpas_back}
+        for section, records in found.items():
             for name, record in (status.get("saved") or {}).get(section, {}).items():
                 if restored[section]:
-                    found[section].pop(name, None)
+                    records.pop(name, None)
                 else:
-                    found[section][name] = Leftover(request["metadata"]["name"], record)
+                    records[name] = Leftover(request["metadata"]["name"], record)
     return found

@@ -35,6 +35,29 @@ def backend_locations(ingress: dict[str, Any]) -> list[tuple[Location, dict[str,
     return found
 
 
+# The AWS Load Balancer Controller's convention: a service backend on this port name is an
+# action (a redirect, a fixed response, a weighted forward) read from an annotation of the
+# Ingress, not a Service port.
+ACTION_PORT_NAME = "use-annotation"
+
+
+def not_understood(ingress: dict[str, Any]) -> list[str]:
+    """The backends whose switch and restore the operator cannot vouch for, described: a
+    `resource` backend (served by a controller-specific object, not a Service) and an action
+    backend (port name `use-annotation`). Switched blindly, the first would lose what only its
+    controller knows, and the second would leave the action in the annotation live."""
+    found = []
+    for location, backend in backend_locations(ingress):
+        if backend.get("resource"):
+            found.append(f"{where(location)} is served by resource {describe(backend)}")
+        elif (backend.get("service") or {}).get("port", {}).get("name") == ACTION_PORT_NAME:
+            found.append(
+                f"{where(location)} is the action {backend['service']['name']!r} "
+                f"(port name {ACTION_PORT_NAME}, read from the Ingress's annotations)"
+            )
+    return found
+
+
 def backend_at(ingress: dict[str, Any], location: Location) -> dict[str, Any] | None:
     """The backend now at `location`, or None if the rule or path there is not the same one."""
     spec = ingress.get("spec", {})

@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 
 from rollback_operator import GROUP, PLURAL, VERSION
 from standins.local import wait_until
+from tests.e2e.support import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -271,3 +272,21 @@ def test_rbac_refuses_a_service_account_with_no_role(api: client.ApiClient, name
     assert f"system:serviceaccount:{namespace}:nobody" in refused.value.body
     # The same request as admin is allowed: it is the grant that is missing, not the call.
     assert core.list_namespaced_pod(namespace).items == []
+
+
+def test_the_gateway_api_crds_are_established_at_the_pinned_version(api: client.ApiClient) -> None:
+    """cluster/up.sh installs the Gateway API's standard channel at GATEWAY_API_VERSION in every
+    local cluster: the HTTPRoutes and ReferenceGrants the operator switches and checks."""
+    pinned = next(
+        line.split("=", 1)[1]
+        for line in (REPO_ROOT / "cluster" / "versions.env").read_text().splitlines()
+        if line.startswith("GATEWAY_API_VERSION=")
+    )
+    extensions = client.ApiextensionsV1Api(api)
+    for kind in ("httproutes", "referencegrants", "gateways", "gatewayclasses", "grpcroutes"):
+        crd = extensions.read_custom_resource_definition(f"{kind}.gateway.networking.k8s.io")
+        annotations = crd.metadata.annotations
+        assert annotations["gateway.networking.k8s.io/bundle-version"] == pinned
+        assert annotations["gateway.networking.k8s.io/channel"] == "standard"
+        established = {c.type: c.status for c in crd.status.conditions}["Established"]
+        assert established == "True", kind

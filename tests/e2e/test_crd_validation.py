@@ -153,6 +153,50 @@ INVALID_SPECS: list[tuple[str, Mutation, list[str]]] = [
         ['"Lawyers_Hub" is not a valid Ingress name'],
     ),
     (
+        "neither ingresses nor httpRoutes",
+        _delete("traffic.ingresses"),
+        [
+            "spec.traffic.ingresses",
+            "name at least one Ingress (ingresses) or HTTPRoute (httpRoutes) to put on the "
+            "maintenance page",
+        ],
+    ),
+    (
+        "empty httpRoutes",
+        _set("traffic.httpRoutes", []),
+        ["spec.traffic.httpRoutes", "name at least one HTTPRoute, or omit httpRoutes"],
+    ),
+    (
+        "httpRoute of another namespace",
+        _set("traffic.httpRoutes", [{"name": "shop/site"}]),
+        ['"shop/site" is not a valid HTTPRoute name', "without a namespace"],
+    ),
+    (
+        "duplicate httpRoute",
+        _set("traffic.httpRoutes", [{"name": "site"}, {"name": "api"}, {"name": "site"}]),
+        ["spec.traffic.httpRoutes[2]: Duplicate value", '"name":"site"'],
+    ),
+    (
+        "too many httpRoutes",
+        _set("traffic.httpRoutes", [{"name": f"route-{i}"} for i in range(33)]),
+        ["spec.traffic.httpRoutes: Too many: 33: must have at most 32 items"],
+    ),
+    (
+        "empty rule selector",
+        _set("traffic.httpRoutes", [{"name": "site", "rules": []}]),
+        ["rules must not be empty: omit it to switch every rule of the route"],
+    ),
+    (
+        "duplicate rule",
+        _set("traffic.httpRoutes", [{"name": "site", "rules": ["api", "web", "api"]}]),
+        ['rule "api" is listed more than once'],
+    ),
+    (
+        "bad rule name",
+        _set("traffic.httpRoutes", [{"name": "site", "rules": ["API_v2"]}]),
+        ['"API_v2" is not a valid rule name'],
+    ),
+    (
         "missing maintenanceBackend",
         _delete("traffic.maintenanceBackend"),
         ["spec.traffic.maintenanceBackend: Required value"],
@@ -343,6 +387,32 @@ def test_full_spec_is_accepted_as_written(api: client.ApiClient, namespace: str)
     spec["traffic"]["maintenanceBackend"]["port"] = "http"
     created = _create(api, namespace, _request("full", spec))
     assert created["spec"] == spec
+
+
+@pytest.mark.usefixtures("crds_installed")
+def test_http_routes_alone_are_enough(api: client.ApiClient, namespace: str) -> None:
+    """A site served through a Gateway has no Ingress: its HTTPRoutes are the traffic."""
+    spec = _minimal_spec()
+    spec["traffic"] = {
+        "httpRoutes": [{"name": "site", "rules": ["api", "web.v2"]}, {"name": "admin"}],
+        "maintenanceBackend": {"service": "maintenance-page", "port": 80},
+    }
+    created = _create(api, namespace, _request("routes", spec))
+    assert created["spec"]["traffic"] == spec["traffic"]
+
+
+@pytest.mark.usefixtures("crds_installed")
+def test_an_http_route_has_no_namespace_to_give(api: client.ApiClient, namespace: str) -> None:
+    """A route is named, never placed: a `namespace` beside its name is an error to a strict
+    client and dropped otherwise, so a request only ever reaches routes of its own namespace."""
+    spec = _minimal_spec()
+    spec["traffic"]["httpRoutes"] = [{"name": "site", "namespace": "shop"}]
+    with pytest.raises(ApiException) as raised:
+        _create(api, namespace, _request("strict", spec), field_validation="Strict")
+    assert raised.value.status == 400
+    assert 'unknown field "spec.traffic.httpRoutes[0].namespace"' in _message(raised.value)
+    created = _create(api, namespace, _request("lenient", spec))
+    assert created["spec"]["traffic"]["httpRoutes"] == [{"name": "site"}]
 
 
 @pytest.mark.usefixtures("crds_installed")
@@ -643,12 +713,14 @@ def test_kubectl_explain_reads_well(kubeconfig: str) -> None:
     )
     for text in (
         "How traffic is taken off the application",
-        "ingresses <[]string> -required-",
+        "ingresses <[]string>",
+        "httpRoutes <[]Object>",
         "Names of the Ingresses that serve the application",
         "maintenanceBackend <Object> -required-",
         "The Service, in the request's namespace, that serves the static maintenance page",
     ):
         assert text in traffic, traffic
+    assert "ingresses <[]string> -required-" not in traffic  # HTTPRoutes may replace them
 
     port = explain("rbr.spec.traffic.maintenanceBackend.port")
     assert port and "a number (1 to 65535) or the name of one of the Service's ports" in port

@@ -60,6 +60,8 @@ IN_NAMESPACE: frozenset[Grant] = frozenset(
     | _grants("", "events", "create")
     | _grants("", "configmaps", "get", "create", "patch")
     | _grants("networking.k8s.io", "ingresses", "get", "patch")
+    | _grants("gateway.networking.k8s.io", "httproutes", "get", "patch")
+    | _grants("gateway.networking.k8s.io", "referencegrants", "list")
     | _grants("", "services", "get")
     | _grants("apps", "deployments", "get", "patch")
     | _grants("autoscaling", "horizontalpodautoscalers", "get", "list", "patch")

@@ -137,6 +137,7 @@ PLUGIN_MAY_IMPORT = {
     "rollback_operator.kube",
     "rollback_operator.images",
     "rollback_operator.traffic",
+    "rollback_operator.routes",
     "rollback_operator.autoscaling",
     "rollback_operator.status",
     "rollback_operator.takeover",

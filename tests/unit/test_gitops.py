@@ -255,3 +255,28 @@ def test_no_gitops_condition_when_nothing_was_suspended() -> None:
 
     assert gitops_conditions(Status(), None) == []  # type: ignore[arg-type]
     assert gitops_advice(Status(), "Rolled back") == "Rolled back"
+
+
+def test_an_http_route_counts_as_managed_as_an_ingress_does() -> None:
+    """An Argo CD Application or Flux Kustomization that syncs an HTTPRoute would undo its
+    switch to the maintenance page: it is found (and suspended) like an Ingress's."""
+    application = {
+        "status": {
+            "resources": [
+                {
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "HTTPRoute",
+                    "namespace": NS,
+                    "name": "web",
+                }
+            ]
+        }
+    }
+    assert gitops.lists("Application", application, "HTTPRoute", _target())
+    assert not gitops.lists("Application", application, "Ingress", _target())
+    kustomization = {
+        "status": {
+            "inventory": {"entries": [{"id": f"{NS}_web_gateway.networking.k8s.io_HTTPRoute"}]}
+        }
+    }
+    assert gitops.lists("Kustomization", kustomization, "HTTPRoute", _target())

@@ -22,6 +22,8 @@ LAYERS: list[set[str]] = [
     {"metrics", "kube", "ledger", "redaction"},
     {
         "traffic",
+        "routes",
+        "route_checks",
         "gitops",
         "autoscaling",
         "rollout",

@@ -177,6 +177,14 @@ def planned(spec: dict[str, Any], images: dict[str, dict[str, str]] | None = Non
     )
 
 
+def test_plan_names_the_http_routes_and_their_rules():
+    traffic = SPEC["traffic"] | {"httpRoutes": [{"name": "site"}, {"name": "api", "rules": ["v2"]}]}
+    text = planned(SPEC | {"traffic": traffic})
+    assert "  Ingress lawyershub\n  HTTPRoute site (every rule)\n  HTTPRoute api (rules v2)\n" in (
+        text
+    )
+
+
 def test_plan_from_the_spec_alone():
     text = planned(SPEC)
     assert "Ingresses switch to maintenance-page:80\n  Ingress lawyershub\n" in text

@@ -143,3 +143,28 @@ def test_the_post_mortem_names_the_requester_the_gates_and_what_was_approved() -
         "- RestoreDatabase: approved by dba-alice at 2026-01-10T03:04:00.000Z: "
         "RestoreDatabase@0123456789abcdef, database db:5432/app; file /backups/x.sql" in text
     )
+
+
+def test_the_report_lists_the_http_route_rules_switched_with_their_original_backend_refs() -> None:
+    request = copy.deepcopy(REQUEST)
+    request["status"]["saved"]["httpRoutes"] = {
+        "site": {
+            "maintenance": {"name": "maintenance-page", "port": 80},
+            "rules": [
+                {
+                    "location": {"index": 0, "name": "api", "matches": None},
+                    "backendRefs": [
+                        {"name": "backend", "port": 8080, "weight": 90},
+                        {"name": "search", "namespace": "shared", "port": 9200, "weight": 10},
+                    ],
+                },
+                {"location": {"index": 2, "name": "", "matches": None}, "backendRefs": []},
+            ],
+        }
+    }
+    document = render(request, datetime(2026, 1, 10, 4, 0, tzinfo=UTC))
+    assert (
+        "| site | rule 'api' | Service backend:8080 weight 90, Service shared/search:9200 "
+        "weight 10 |" in document
+    )
+    assert "| site | rules[2] | no backend |" in document

@@ -242,3 +242,15 @@ def test_the_first_pending_request_can_always_go() -> None:
     for order in itertools.permutations(SCENARIOS["chain"]):
         earliest = min(order, key=lambda r: (r.created, r.name))
         assert waits(earliest, order) is None
+
+
+def test_two_requests_switching_the_same_http_route_run_one_after_the_other() -> None:
+    """A route is switched and restored by one run at a time, as an Ingress is."""
+    routed = spec(ingresses=(), deployments=("frontend",))
+    routed["traffic"]["httpRoutes"] = [{"name": "site", "rules": ["api"]}]
+    other = spec(ingresses=(), deployments=("backend",))
+    other["traffic"]["httpRoutes"] = [{"name": "site"}]
+    first = Request("a", T0, Phase.RUNNING, routed)
+    second = Request("b", "2026-01-10T03:00:05Z", Phase.PENDING, other)
+    assert (NS, "HTTPRoute", "site") in first.claims()
+    assert waits(second, [first, second]) == "a"

@@ -21,9 +21,12 @@ def test_preflight_runs_each_capabilitys_part_once() -> None:
     preflight = registry.STEPS[StepName.PREFLIGHT]
     assert isinstance(preflight, Preflight)
     parts = [registry.STEPS[s].preflight for s in STEP_ORDER if registry.STEPS[s].preflight]
-    assert len(parts) == 6  # SuspendGitOps, PurgeCDN, the database steps (one), Verify, Monitor
+    # SuspendGitOps, EnableMaintenance (HTTPRoutes), PurgeCDN, the database steps (one), Verify,
+    # Monitor
+    assert len(parts) == 7
     assert list(preflight.checks) == [
         registry.STEPS[StepName.SUSPEND_GITOPS].preflight,
+        registry.STEPS[StepName.ENABLE_MAINTENANCE].preflight,
         registry.STEPS[StepName.PURGE_CDN].preflight,
         DATABASE_PREFLIGHT,
         registry.STEPS[StepName.VERIFY].preflight,

@@ -25,6 +25,7 @@ from rollback_operator.kube import (
     Kube,
     deployment_path,
     hpa_path,
+    http_route_path,
     ingress_path,
 )
 from rollback_operator.ledger import StatusLedger
@@ -55,6 +56,7 @@ KINDS = {
     "services": "Service",
     "deployments": "Deployment",
     "horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "httproutes": "HTTPRoute",
 }
 
 
@@ -111,6 +113,7 @@ class FakeKube:
         self.patches: list[Patch] = []
         self.log = log
         self.fail_next_patch: ApiError | None = None
+        self.unreadable_namespaces: set[str] = set()  # where ReferenceGrants may not be listed
 
     def add(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
@@ -144,6 +147,25 @@ class FakeKube:
 
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(namespace, "Service", name)
+
+    def http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(namespace, "HTTPRoute", name)
+
+    def rollback_requests(self, namespace: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (ns, kind, _), o in sorted(self.objects.items())
+            if ns == namespace and kind == "RollbackRequest"
+        ]
+
+    def reference_grants(self, namespace: str) -> list[dict[str, Any]] | None:
+        if namespace in self.unreadable_namespaces:
+            return None
+        return [
+            copy.deepcopy(o)
+            for (ns, kind, _), o in sorted(self.objects.items())
+            if ns == namespace and kind == "ReferenceGrant"
+        ]
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(namespace, "Deployment", name)
@@ -202,6 +224,7 @@ class FakeKube:
 
 def _path(kind: str, name: str) -> str:
     return {
+        "HTTPRoute": http_route_path,
         "Ingress": ingress_path,
         "Deployment": deployment_path,
         "HorizontalPodAutoscaler": hpa_path,

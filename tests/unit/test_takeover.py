@@ -52,7 +52,7 @@ def test_a_restore_by_a_later_request_clears_the_record() -> None:
         ],
         me="third",
     )
-    assert found == {"ingresses": {}, "hpas": {}}
+    assert found == {"ingresses": {}, "httpRoutes": {}, "hpas": {}}
 
 
 def test_the_most_recent_unfinished_record_wins() -> None:
@@ -77,7 +77,7 @@ def test_running_requests_dry_runs_and_the_request_itself_leave_nothing() -> Non
         ],
         me="me",
     )
-    assert found == {"ingresses": {}, "hpas": {}}
+    assert found == {"ingresses": {}, "httpRoutes": {}, "hpas": {}}
 
 
 def test_a_watch_that_switched_the_maintenance_page_back_on_leaves_the_ingress_to_take_over() -> (

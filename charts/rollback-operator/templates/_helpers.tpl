@@ -66,6 +66,15 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, patch]
+# EnableMaintenance and DisableMaintenance swap the backendRefs of HTTPRoutes (Gateway API)
+# (Preflight reads them); Preflight lists the ReferenceGrants of a namespace a route's
+# backendRef points to, which the restore writes back.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, patch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [referencegrants]
+  verbs: [list]
 # Preflight checks the maintenance Service and its port.
 - apiGroups: [""]
   resources: [services]

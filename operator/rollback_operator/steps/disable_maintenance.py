@@ -1,7 +1,8 @@
-"""DisableMaintenance (runbook §2.5): put every Ingress backend back exactly as it was saved.
+"""DisableMaintenance (runbook §2.5): put every Ingress backend, and every switched HTTPRoute
+rule's backendRefs, back exactly as they were saved.
 
-Only a backend still pointing at the maintenance page is restored. One that someone changed
-meanwhile is left alone and reported as drift: their change is newer than our record.
+Only a backend (or rule) still pointing at the maintenance page is restored. One that someone
+changed meanwhile is left alone and reported as drift: their change is newer than our record.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollback_operator.model import StepName
+from rollback_operator.routes import patch_rules, to_original
 from rollback_operator.steps.base import BaseStep, Done, Fail, Outcome, StepContext
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
@@ -17,7 +19,9 @@ class DisableMaintenance(BaseStep):
     name = StepName.DISABLE_MAINTENANCE
 
     def plan(self, ctx: StepContext) -> str:
-        return f"would restore the original backends of Ingress {', '.join(ctx.spec.ingresses)}"
+        objects = [f"Ingress {n}" for n in ctx.spec.ingresses]
+        objects += [f"HTTPRoute {n}" for n in ctx.spec.route_names]
+        return f"would restore the original backends of {', '.join(objects)}"
 
     def run(self, ctx: StepContext) -> Outcome:
         maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
@@ -48,6 +52,31 @@ class DisableMaintenance(BaseStep):
             patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
             restored += len(changes)
         message = f"restored {restored} backend(s) of Ingress {', '.join(ctx.targets.ingresses)}"
+        if ctx.targets.http_routes:
+            rules = 0
+            for name in ctx.targets.http_routes:
+                saved = ctx.ledger.original("httpRoutes", name)
+                if saved is None:
+                    continue  # never switched: nothing to restore
+                route = ctx.kube.http_route(ctx.namespace, name)
+                if route is None:
+                    return Fail(
+                        f"HTTPRoute {name!r} disappeared before traffic could return; recreate "
+                        f"it with the backendRefs in status.saved.httpRoutes.{name}"
+                    )
+                plan = to_original(route, saved)
+                drift += [f"HTTPRoute {name} {note}" for note in plan.theirs]
+                drift += [
+                    f"HTTPRoute {name} {moved} moved, renamed or matches other requests, left as is"
+                    for moved in plan.moved
+                ]
+                patch_rules(ctx.kube, ctx.namespace, name, route, plan.changes)
+                rules += len(plan.changes)
+            message = (
+                f"restored {restored} backend(s) of Ingress "
+                f"{', '.join(ctx.targets.ingresses) or '(none)'} and the backendRefs of {rules} "
+                f"rule(s) of HTTPRoute {', '.join(ctx.targets.http_routes)}"
+            )
         if drift:
             message += "; drift: " + "; ".join(drift)
         return Done(message, warnings=tuple(drift))

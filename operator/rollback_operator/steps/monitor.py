@@ -14,7 +14,8 @@ duration in all fail the run as "not watched", saying which minutes.
 
 On a breach the step fails the run (the runner posts the Warning Event); with
 `onBreach: Maintenance` it first puts the site back on the maintenance page, from the
-original backends in status.saved.ingresses. The breach and `maintenanceOn` are written
+original backends in status.saved.ingresses (and the HTTPRoute rules' in
+status.saved.httpRoutes). The breach and `maintenanceOn` are written
 durably before the first Ingress is touched: a crash half-way is finished on restart, and the
 MaintenanceActive condition is never behind the site.
 """
@@ -31,6 +32,7 @@ from rollback_operator.monitoring import MonitoringSpec
 from rollback_operator.monitoring_watch import Watch
 from rollback_operator.prometheus import Prometheus, QueryFailed, query_all
 from rollback_operator.redaction import without_credentials
+from rollback_operator.routes import back_to_maintenance, patch_rules
 from rollback_operator.steps.base import Done, Fail, Outcome, StepContext, Wait
 from rollback_operator.traffic import Location, backend_at, describe, patch_backends
 
@@ -234,6 +236,19 @@ def switch_to_maintenance(ctx: StepContext) -> tuple[list[str], list[str]]:
                 changes.append((entry["location"], maintenance))
         patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
         switched.append(name)
+    for name in ctx.targets.http_routes:
+        saved = ctx.ledger.original("httpRoutes", name)
+        if saved is None:
+            continue  # never switched by this request
+        route = ctx.kube.http_route(ctx.namespace, name)
+        if route is None:
+            notes.append(f"HTTPRoute {name} no longer exists")
+            continue
+        plan = back_to_maintenance(route, saved)
+        notes += [f"HTTPRoute {name} {note}" for note in plan.theirs]
+        notes += [f"HTTPRoute {name}: {moved} moved, not switched" for moved in plan.moved]
+        patch_rules(ctx.kube, ctx.namespace, name, route, plan.changes)
+        switched.append(f"HTTPRoute {name}")
     return switched, notes
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rollback_operator import route_checks
 from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
@@ -25,7 +26,7 @@ from rollback_operator.steps.base import (
 )
 from rollback_operator.steps.gates import approvable_steps, gates_record
 from rollback_operator.takeover import Leftover, leftovers
-from rollback_operator.traffic import backend_locations
+from rollback_operator.traffic import backend_locations, not_understood
 
 
 class Preflight(BaseStep):
@@ -60,6 +61,12 @@ class Preflight(BaseStep):
                 problems.append(f"Ingress {name!r} not found")
             elif not backend_locations(ingress):
                 problems.append(f"Ingress {name!r} has no backend to switch to maintenance")
+            elif not_understood(ingress):
+                problems.append(
+                    f"Ingress {name!r} has backends the operator cannot switch and restore "
+                    f"safely: {'; '.join(not_understood(ingress))}. Point them at Services "
+                    "(or take the Ingress out of spec.traffic.ingresses and switch it by hand)"
+                )
             else:
                 ingresses[name] = ingress
         problems += _check_service(ctx.kube.service(ns, spec.maintenance_backend.service), spec)
@@ -81,7 +88,7 @@ class Preflight(BaseStep):
         hpas = _resolve_hpas(ctx, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
         # The capabilities' parts see the objects the run will change, discovered HPAs included.
-        ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas))
+        ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas), spec.route_names)
         # The optional sections check what they depend on: the CDN token, Prometheus, the
         # Secret keys of smoke-test Jobs, the database's references.
         for check in self.checks:
@@ -105,11 +112,12 @@ class Preflight(BaseStep):
         # read once, recorded, and named in the message with the reason for each.
         gates = gates_record(policy, approvable_steps(spec))
         ctx.ledger.put_section("gates", gates)
-        ctx.ledger.set_targets(Targets(spec.ingresses, spec.deployments, tuple(hpas)))
+        ctx.ledger.set_targets(ctx.targets)
         for section, name, leftover in takeovers:
             ctx.ledger.save(section, name, leftover.saved)
+        routes = f"{len(spec.http_routes)} HTTPRoute(s), " if spec.http_routes else ""
         message = (
-            f"found {len(spec.ingresses)} Ingress(es), the maintenance Service, "
+            f"found {len(spec.ingresses)} Ingress(es), {routes}the maintenance Service, "
             f"{len(spec.workloads)} Deployment(s) and {len(hpas)} HPA(s)"
         )
         message += "".join(f"; {part}" for part in found)
@@ -123,7 +131,7 @@ class Preflight(BaseStep):
         return Done(message)
 
 
-_KIND = {"ingresses": "Ingress", "hpas": "HPA"}
+_KIND = {"ingresses": "Ingress", "httpRoutes": "HTTPRoute", "hpas": "HPA"}
 
 
 def _take_over(
@@ -141,19 +149,18 @@ def _take_over(
     switched = [
         n for n, i in ingresses.items() if any(b == maintenance for _, b in backend_locations(i))
     ]
+    routes = route_checks.on_maintenance(ctx.kube, ctx.namespace, ctx.spec)
     frozen = [name for name, hpa in hpas.items() if is_frozen(hpa)]
-    if not switched and not frozen:
+    if not switched and not routes and not frozen:
         return []
     found = leftovers(ctx.kube.rollback_requests(ctx.namespace), ctx.request)
     adopted: list[tuple[str, str, Leftover]] = []
-    for section, names in (("ingresses", switched), ("hpas", frozen)):
+    for section, names in (("ingresses", switched), ("httpRoutes", routes), ("hpas", frozen)):
         for name in names:
             if name in found[section]:
                 adopted.append((section, name, found[section][name]))
                 continue
-            state = (
-                "sends traffic to the maintenance page" if section == "ingresses" else "is frozen"
-            )
+            state = "is frozen" if section == "hpas" else "sends traffic to the maintenance page"
             problems.append(
                 f"{_KIND[section]} {name!r} already {state} and no earlier RollbackRequest "
                 "recorded its original state: restore it by hand first"

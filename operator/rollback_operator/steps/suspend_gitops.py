@@ -37,6 +37,7 @@ def _targets_read(ctx: StepContext) -> list[tuple[str, dict[str, Any]]]:
     for kind, names, get in (
         ("Deployment", ctx.targets.deployments, ctx.kube.deployment),
         ("Ingress", ctx.targets.ingresses, ctx.kube.ingress),
+        ("HTTPRoute", ctx.targets.http_routes, ctx.kube.http_route),
         ("HorizontalPodAutoscaler", ctx.targets.hpas, ctx.kube.hpa),
     ):
         for name in names:
