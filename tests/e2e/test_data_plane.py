@@ -31,7 +31,6 @@ from tests.e2e.proxy import (
     object_switches,
     serve_ingress,
 )
-from tests.e2e.support import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -166,14 +165,6 @@ def test_http_route_switched_by_hand_is_served_through_the_gateway(
     assert -POLL < first.at - switches[0] < PROPAGATION
 
 
-HTTP_ROUTES_IN_CRD = "httpRoutes" in (REPO_ROOT / "crds" / "rollbackrequests.yaml").read_text()
-
-
-# Runs once the RollbackRequest CRD has spec.traffic.httpRoutes (items {name}); until then
-# skipped, saying so. Nothing else to change to enable it.
-@pytest.mark.skipif(
-    not HTTP_ROUTES_IN_CRD, reason="spec.traffic.httpRoutes is not in crds/rollbackrequests.yaml"
-)
 @pytest.mark.parametrize("sigkill_on_maintenance", [False, True], ids=["plain", "sigkill"])
 def test_http_route_rollback_seen_through_the_proxy(
     api: client.ApiClient,
