@@ -7,6 +7,9 @@ Preflight resolved and where the post-mortem went. The runner records the engine
 transitions. `StatusLedger` keeps all of it in one `Status`, behind one lock (steps run in
 worker threads, notifications in tasks of their own), and is the only code that writes
 `.status`: durable records at once through `write`, everything else with the next `flush`.
+A durable record carries whatever transition is still unwritten (a step's start, the previous
+step's outcome) in the same write: each write is a round trip the run waits for, and before
+the maintenance page is on, every one of them is time the users see errors.
 
 Every write carries the resourceVersion the ledger last saw (safety rule 11): were a second
 instance of the operator writing the same request, one of them gets a conflict. On a
@@ -66,6 +69,10 @@ class Ledger(Protocol):
         """Records the state of `key` before a change, durably, unless already recorded: a step
         re-run after a crash must never overwrite the true original with a fresh read of an
         object it had already changed."""
+
+    def save_all(self, section: str, values: dict[str, Any]) -> None:
+        """`save` of several objects at once, in one write: a step that changes several
+        objects records every original before the first change."""
 
     def section(self, name: str) -> Any:
         """status.<name>, one of status.SECTIONS (a copy: change it through `put_section`)."""
@@ -135,6 +142,15 @@ class StatusLedger:
                 self._write(self._status.to_dict())
                 self._dirty = False
 
+    def _write_durably(self, patch: dict[str, Any]) -> None:
+        """A record that must be durable now: with the transitions recorded since the last
+        write, when there are any (a step's start goes with its first record: one write)."""
+        if self._dirty:
+            self._write(self._status.to_dict())
+            self._dirty = False
+        else:
+            self._write(patch)
+
     def _write(self, patch: dict[str, Any]) -> None:
         """Sends `patch` at the version last seen (see the module's docstring for conflicts)."""
         for _ in range(ATTEMPTS):
@@ -168,11 +184,17 @@ class StatusLedger:
             return copy.deepcopy(self._status.saved.get(section, {}))
 
     def save(self, section: str, key: str, value: Any) -> None:
+        self.save_all(section, {key: value})
+
+    def save_all(self, section: str, values: dict[str, Any]) -> None:
         with self._lock:
-            if self._status.saved.get(section, {}).get(key) is not None:
+            recorded = self._status.saved.get(section, {})
+            new = {k: v for k, v in values.items() if recorded.get(k) is None}
+            if not new:
                 return
-            self._status.saved.setdefault(section, {})[key] = copy.deepcopy(value)
-            self._write({"saved": copy.deepcopy(self._status.saved)})
+            for key, value in new.items():
+                self._status.saved.setdefault(section, {})[key] = copy.deepcopy(value)
+            self._write_durably({"saved": copy.deepcopy(self._status.saved)})
 
     def section(self, name: str) -> Any:
         with self._lock:
@@ -183,7 +205,7 @@ class StatusLedger:
             value = scrub_tree(value)
             self._status.sections[name] = copy.deepcopy(value)
             if durable:
-                self._write({name: copy.deepcopy(value)})
+                self._write_durably({name: copy.deepcopy(value)})
             else:
                 self._dirty = True
 

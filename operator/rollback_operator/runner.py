@@ -24,7 +24,7 @@ from rollback_operator.model import Phase, RollbackSpec, StepName, StepState, Ta
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import StepContext
+from rollback_operator.steps.base import Seen, StepContext
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
@@ -68,6 +68,7 @@ class Runner:
         )
         self.announcer = Announcer(kube, _plain(body["metadata"]), spec, self.ledger, logger)
         self._resumed: set[StepName] = set()
+        self._seen = Seen()  # what a step read, for the next (Preflight's reads, chiefly)
         self._api_errors = 0  # transient API errors in a row, for the retries' backoff
 
     async def drive(self, stopped: Stopped) -> None:
@@ -157,8 +158,10 @@ class Runner:
             fresh = record.state != StepState.RUNNING
             status = self.ledger.update(engine.started, step, self.spec, clock.now())
             self._resumed.add(step)
-            # Durable before any side effect: the step's start time seeds what it writes.
-            await self._flush()
+            # Durable before any side effect: the step's start time seeds what it writes. A
+            # step that records before acting carries it in its first record (see ledger.py).
+            if not getattr(registry.STEPS[step], "records_before_acting", False):
+                await self._flush()
             await self.announcer.announce(announce.StepStarted(step, fresh), status)
         before = self.ledger.status
         outcome = await asyncio.to_thread(self._execute, step)
@@ -272,6 +275,10 @@ class Runner:
                 "create a new RollbackRequest"
             )
         self._api_errors += 1
+        if error.status == 409 and self._api_errors == 1:
+            # An object changed since the step read it (Preflight's read, kept for it): the
+            # step runs again at once, from a fresh read. A second conflict in a row backs off.
+            return Wait(f"retrying after an API error: {error}", 0.0)
         doublings = min(self._api_errors - 1, 8)  # 2 s * 2**8 is already past the cap
         delay = min(API_RETRY_MAX_SECONDS, API_RETRY_SECONDS * 2**doublings)
         return Wait(f"retrying after an API error: {error}", delay)
@@ -295,6 +302,7 @@ class Runner:
             step_started_at=clock.parse(record.started_at) if record.started_at else clock.now(),
             now=clock.now,
             approval=approval,
+            seen=self._seen,
         )
 
     async def _signals(self, status: Status) -> engine.Signals:
