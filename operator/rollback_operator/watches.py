@@ -126,7 +126,7 @@ class Follower:
         end = self._clock() + seconds
         with self._cond:
             while not until(self._objects) and self.alive:
-                left = end - self._clock()
+                left = min(end, self._deadline) - self._clock()
                 if left <= 0:
                     break
                 self._cond.wait(left)

@@ -112,7 +112,7 @@ def job_template(check: Check) -> jobs.JobTemplate:
 
 
 def run_job_check(ctx: StepContext, check: Check) -> jobs.JobResult:
-    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check))
+    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check), wait=0.0)
 
 
 @dataclass(frozen=True)
