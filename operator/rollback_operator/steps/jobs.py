@@ -110,7 +110,7 @@ def run_job_once(
         if job["metadata"]["uid"] != record.get("uid"):
             watches.stop(key)
             return JobResult(name, JobState.FAILED, _replaced(name, step, template.check_by_hand))
-        return _followed(ctx, step, key, job, template, wait)
+        return _followed(ctx, step, key, job, template=template, wait=wait)
     if job is None:
         refused = _image_refusals(ctx, template)
         if refused:
@@ -141,7 +141,7 @@ def run_job_once(
         }
     )
     ctx.ledger.put_section("jobs", records, durable=True)
-    return _followed(ctx, step, key, job, template, wait)
+    return _followed(ctx, step, key, job, template=template, wait=wait)
 
 
 def _followed(
@@ -149,6 +149,7 @@ def _followed(
     step: StepName,
     key: tuple[str, ...],
     job: dict[str, Any],
+    *,
     template: JobTemplate,
     wait: float | None,
 ) -> JobResult:
