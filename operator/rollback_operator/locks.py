@@ -42,6 +42,9 @@ class TargetLocks:
 
     def __init__(self, kube: Kube, namespace: str, request: str, uid: str) -> None:
         self.kube, self.namespace, self.request, self.uid = kube, namespace, request, uid
+        # The version of each Lease as this process took it: given back at that version
+        # without reading it first (a Lease taken over since has another, and is left alone).
+        self._taken: dict[str, str] = {}
 
     def acquire(self, keys: Sequence[ClaimKey]) -> str | None:
         """Takes every target's Lease; None when all are held, else the name of the request
@@ -77,7 +80,8 @@ class TargetLocks:
             "spec": {"holderIdentity": self.uid},
         }
         try:
-            self.kube.request("POST", _leases(self.namespace), lease)
+            created = self.kube.request("POST", _leases(self.namespace), lease)
+            self._remember(created)
             return None
         except ApiError as error:
             if error.status != 409:
@@ -95,12 +99,17 @@ class TargetLocks:
         current["spec"] = {"holderIdentity": self.uid}  # the PUT carries the version read
         current["metadata"].setdefault("annotations", {})[HOLDER_ANNOTATION] = self.request
         try:
-            self.kube.request("PUT", path, current)
+            self._remember(self.kube.request("PUT", path, current))
         except ApiError as error:
             if error.status == 409:  # another request took it over first
                 return holder_name or "another request"
             raise
         return None
+
+    def _remember(self, lease: Any) -> None:
+        meta = (lease or {}).get("metadata") or {}
+        if meta.get("name") and meta.get("resourceVersion"):
+            self._taken[meta["name"]] = str(meta["resourceVersion"])
 
     def _live(self, request: str, uid: Any) -> bool:
         """Whether the holder is a request that still runs (it exists, has that uid, and is
@@ -114,15 +123,14 @@ class TargetLocks:
 
     def _give_back(self, lease: str) -> None:
         path = f"{_leases(self.namespace)}/{lease}"
-        current = self.kube.get(path)
-        if current is None or (current.get("spec") or {}).get("holderIdentity") != self.uid:
-            return
+        version = self._taken.pop(lease, None)
+        if version is None:  # taken by an earlier process: read whether it is still ours
+            current = self.kube.get(path)
+            if current is None or (current.get("spec") or {}).get("holderIdentity") != self.uid:
+                return
+            version = current["metadata"]["resourceVersion"]
         try:
-            self.kube.request(
-                "DELETE",
-                path,
-                {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}},
-            )
+            self.kube.request("DELETE", path, {"preconditions": {"resourceVersion": version}})
         except ApiError as error:
             if error.status not in (404, 409):  # gone, or taken over: not ours to give back
                 raise
