@@ -59,6 +59,12 @@ class Seen:
         with self._lock:
             return self._objects.pop((kind, name), None)
 
+    def peek(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A copy, left for the step that changes the object (for a check that only looks)."""
+        with self._lock:
+            found = self._objects.get((kind, name))
+            return copy.deepcopy(found) if found is not None else None
+
 
 @dataclass
 class StepContext:

@@ -87,6 +87,7 @@ class Preflight(BaseStep):
         takeovers = _take_over(ctx, ingresses, hpas, problems)
         # The capabilities' parts see the objects the run will change, discovered HPAs included.
         ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas))
+        read.keep(ctx, hpas)  # for the checks below, and the steps that change these objects
         # The optional sections check what they depend on: the CDN token, Prometheus, the
         # Secret keys of smoke-test Jobs, the database's references.
         for check in self.checks:
@@ -111,7 +112,6 @@ class Preflight(BaseStep):
         gates = gates_record(policy, approvable_steps(spec))
         ctx.ledger.put_section("gates", gates)
         ctx.ledger.set_targets(Targets(spec.ingresses, spec.deployments, tuple(hpas)))
-        read.keep(ctx, hpas)  # the next steps start from these reads
         for section, name, leftover in takeovers:
             ctx.ledger.save(section, name, leftover.saved)
         message = (
