@@ -102,6 +102,7 @@ class StatusLedger:
         *,
         read: Reader | None = None,
         version: str | None = None,
+        seen: Reader | None = None,
     ) -> None:
         self._status = status
         self._send: Writer = write or (lambda patch, version: None)
@@ -110,6 +111,7 @@ class StatusLedger:
         self._lock = threading.RLock()
         self._dirty = False
         self._version = version  # of the request, as this ledger last read or wrote it
+        self._seen = seen  # the request as this process's watch last delivered it, no call
         self._written = status.to_dict()  # the status the server holds, to our knowledge
 
     @property
@@ -153,6 +155,7 @@ class StatusLedger:
 
     def _write(self, patch: dict[str, Any]) -> None:
         """Sends `patch` at the version last seen (see the module's docstring for conflicts)."""
+        self._catch_up()
         for _ in range(ATTEMPTS):
             try:
                 self._version = self._send(patch, self._version)
@@ -162,6 +165,18 @@ class StatusLedger:
             self._written = _merged(self._written, patch)
             return
         raise SupersededError(f"the status kept changing under {ATTEMPTS} writes in a row")
+
+    def _catch_up(self) -> None:
+        """The version the watch delivered since, when the status there is still what this
+        ledger wrote (Kopf set its finalizer, a person annotated the request): the write then
+        carries it instead of meeting a conflict, a read and a second write. A status anyone
+        else wrote, or one the watch has not delivered yet, changes nothing here: the write
+        goes at the version this ledger knows, and a conflict is handled as ever."""
+        if self._seen is None:
+            return
+        server, version = self._seen()
+        if version and version != self._version and _typed(server) == _typed(self._written):
+            self._version = version
 
     def _reread(self) -> None:
         """After a conflict: the request's new version, and whether anyone else wrote."""

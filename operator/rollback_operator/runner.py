@@ -65,6 +65,7 @@ class Runner:
             body=lambda: _plain(self.body),
             read=lambda: kube.request_status(self.namespace, self.name),
             version=body["metadata"].get("resourceVersion"),
+            seen=self._watched,
         )
         self.announcer = Announcer(kube, _plain(body["metadata"]), spec, self.ledger, logger)
         self._resumed: set[StepName] = set()
@@ -314,10 +315,14 @@ class Runner:
         step, _, digest = (approve or "").partition("@")
         abort = self._abort_asked()
         blocker = earlier = None
-        if status.phase == Phase.PENDING and not abort and not self.spec.dry_run:
-            earlier = await asyncio.to_thread(self._earlier_run)
-        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort and earlier is None:
-            blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start
+        look_back = status.phase == Phase.PENDING and not abort and not self.spec.dry_run
+        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
+            # Both at once, only before the start: an earlier run found ends this one at once
+            # (RanBefore), which gives back the Leases the gate may have taken meanwhile.
+            earlier, blocker = await asyncio.gather(
+                asyncio.to_thread(self._earlier_run) if look_back else _none(),
+                asyncio.to_thread(self.gate.blocker),
+            )
         return engine.Signals(
             abort=abort,
             blocker=blocker,
@@ -337,6 +342,11 @@ class Runner:
         """Writes the status if a transition changed it since the last write."""
         await asyncio.to_thread(self.ledger.flush)
 
+    def _watched(self) -> tuple[dict[str, Any], str]:
+        """The request's status and version as Kopf's watch last delivered them."""
+        meta = self.body["metadata"]
+        return _plain(self.body.get("status")) or {}, str(meta.get("resourceVersion") or "")
+
     def _write_status(self, patch: dict[str, Any], version: str | None) -> str | None:
         try:
             return self.kube.patch_request_status(self.namespace, self.name, patch, version)
@@ -348,6 +358,10 @@ class Runner:
 
 # The reason of the Event that tells how a run ended.
 _END_REASONS = {Phase.SUCCEEDED: "Succeeded", Phase.ABORTED: "Aborted", Phase.FAILED: "StepFailed"}
+
+
+async def _none() -> None:
+    return None
 
 
 def _observed(status: Status, generation: int, requested_by: str | None) -> Status:

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from rollback_operator import registry, runner
 from rollback_operator.kube import ApiError, Kube
+from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -28,6 +29,7 @@ from rollback_operator.model import (
 )
 from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.runner import Runner
+from rollback_operator.status import Status
 from rollback_operator.steps.base import StepContext
 
 NS, NAME = "lawyershub", "golive"
@@ -564,3 +566,41 @@ def test_a_wait_is_cut_short_by_an_abort(steps: dict[StepName, ScriptedStep]) ->
     assert stopped.waits == [0.5, 0.5]
     assert api.status["phase"] == "Aborted"
     assert steps[StepName.REVERT_WORKLOADS].calls == 1
+
+
+def test_a_version_the_watch_delivered_is_written_at_when_the_status_there_is_ours() -> None:
+    """Kopf's finalizer moves the request on before the first status write: the ledger writes
+    at the version the watch delivered (its status still the ledger's), not into a conflict."""
+    api = FakeApi()
+    reads: list[int] = []
+
+    def read() -> tuple[dict[str, Any], str]:
+        reads.append(1)
+        return api.request_status(NS, NAME)
+
+    def write(patch: dict[str, Any], version: str | None) -> str:
+        try:
+            return api.patch_request_status(NS, NAME, patch, version)
+        except ApiError as error:
+            raise ConflictError(str(error)) from None
+
+    watched: dict[str, Any] = {"status": {}, "version": "1"}
+    ledger = StatusLedger(
+        Status.from_dict({}),
+        write=write,
+        read=read,
+        version="1",
+        seen=lambda: (watched["status"], watched["version"]),
+    )
+    api.version, watched["version"] = 2, "2"  # the finalizer's patch, delivered
+    ledger.put_section("gates", [], durable=True)
+    assert len(api.writes) == 1 and reads == []
+
+    # Someone else's status at the watch's version is not taken for ours: the write goes at
+    # the version known, meets the conflict, and the ledger reads and decides again.
+    api.status = {"phase": "Failed"}
+    api.version += 1
+    watched["status"], watched["version"] = {"phase": "Failed"}, str(api.version)
+    with pytest.raises(SupersededError):
+        ledger.put_section("gates", [{"step": "Verify"}], durable=True)
+    assert reads == [1] and len(api.writes) == 1
