@@ -160,7 +160,7 @@ def preflight_problems(ctx: StepContext) -> list[str]:
 
 class Verify:
     name = StepName.VERIFY
-    records_before_acting = True  # probes change nothing; a check's Job is recorded
+    records_before_acting = False  # its start is written first: the status says it verifies
     preflight = References(preflight_problems)
 
     def __init__(self, prober: Prober = probe, job_runner: JobRunner = run_job_check) -> None:
