@@ -31,7 +31,7 @@ from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, Targets
 from rollback_operator.registry import STEPS
 from rollback_operator.status import Status
-from rollback_operator.steps.base import Done, Fail, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import Done, Fail, Seen, StepContext, Wait, poll_interval
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
@@ -356,6 +356,7 @@ class World:
     clock: datetime = T0
     kube: FakeKube = field(init=False)
     ledger: StatusLedger = field(init=False)
+    seen: Seen | None = None  # the run's reads, shared between steps when a test gives one
 
     def __post_init__(self) -> None:
         self.kube = FakeKube(self.log)
@@ -388,6 +389,7 @@ class World:
             targets=targets or Targets.of(spec),
             step_started_at=started,
             now=lambda: self.clock,
+            seen=self.seen if self.seen is not None else Seen(),
         )
 
     def _write(self, patch: dict[str, Any], version: str | None) -> None:
@@ -1382,3 +1384,39 @@ def test_preflight_records_the_gates_the_admins_settings_set_and_why() -> None:
             "requiredBy": "the namespace's RollbackPolicy",
         }
     ]
+
+
+# --- Preflight's reads, handed to the steps that change the objects
+
+
+def test_preflight_reads_feed_the_steps_that_change_them_at_the_version_read() -> None:
+    """EnableMaintenance, PauseAutoscaling and RevertWorkloads start from Preflight's reads
+    (no read of their own), and each write carries the version read: a change made since is a
+    conflict, and the step, run again, reads afresh."""
+    world = lawyershub()
+    world.seen = Seen()
+    spec = make_spec(hpas=["backend", "frontend"])
+    assert isinstance(Preflight().run(world.ctx(spec)), Done)
+    reads: list[str] = []
+    for kind in ("ingress", "hpa", "deployment"):
+        original = getattr(world.kube, kind)
+        setattr(
+            world.kube,
+            kind,
+            lambda ns, name, kind=kind, original=original: reads.append(kind) or original(ns, name),
+        )
+    assert isinstance(EnableMaintenance().run(world.ctx(spec)), Done)
+    assert isinstance(PauseAutoscaling().run(world.ctx(spec)), Done)
+    RevertWorkloads().run(world.ctx(spec))
+    assert reads == []
+    assert all(p.body["metadata"]["resourceVersion"] for p in world.kube.patches)
+
+    # Changed since Preflight read it: the freeze is refused, and the next run reads again.
+    world = lawyershub()
+    world.seen = Seen()
+    assert isinstance(Preflight().run(world.ctx(spec)), Done)
+    world.kube.edit("HorizontalPodAutoscaler", "backend", {"spec": {"maxReplicas": 12}})
+    with pytest.raises(ApiError) as conflict:
+        PauseAutoscaling().run(world.ctx(spec))
+    assert conflict.value.status == 409
+    assert isinstance(PauseAutoscaling().run(world.ctx(spec)), Done)
