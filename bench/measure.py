@@ -47,6 +47,8 @@ BUCKETS: tuple[tuple[str, str, str, str], ...] = (
     ("patch deployments", "patch,update", "apps", "deployments"),
     ("get horizontalpodautoscalers", "get", "autoscaling", "horizontalpodautoscalers"),
     ("patch horizontalpodautoscalers", "patch,update", "autoscaling", "horizontalpodautoscalers"),
+    # The leader Lease (renewed every 2 s, busy or idle) and the targets' Leases.
+    ("leases", "get,create,update,patch,delete", "coordination.k8s.io", "leases"),
     ("other", "*", "*", "*"),
 )
 FLOW_PREFIX = "rollback-bench-"

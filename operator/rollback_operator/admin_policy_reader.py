@@ -10,6 +10,7 @@ policy's binding names it.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from rollback_operator.admin_policy import (
     FROM_CLUSTER,
@@ -42,6 +43,10 @@ def read_level(kube: Kube, namespace: str, origin: str) -> AdminPolicy | None:
 def read_policy(kube: Kube, namespace: str) -> AdminPolicy:
     """The effective settings for a request in `namespace`."""
     home = operator_namespace()
-    cluster = read_level(kube, home, FROM_CLUSTER)
-    own = None if namespace == home else read_level(kube, namespace, FROM_NAMESPACE)
-    return effective(cluster, own)
+    if namespace == home:
+        return effective(read_level(kube, home, FROM_CLUSTER), None)
+    # Both levels at once: Preflight waits for them before anything else can be decided.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy") as pool:
+        own = pool.submit(read_level, kube, namespace, FROM_NAMESPACE)
+        cluster = read_level(kube, home, FROM_CLUSTER)
+        return effective(cluster, own.result())

@@ -102,8 +102,9 @@ class Announcer:
             case StepStarted(step=step, fresh=fresh):
                 self._notify(notify.Event.STARTED, status)  # once: on a resume, only if never sent
                 if fresh:
+                    # No Event: status.steps has the start time, and the step's outcome (or
+                    # its wait for an approval) is the Event `kubectl describe` shows for it.
                     self.logger.info("%s started", step)
-                    self._event_soon("Normal", "StepStarted", f"{step} started")
             case StepEnded(step=step, outcome=outcome):
                 self._observe(step, outcome, status)
                 if isinstance(outcome, Done):

@@ -7,6 +7,9 @@ Preflight resolved and where the post-mortem went. The runner records the engine
 transitions. `StatusLedger` keeps all of it in one `Status`, behind one lock (steps run in
 worker threads, notifications in tasks of their own), and is the only code that writes
 `.status`: durable records at once through `write`, everything else with the next `flush`.
+A durable record carries whatever transition is still unwritten (a step's start, the previous
+step's outcome) in the same write: each write is a round trip the run waits for, and before
+the maintenance page is on, every one of them is time the users see errors.
 
 Every write carries the resourceVersion the ledger last saw (safety rule 11): were a second
 instance of the operator writing the same request, one of them gets a conflict. On a
@@ -67,6 +70,10 @@ class Ledger(Protocol):
         re-run after a crash must never overwrite the true original with a fresh read of an
         object it had already changed."""
 
+    def save_all(self, section: str, values: dict[str, Any]) -> None:
+        """`save` of several objects at once, in one write: a step that changes several
+        objects records every original before the first change."""
+
     def section(self, name: str) -> Any:
         """status.<name>, one of status.SECTIONS (a copy: change it through `put_section`)."""
 
@@ -95,6 +102,7 @@ class StatusLedger:
         *,
         read: Reader | None = None,
         version: str | None = None,
+        seen: Reader | None = None,
     ) -> None:
         self._status = status
         self._send: Writer = write or (lambda patch, version: None)
@@ -103,6 +111,7 @@ class StatusLedger:
         self._lock = threading.RLock()
         self._dirty = False
         self._version = version  # of the request, as this ledger last read or wrote it
+        self._seen = seen  # the request as this process's watch last delivered it, no call
         self._written = status.to_dict()  # the status the server holds, to our knowledge
 
     @property
@@ -135,8 +144,18 @@ class StatusLedger:
                 self._write(self._status.to_dict())
                 self._dirty = False
 
+    def _write_durably(self, patch: dict[str, Any]) -> None:
+        """A record that must be durable now: with the transitions recorded since the last
+        write, when there are any (a step's start goes with its first record: one write)."""
+        if self._dirty:
+            self._write(self._status.to_dict())
+            self._dirty = False
+        else:
+            self._write(patch)
+
     def _write(self, patch: dict[str, Any]) -> None:
         """Sends `patch` at the version last seen (see the module's docstring for conflicts)."""
+        self._catch_up()
         for _ in range(ATTEMPTS):
             try:
                 self._version = self._send(patch, self._version)
@@ -146,6 +165,18 @@ class StatusLedger:
             self._written = _merged(self._written, patch)
             return
         raise SupersededError(f"the status kept changing under {ATTEMPTS} writes in a row")
+
+    def _catch_up(self) -> None:
+        """The version the watch delivered since, when the status there is still what this
+        ledger wrote (Kopf set its finalizer, a person annotated the request): the write then
+        carries it instead of meeting a conflict, a read and a second write. A status anyone
+        else wrote, or one the watch has not delivered yet, changes nothing here: the write
+        goes at the version this ledger knows, and a conflict is handled as ever."""
+        if self._seen is None:
+            return
+        server, version = self._seen()
+        if version and version != self._version and _typed(server) == _typed(self._written):
+            self._version = version
 
     def _reread(self) -> None:
         """After a conflict: the request's new version, and whether anyone else wrote."""
@@ -168,11 +199,17 @@ class StatusLedger:
             return copy.deepcopy(self._status.saved.get(section, {}))
 
     def save(self, section: str, key: str, value: Any) -> None:
+        self.save_all(section, {key: value})
+
+    def save_all(self, section: str, values: dict[str, Any]) -> None:
         with self._lock:
-            if self._status.saved.get(section, {}).get(key) is not None:
+            recorded = self._status.saved.get(section, {})
+            new = {k: v for k, v in values.items() if recorded.get(k) is None}
+            if not new:
                 return
-            self._status.saved.setdefault(section, {})[key] = copy.deepcopy(value)
-            self._write({"saved": copy.deepcopy(self._status.saved)})
+            for key, value in new.items():
+                self._status.saved.setdefault(section, {})[key] = copy.deepcopy(value)
+            self._write_durably({"saved": copy.deepcopy(self._status.saved)})
 
     def section(self, name: str) -> Any:
         with self._lock:
@@ -183,7 +220,7 @@ class StatusLedger:
             value = scrub_tree(value)
             self._status.sections[name] = copy.deepcopy(value)
             if durable:
-                self._write({name: copy.deepcopy(value)})
+                self._write_durably({name: copy.deepcopy(value)})
             else:
                 self._dirty = True
 

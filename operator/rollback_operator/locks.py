@@ -8,15 +8,16 @@ Creating a Lease is atomic, whatever the number of operator instances or their v
 first request to create it runs, the other waits, naming the holder.
 
 A Lease is taken over when its holder is finished or gone (a run that ended or was deleted
-before it could hand its Leases back), and given back when the run ends. Leases are taken in
-one order (sorted keys), and a request that cannot take them all gives back those it took, so
-two requests never hold part each and wait for each other.
+before it could hand its Leases back), and given back when the run ends. Leases are asked for
+all at once, and a request that cannot take them all gives back those it took, so two requests
+never hold part each and wait for each other.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rollback_operator import GROUP
@@ -42,19 +43,31 @@ class TargetLocks:
 
     def __init__(self, kube: Kube, namespace: str, request: str, uid: str) -> None:
         self.kube, self.namespace, self.request, self.uid = kube, namespace, request, uid
+        # The version of each Lease as this process took it: given back at that version
+        # without reading it first (a Lease taken over since has another, and is left alone).
+        self._taken: dict[str, str] = {}
 
     def acquire(self, keys: Sequence[ClaimKey]) -> str | None:
         """Takes every target's Lease; None when all are held, else the name of the request
-        holding one (and none is kept)."""
-        taken: list[str] = []
-        for _, kind, name in sorted(set(keys)):
-            holder = self._take(kind, name)
-            if holder is not None:
-                for lease in taken:
-                    self._give_back(lease)
-                return holder
-            taken.append(lease_name(kind, name))
-        return None
+        holding one (and none is kept).
+
+        The Leases are asked for at once (each creation is atomic on its own, and only a
+        request holding them all runs): a round trip each, one after the other, would hold up
+        the maintenance page. Two requests racing for the same targets may each get some; both
+        give them back, and the queue's order (queue.py), which sees both by then, decides."""
+        wanted = sorted(set(keys))
+        if len(wanted) <= 1:
+            holders = [self._take(kind, name) for _, kind, name in wanted]
+        else:
+            with ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="lease") as pool:
+                holders = list(pool.map(lambda key: self._take(key[1], key[2]), wanted))
+        blocking = [h for h in holders if h is not None]
+        if not blocking:
+            return None
+        for (_, kind, name), holder in zip(wanted, holders, strict=True):
+            if holder is None:
+                self._give_back(lease_name(kind, name))
+        return blocking[0]
 
     def release(self, keys: Sequence[ClaimKey]) -> None:
         """Gives back the Leases this request holds."""
@@ -77,7 +90,8 @@ class TargetLocks:
             "spec": {"holderIdentity": self.uid},
         }
         try:
-            self.kube.request("POST", _leases(self.namespace), lease)
+            created = self.kube.request("POST", _leases(self.namespace), lease)
+            self._remember(created)
             return None
         except ApiError as error:
             if error.status != 409:
@@ -95,12 +109,17 @@ class TargetLocks:
         current["spec"] = {"holderIdentity": self.uid}  # the PUT carries the version read
         current["metadata"].setdefault("annotations", {})[HOLDER_ANNOTATION] = self.request
         try:
-            self.kube.request("PUT", path, current)
+            self._remember(self.kube.request("PUT", path, current))
         except ApiError as error:
             if error.status == 409:  # another request took it over first
                 return holder_name or "another request"
             raise
         return None
+
+    def _remember(self, lease: Any) -> None:
+        meta = (lease or {}).get("metadata") or {}
+        if meta.get("name") and meta.get("resourceVersion"):
+            self._taken[meta["name"]] = str(meta["resourceVersion"])
 
     def _live(self, request: str, uid: Any) -> bool:
         """Whether the holder is a request that still runs (it exists, has that uid, and is
@@ -114,15 +133,14 @@ class TargetLocks:
 
     def _give_back(self, lease: str) -> None:
         path = f"{_leases(self.namespace)}/{lease}"
-        current = self.kube.get(path)
-        if current is None or (current.get("spec") or {}).get("holderIdentity") != self.uid:
-            return
+        version = self._taken.pop(lease, None)
+        if version is None:  # taken by an earlier process: read whether it is still ours
+            current = self.kube.get(path)
+            if current is None or (current.get("spec") or {}).get("holderIdentity") != self.uid:
+                return
+            version = current["metadata"]["resourceVersion"]
         try:
-            self.kube.request(
-                "DELETE",
-                path,
-                {"preconditions": {"resourceVersion": current["metadata"]["resourceVersion"]}},
-            )
+            self.kube.request("DELETE", path, {"preconditions": {"resourceVersion": version}})
         except ApiError as error:
             if error.status not in (404, 409):  # gone, or taken over: not ours to give back
                 raise

@@ -24,7 +24,7 @@ from rollback_operator.model import Phase, RollbackSpec, StepName, StepState, Ta
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.status import Status
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import StepContext
+from rollback_operator.steps.base import Seen, StepContext
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
@@ -65,9 +65,11 @@ class Runner:
             body=lambda: _plain(self.body),
             read=lambda: kube.request_status(self.namespace, self.name),
             version=body["metadata"].get("resourceVersion"),
+            seen=self._watched,
         )
         self.announcer = Announcer(kube, _plain(body["metadata"]), spec, self.ledger, logger)
         self._resumed: set[StepName] = set()
+        self._seen = Seen()  # what a step read, for the next (Preflight's reads, chiefly)
         self._api_errors = 0  # transient API errors in a row, for the retries' backoff
 
     async def drive(self, stopped: Stopped) -> None:
@@ -157,8 +159,10 @@ class Runner:
             fresh = record.state != StepState.RUNNING
             status = self.ledger.update(engine.started, step, self.spec, clock.now())
             self._resumed.add(step)
-            # Durable before any side effect: the step's start time seeds what it writes.
-            await self._flush()
+            # Durable before any side effect: the step's start time seeds what it writes. A
+            # step that records before acting carries it in its first record (see ledger.py).
+            if not getattr(registry.STEPS[step], "records_before_acting", False):
+                await self._flush()
             await self.announcer.announce(announce.StepStarted(step, fresh), status)
         before = self.ledger.status
         outcome = await asyncio.to_thread(self._execute, step)
@@ -272,6 +276,10 @@ class Runner:
                 "create a new RollbackRequest"
             )
         self._api_errors += 1
+        if error.status == 409 and self._api_errors == 1:
+            # An object changed since the step read it (Preflight's read, kept for it): the
+            # step runs again at once, from a fresh read. A second conflict in a row backs off.
+            return Wait(f"retrying after an API error: {error}", 0.0)
         doublings = min(self._api_errors - 1, 8)  # 2 s * 2**8 is already past the cap
         delay = min(API_RETRY_MAX_SECONDS, API_RETRY_SECONDS * 2**doublings)
         return Wait(f"retrying after an API error: {error}", delay)
@@ -295,6 +303,7 @@ class Runner:
             step_started_at=clock.parse(record.started_at) if record.started_at else clock.now(),
             now=clock.now,
             approval=approval,
+            seen=self._seen,
         )
 
     async def _signals(self, status: Status) -> engine.Signals:
@@ -306,10 +315,14 @@ class Runner:
         step, _, digest = (approve or "").partition("@")
         abort = self._abort_asked()
         blocker = earlier = None
-        if status.phase == Phase.PENDING and not abort and not self.spec.dry_run:
-            earlier = await asyncio.to_thread(self._earlier_run)
-        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort and earlier is None:
-            blocker = await asyncio.to_thread(self.gate.blocker)  # only before the start
+        look_back = status.phase == Phase.PENDING and not abort and not self.spec.dry_run
+        if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
+            # Both at once, only before the start: an earlier run found ends this one at once
+            # (RanBefore), which gives back the Leases the gate may have taken meanwhile.
+            earlier, blocker = await asyncio.gather(
+                asyncio.to_thread(self._earlier_run) if look_back else _none(),
+                asyncio.to_thread(self.gate.blocker),
+            )
         return engine.Signals(
             abort=abort,
             blocker=blocker,
@@ -329,6 +342,11 @@ class Runner:
         """Writes the status if a transition changed it since the last write."""
         await asyncio.to_thread(self.ledger.flush)
 
+    def _watched(self) -> tuple[dict[str, Any], str]:
+        """The request's status and version as Kopf's watch last delivered them."""
+        meta = self.body["metadata"]
+        return _plain(self.body.get("status")) or {}, str(meta.get("resourceVersion") or "")
+
     def _write_status(self, patch: dict[str, Any], version: str | None) -> str | None:
         try:
             return self.kube.patch_request_status(self.namespace, self.name, patch, version)
@@ -340,6 +358,10 @@ class Runner:
 
 # The reason of the Event that tells how a run ended.
 _END_REASONS = {Phase.SUCCEEDED: "Succeeded", Phase.ABORTED: "Aborted", Phase.FAILED: "StepFailed"}
+
+
+async def _none() -> None:
+    return None
 
 
 def _observed(status: Status, generation: int, requested_by: str | None) -> Status:

@@ -25,10 +25,21 @@ def _kill_when(
     api: client.ApiClient, namespace: str, operator: Operator, step: str, waiting: bool
 ) -> None:
     """SIGKILLs the operator as soon as the ledger shows `step` running (and, with `waiting`,
-    once it reports it is waiting on the rollout)."""
+    once it reports it is waiting on the rollout).
+
+    Preflight's start is written with EnableMaintenance's first record (docs/architecture.md,
+    the write budget), so no status shows it running: it is killed once the operator has taken
+    the request (Kopf's finalizer is on) and before anything is recorded, which is Preflight
+    (or the checks just before it)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        status = get_request(api, namespace, "crash").get("status", {})
+        request = get_request(api, namespace, "crash")
+        status = request.get("status", {})
+        if step == "Preflight" and request["metadata"].get("finalizers"):
+            if status.get("saved"):
+                break  # too late: EnableMaintenance has recorded
+            operator.kill()
+            return
         record = {s["name"]: s for s in status.get("steps", [])}.get(step, {})
         if record.get("state") == "Running" and (
             not waiting or "rolling out" in record.get("message", "")

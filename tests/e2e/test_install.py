@@ -63,9 +63,11 @@ IN_NAMESPACE: frozenset[Grant] = frozenset(
     | _grants("gateway.networking.k8s.io", "httproutes", "get", "patch")
     | _grants("gateway.networking.k8s.io", "referencegrants", "list")
     | _grants("", "services", "get")
-    | _grants("apps", "deployments", "get", "patch")
+    # A watch per Deployment and per Job follows a rollout or a Job (watches.py); a watch too
+    # old to resume is replaced by a list of that one object.
+    | _grants("apps", "deployments", "get", "list", "watch", "patch")
     | _grants("autoscaling", "horizontalpodautoscalers", "get", "list", "patch")
-    | _grants("batch", "jobs", "get", "create", "delete")
+    | _grants("batch", "jobs", "get", "list", "watch", "create", "delete")
     | _grants("", "pods", "list")
     | _grants("", "serviceaccounts", "create")
     | _grants("", "persistentvolumeclaims", "get")

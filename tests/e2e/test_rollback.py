@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
+from rollback_operator import clock
 from standins.local import wait_until
 from tests.e2e.lawyershub import (
     GROUP,
@@ -78,6 +79,20 @@ class Recorder:
             w.stop()
 
 
+def _assert_one_event_per_outcome(
+    api: client.ApiClient, namespace: str, done: dict[str, Any]
+) -> None:
+    """One Event per step outcome (a step's start is in status.steps, not an Event), and the
+    run's outcome."""
+    reasons = [(e.reason, e.message) for e in events_for(api, namespace, "golive")]
+    for step in set(STEPS) - NOT_CONFIGURED:
+        succeeded = [m for r, m in reasons if r == "StepSucceeded" and m.startswith(f"{step}:")]
+        assert len(succeeded) == 1, (step, reasons)
+        assert ledger(done)[step].get("startedAt"), step
+    assert not [r for r, _ in reasons if r == "StepStarted"], reasons
+    assert any(r == "Succeeded" for r, _ in reasons)
+
+
 def test_full_run_reverts_images_and_restores_traffic_exactly(
     api: client.ApiClient, app: str, operator: Operator
 ) -> None:
@@ -142,12 +157,7 @@ def test_full_run_reverts_images_and_restores_traffic_exactly(
         "service": {"name": "frontend", "port": {"name": "http"}}
     }
 
-    # Events: each step's start and success, and the outcome.
-    reasons = [(e.reason, e.message) for e in events_for(api, namespace, "golive")]
-    for step in set(STEPS) - NOT_CONFIGURED:
-        assert ("StepStarted", f"{step} started") in reasons
-        assert any(r == "StepSucceeded" and m.startswith(f"{step}:") for r, m in reasons), step
-    assert any(r == "Succeeded" for r, _ in reasons)
+    _assert_one_event_per_outcome(api, namespace, done)
 
     # The post-mortem: every step with its timing, what was changed and restored.
     assert status["report"] == {"configMap": "golive-postmortem", "key": "postmortem.md"}
@@ -465,3 +475,52 @@ def test_a_site_already_on_maintenance_without_a_record_is_refused(
         in done["status"]["message"]
     )
     assert snapshot(api, app) == before
+
+
+def _deployment_gets(api: client.ApiClient) -> tuple[int, int]:
+    """GETs of Deployment objects and watches opened on Deployments, from the API server's
+    own counters (every client: the controllers watch through informers and read only the
+    scale subresource, so a GET of a Deployment here is the operator's or this test's)."""
+    params = api.param_serialize(
+        "GET", "/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    response = api.call_api(*params)
+    response.read()
+    gets = watches = 0
+    for line in response.data.decode().splitlines():
+        if not line.startswith("apiserver_request_total{") or 'resource="deployments"' not in line:
+            continue
+        if 'subresource=""' not in line and "subresource=" in line:
+            continue
+        count = int(float(line.rsplit(" ", 1)[1]))
+        if 'verb="GET"' in line:
+            gets += count
+        elif 'verb="WATCH"' in line:
+            watches += count
+    return gets, watches
+
+
+def test_a_rollout_is_watched_not_polled(
+    api: client.ApiClient, app: str, operator: Operator
+) -> None:
+    """A rollout that takes seconds (minReadySeconds) is awaited on watches: the Deployments
+    are read by Preflight and followed from there; polling would read each every quarter
+    second to a few seconds meanwhile."""
+    namespace = app
+    apps = client.AppsV1Api(api)
+    for name in ("backend", "frontend"):
+        apps.patch_namespaced_deployment(name, namespace, {"spec": {"minReadySeconds": 4}})
+    gets_before, _ = _deployment_gets(api)
+    create_request(api, namespace, "golive")
+    done = wait_phase(api, namespace, "golive", "Succeeded", "Failed")
+    assert done["status"]["phase"] == "Succeeded", done["status"].get("message")
+    steps = ledger(done)
+    took = _seconds_between(steps["RevertWorkloads"]["startedAt"], steps["Verify"]["finishedAt"])
+    assert took >= 3, took  # the rollouts did take seconds
+    gets, _ = _deployment_gets(api)
+    # Preflight's two reads (kept for RevertWorkloads); a conflict's re-read at most on top.
+    assert gets - gets_before <= 4, gets - gets_before
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (clock.parse(end) - clock.parse(start)).total_seconds()

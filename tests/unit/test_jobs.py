@@ -22,6 +22,7 @@ from rollback_operator.steps.jobs import (
     run_job_once,
     stop_on_abort,
 )
+from tests.unit.fake_watch import Watchable
 
 NS, REQUEST, UID = "lawyershub", "golive-2026-01-10", "0b6f7a52-6a0e-4c5e-9a43-51f1f7b0c001"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -43,8 +44,11 @@ SPEC = RollbackSpec.parse(
 )
 
 
-class FakeJobs:
+class FakeJobs(Watchable):
     """The Job calls of Kube: creates count, 409 on an existing name, uids handed out."""
+
+    def watched(self, collection: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.jobs.get(name))
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -74,7 +78,9 @@ class FakeJobs:
     def pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return []
 
-    def request(self, method: str, path: str, body: Any = None, *_: Any) -> None:
+    def request(self, method: str, path: str, body: Any = None, *rest: Any, **kw: Any) -> Any:
+        if method == "GET":  # a watch's list
+            return super().request(method, path, body, *rest, **kw)
         assert method == "DELETE"
         name = path.rsplit("/", 1)[1]
         assert body["preconditions"]["uid"] == self.jobs[name]["metadata"]["uid"]

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "gitops",
         "autoscaling",
         "rollout",
+        "watches",
         "takeover",
         "cdn",
         "cdn_http",

@@ -94,6 +94,23 @@ def test_the_leases_are_free_once_the_run_ends() -> None:
     assert locks(api, "b", "uid-b").acquire(KEYS) is None
 
 
+def test_the_leases_are_given_back_without_reading_them_and_a_takeover_is_left_alone() -> None:
+    """Given back at the version taken (one DELETE each, no GET first); a Lease another request
+    took over meanwhile has another version, and is not deleted."""
+    api = FakeApi()
+    api.add_request("a", "uid-a")
+    first = locks(api, "a", "uid-a")
+    first.acquire(KEYS)
+    api.add_request("a", "uid-a", "Failed")  # ended, not yet given back: b takes over
+    assert locks(api, "b", "uid-b").acquire(KEYS) is None
+    reads: list[str] = []
+    read = api.get
+    api.get = lambda path: reads.append(path) or read(path)  # type: ignore[method-assign]
+    first.release(KEYS)
+    assert reads == []
+    assert {api.holder(kind, name) for _, kind, name in KEYS} == {"uid-b"}
+
+
 def test_the_lease_of_a_finished_or_deleted_request_is_taken_over() -> None:
     """A run that ended (or was deleted) before giving its Leases back blocks nobody."""
     api = FakeApi()

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from rollback_operator import registry, runner
 from rollback_operator.kube import ApiError, Kube
+from rollback_operator.ledger import ConflictError, StatusLedger, SupersededError
 from rollback_operator.model import (
     ABORT_ANNOTATION,
     APPROVE_ANNOTATION,
@@ -28,6 +29,7 @@ from rollback_operator.model import (
 )
 from rollback_operator.outcomes import Done, Fail, NeedsApproval, Outcome, Wait
 from rollback_operator.runner import Runner
+from rollback_operator.status import Status
 from rollback_operator.steps.base import StepContext
 
 NS, NAME = "lawyershub", "golive"
@@ -117,6 +119,7 @@ class ScriptedStep:
     act: Callable[[StepContext, int], None] = lambda ctx, call: None
     skip: str | None = None
     calls: int = 0
+    records_before_acting: bool = False
     preflight = None
 
     def skip_reason(self, spec: Any, targets: Any) -> str | None:
@@ -212,6 +215,64 @@ def test_a_run_goes_through_every_step_and_ends_succeeded(
     assert api.phases()[-1] == "Succeeded"
     assert ("Normal", "Succeeded") in api.events
     assert api.events.count(("Normal", "StepSucceeded")) == 12
+
+
+def test_a_step_posts_one_event_for_its_outcome_and_none_at_its_start(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """`kubectl describe` tells each step's outcome once; its start is in status.steps."""
+    steps[StepName.PURGE_CDN].skip = "no spec.cdn"
+    api = FakeApi()
+    drive(api)
+    reasons = [reason for _, reason in api.events]
+    assert "StepStarted" not in reasons
+    assert reasons.count("StepSucceeded") == 12  # one per step that ran, none for the skip
+    assert len(reasons) == 13  # and the run's outcome: nothing else
+    assert all(s.get("startedAt") for s in api.status["steps"] if s["state"] == "Succeeded")
+
+
+def test_a_step_that_records_before_acting_writes_its_start_with_its_first_record(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """One write, not two: the start (and the previous step's success) go with the original
+    the step saves before its change, and that write is made before the change."""
+    api = FakeApi()
+    written_before_change: list[dict[str, Any]] = []
+
+    def change(ctx: StepContext, call: int) -> None:
+        ctx.ledger.save("ingresses", "site", {"backends": []})
+        written_before_change.append(copy.deepcopy(api.status))
+
+    enable = steps[StepName.ENABLE_MAINTENANCE]
+    enable.records_before_acting, enable.act = True, change
+    steps[StepName.PREFLIGHT].records_before_acting = True
+    steps[StepName.SUSPEND_GITOPS].skip = "no spec.gitops"  # written with the next write too
+    drive(api)
+    (status,) = written_before_change
+    states = {s["name"]: s["state"] for s in status["steps"]}
+    assert states["Preflight"] == "Succeeded" and states["EnableMaintenance"] == "Running"
+    assert status["saved"] == {"ingresses": {"site": {"backends": []}}}
+    # Nothing was written before that one write: Preflight's start went with it too.
+    first = api.writes[0]
+    assert first["saved"] and first["observedGeneration"] == 1
+    assert {s["name"]: s["state"] for s in first["steps"]}["EnableMaintenance"] == "Running"
+
+
+def test_a_step_that_does_not_record_first_has_its_start_written_before_it_runs(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """DisableMaintenance puts things back without a record first: its start is durable before
+    it acts, so a restart knows it began."""
+    api = FakeApi()
+    seen: list[str | None] = []
+
+    def look(ctx: StepContext, call: int) -> None:
+        record = next(s for s in api.status["steps"] if s["name"] == "DisableMaintenance")
+        seen.append(record.get("state"))
+
+    steps[StepName.DISABLE_MAINTENANCE].act = look
+    drive(api)
+    assert seen == ["Running"]
 
 
 def test_each_step_start_is_written_before_the_step_acts(
@@ -455,6 +516,25 @@ def test_api_errors_are_retried_with_backoff_until_the_steps_deadline(
     assert steps[StepName.VERIFY].calls == 0
 
 
+def test_a_conflict_is_retried_at_once_then_with_backoff(
+    steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write from a kept read (Preflight's) whose object changed since: the step runs again
+    at once, from a fresh read; conflicts in a row back off as any API error does."""
+    monkeypatch.setattr(runner, "ABORT_SLICE_SECONDS", 60.0)  # each wait in one piece
+    api = FakeApi()
+
+    def changed_meanwhile(ctx: StepContext, call: int) -> None:
+        if call <= 3:
+            raise ApiError(409, "Conflict", "the object has been modified")
+
+    steps[StepName.PAUSE_AUTOSCALING].act = changed_meanwhile
+    stopped = drive(api)
+    assert api.status["phase"] == "Succeeded"
+    assert steps[StepName.PAUSE_AUTOSCALING].calls == 4
+    assert stopped.waits == [4.0, 8.0]  # the first retry did not wait at all
+
+
 def test_an_unreachable_api_server_is_an_api_error_the_steps_retry() -> None:
     """urllib3's connection errors are not OSErrors: they must still read as unreachable."""
     configuration = client.Configuration()
@@ -486,3 +566,41 @@ def test_a_wait_is_cut_short_by_an_abort(steps: dict[StepName, ScriptedStep]) ->
     assert stopped.waits == [0.5, 0.5]
     assert api.status["phase"] == "Aborted"
     assert steps[StepName.REVERT_WORKLOADS].calls == 1
+
+
+def test_a_version_the_watch_delivered_is_written_at_when_the_status_there_is_ours() -> None:
+    """Kopf's finalizer moves the request on before the first status write: the ledger writes
+    at the version the watch delivered (its status still the ledger's), not into a conflict."""
+    api = FakeApi()
+    reads: list[int] = []
+
+    def read() -> tuple[dict[str, Any], str]:
+        reads.append(1)
+        return api.request_status(NS, NAME)
+
+    def write(patch: dict[str, Any], version: str | None) -> str:
+        try:
+            return api.patch_request_status(NS, NAME, patch, version)
+        except ApiError as error:
+            raise ConflictError(str(error)) from None
+
+    watched: dict[str, Any] = {"status": {}, "version": "1"}
+    ledger = StatusLedger(
+        Status.from_dict({}),
+        write=write,
+        read=read,
+        version="1",
+        seen=lambda: (watched["status"], watched["version"]),
+    )
+    api.version, watched["version"] = 2, "2"  # the finalizer's patch, delivered
+    ledger.put_section("gates", [], durable=True)
+    assert len(api.writes) == 1 and reads == []
+
+    # Someone else's status at the watch's version is not taken for ours: the write goes at
+    # the version known, meets the conflict, and the ledger reads and decides again.
+    api.status = {"phase": "Failed"}
+    api.version += 1
+    watched["status"], watched["version"] = {"phase": "Failed"}, str(api.version)
+    with pytest.raises(SupersededError):
+        ledger.put_section("gates", [{"step": "Verify"}], durable=True)
+    assert reads == [1] and len(api.writes) == 1

@@ -32,7 +32,7 @@ from rollback_operator.ledger import StatusLedger
 from rollback_operator.model import RollbackSpec, Targets
 from rollback_operator.registry import STEPS
 from rollback_operator.status import Status
-from rollback_operator.steps.base import Done, Fail, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import Done, Fail, Seen, StepContext, Wait, poll_interval
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
 from rollback_operator.steps.pause_autoscaling import PauseAutoscaling
@@ -40,6 +40,7 @@ from rollback_operator.steps.preflight import Preflight
 from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
 from rollback_operator.steps.revert_workloads import RESTART_ANNOTATION, RevertWorkloads
 from rollback_operator.steps.verify import Verify
+from tests.unit.fake_watch import Watchable
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -105,7 +106,7 @@ class Patch:
     content_type: str
 
 
-class FakeKube:
+class FakeKube(Watchable):
     """Stores objects by (namespace, kind, name); applies and records patches."""
 
     def __init__(self, log: list[tuple[str, Any]]) -> None:
@@ -135,6 +136,10 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     # the Kube interface the steps use
+
+    def watched(self, collection: str, name: str) -> dict[str, Any] | None:
+        parts = collection.strip("/").split("/")
+        return self._get(parts[parts.index("namespaces") + 1], KINDS[parts[-1]], name)
 
     def get(self, path: str) -> dict[str, Any] | None:
         """Only the admins' RollbackPolicy objects are read by path (none here: the defaults)."""
@@ -374,6 +379,7 @@ class World:
     clock: datetime = T0
     kube: FakeKube = field(init=False)
     ledger: StatusLedger = field(init=False)
+    seen: Seen | None = None  # the run's reads, shared between steps when a test gives one
 
     def __post_init__(self) -> None:
         self.kube = FakeKube(self.log)
@@ -406,6 +412,7 @@ class World:
             targets=targets or Targets.of(spec),
             step_started_at=started,
             now=lambda: self.clock,
+            seen=self.seen if self.seen is not None else Seen(),
         )
 
     def _write(self, patch: dict[str, Any], version: str | None) -> None:
@@ -448,8 +455,9 @@ def images(world: World, name: str) -> dict[str, str]:
 
 
 def pod_patch(**pod: Any) -> dict[str, Any]:
-    """The strategic merge patch RevertWorkloads sends: `pod` in the pod template's spec."""
-    return {"spec": {"template": {"spec": pod}}}
+    """The strategic merge patch RevertWorkloads sends: `pod` in the pod template's spec, at
+    the version of the Deployment it was computed from (as the fake stores them: "1")."""
+    return {"metadata": {"resourceVersion": "1"}, "spec": {"template": {"spec": pod}}}
 
 
 def init_images(world: World, name: str) -> dict[str, str]:
@@ -849,16 +857,18 @@ def test_pause_saves_min_max_and_behavior_then_freezes_both_ways() -> None:
     spec = make_spec(hpas=["backend", "frontend"])
     outcome = PauseAutoscaling().run(world.ctx(spec))
     assert outcome == Done("froze HPA backend, frontend")
-    assert world.events() == ["persist_saved", "patch", "persist_saved", "patch"]
+    # Both originals in one write, before the first freeze.
+    assert world.events() == ["persist_saved", "patch", "patch"]
     assert world.log[0][1]["hpas"] == {
-        "backend": {"minReplicas": 2, "maxReplicas": 10, "behavior": BEHAVIOR}
+        "backend": {"minReplicas": 2, "maxReplicas": 10, "behavior": BEHAVIOR},
+        "frontend": {"minReplicas": 2, "maxReplicas": 10, "behavior": None},
     }
-    assert world.saved["hpas"]["frontend"] == {
-        "minReplicas": 2,
-        "maxReplicas": 10,
-        "behavior": None,
-    }
-    assert [p.body for p in world.kube.patches] == [FREEZE_PATCH, FREEZE_PATCH]
+    # Each freeze at the version it was decided on: a change made since is a conflict.
+    assert [{k: v for k, v in p.body.items() if k != "metadata"} for p in world.kube.patches] == [
+        FREEZE_PATCH,
+        FREEZE_PATCH,
+    ]
+    assert all(p.body["metadata"]["resourceVersion"] for p in world.kube.patches)
     assert [p.path for p in world.kube.patches] == [
         hpa_path(NS, "backend"),
         hpa_path(NS, "frontend"),
@@ -1107,14 +1117,14 @@ def test_revert_saves_the_previous_images_before_patching() -> None:
     """Safety rule 2: the images before the rollback are recorded first, digest included."""
     world = lawyershub()
     RevertWorkloads().run(world.ctx(make_spec()))
-    assert world.events() == ["persist_saved", "patch", "persist_saved", "patch"]
-    assert world.log[0][1]["deployments"] == {
-        "backend": {
-            "images": {"api": f"{REGISTRY}/backend:v2.1.0@{DIGEST}"},
-            "initImages": {"migrate": f"{REGISTRY}/backend:v2.1.0"},
-            "restartedAt": "2026-01-10T03:00:00Z",
-        }
+    # Every original in one write, before the first patch.
+    assert world.events() == ["persist_saved", "patch", "patch"]
+    assert world.log[0][1]["deployments"]["backend"] == {
+        "images": {"api": f"{REGISTRY}/backend:v2.1.0@{DIGEST}"},
+        "initImages": {"migrate": f"{REGISTRY}/backend:v2.1.0"},
+        "restartedAt": "2026-01-10T03:00:00Z",
     }
+    assert set(world.log[0][1]["deployments"]) == {"backend", "frontend"}
     assert world.saved["deployments"]["frontend"]["images"] == {
         "web": f"{REGISTRY}/frontend:v2.1.0",
         "metrics": f"{REGISTRY}/exporter:v2.1.0",
@@ -1129,7 +1139,7 @@ def test_revert_waits_for_the_rollouts_then_succeeds() -> None:
     assert outcome == Wait(
         "rolling out: backend: waiting for the controller to see the new spec; "
         "frontend: waiting for the controller to see the new spec",
-        retry_after=0.25,  # just started: poll soon
+        retry_after=0.0,  # the watches wait, within the call: no poll to schedule
     )
     world.kube.finish_rollouts()
     patches = len(world.kube.patches)
@@ -1157,9 +1167,10 @@ def test_revert_restarts_a_deployment_already_at_the_target_tag() -> None:
     assert isinstance(RevertWorkloads().run(world.ctx(spec, started=started)), Wait)
     (patch,) = world.kube.patches
     assert patch.body == {
+        "metadata": {"resourceVersion": "1"},
         "spec": {
             "template": {"metadata": {"annotations": {RESTART_ANNOTATION: "2026-01-10T03:04:05Z"}}}
-        }
+        },
     }
     world.kube.finish_rollouts()
     later = started + timedelta(minutes=3)
@@ -1277,7 +1288,7 @@ def test_verify_waits_then_fails_with_the_maintenance_page_on() -> None:
         f"backend/api runs api:v2, not {REGISTRY}/backend:stable-last-known; "
         "frontend: not Available"
     )
-    assert outcome == Wait(f"waiting for: {problems}", retry_after=0.25)
+    assert outcome == Wait(f"waiting for: {problems}", retry_after=0.0)
     world.clock = T0 + timedelta(seconds=60)
     outcome = Verify().run(world.ctx(spec))
     assert isinstance(outcome, Fail)
@@ -1312,7 +1323,7 @@ def test_verify_waits_for_an_init_container_put_back_on_the_bad_image() -> None:
     assert outcome == Wait(
         f"waiting for: backend/migrate (init) runs {REGISTRY}/backend:v2.1.0, not "
         f"{REGISTRY}/backend:stable-last-known",
-        retry_after=0.25,
+        retry_after=0.0,
     )
 
 
@@ -1396,3 +1407,39 @@ def test_preflight_records_the_gates_the_admins_settings_set_and_why() -> None:
             "requiredBy": "the namespace's RollbackPolicy",
         }
     ]
+
+
+# --- Preflight's reads, handed to the steps that change the objects
+
+
+def test_preflight_reads_feed_the_steps_that_change_them_at_the_version_read() -> None:
+    """EnableMaintenance, PauseAutoscaling and RevertWorkloads start from Preflight's reads
+    (no read of their own), and each write carries the version read: a change made since is a
+    conflict, and the step, run again, reads afresh."""
+    world = lawyershub()
+    world.seen = Seen()
+    spec = make_spec(hpas=["backend", "frontend"])
+    assert isinstance(Preflight().run(world.ctx(spec)), Done)
+    reads: list[str] = []
+    for kind in ("ingress", "hpa", "deployment"):
+        original = getattr(world.kube, kind)
+        setattr(
+            world.kube,
+            kind,
+            lambda ns, name, kind=kind, original=original: reads.append(kind) or original(ns, name),
+        )
+    assert isinstance(EnableMaintenance().run(world.ctx(spec)), Done)
+    assert isinstance(PauseAutoscaling().run(world.ctx(spec)), Done)
+    RevertWorkloads().run(world.ctx(spec))
+    assert reads == []
+    assert all(p.body["metadata"]["resourceVersion"] for p in world.kube.patches)
+
+    # Changed since Preflight read it: the freeze is refused, and the next run reads again.
+    world = lawyershub()
+    world.seen = Seen()
+    assert isinstance(Preflight().run(world.ctx(spec)), Done)
+    world.kube.edit("HorizontalPodAutoscaler", "backend", {"spec": {"maxReplicas": 12}})
+    with pytest.raises(ApiError) as conflict:
+        PauseAutoscaling().run(world.ctx(spec))
+    assert conflict.value.status == 409
+    assert isinstance(PauseAutoscaling().run(world.ctx(spec)), Done)

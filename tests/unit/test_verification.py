@@ -45,6 +45,7 @@ from rollback_operator.verification import (
 from standins.local import free_port
 from standins.sites import TcpHandler, redis_like, tcp_listeners
 from tests.slow_servers import SlowServer, silent, trickle
+from tests.unit.fake_watch import Watchable
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -345,8 +346,11 @@ def test_tcp_reports_a_refused_connection() -> None:
 # --- the Verify step's decisions, with a recording prober and job runner
 
 
-class FakeKube:
+class FakeKube(Watchable):
     """The two reads Verify makes: Deployments and (for Preflight) Secret keys."""
+
+    def watched(self, collection: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.deployments.get(name))
 
     def __init__(self) -> None:
         self.deployments: dict[str, dict[str, Any]] = {}

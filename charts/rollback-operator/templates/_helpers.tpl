@@ -79,10 +79,11 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 - apiGroups: [""]
   resources: [services]
   verbs: [get]
-# RevertWorkloads sets the images; Preflight and Verify read them and the rollout.
+# RevertWorkloads sets the images; Preflight reads them; RevertWorkloads and Verify follow
+# the rollout by a watch on each Deployment (listed again when the watch is too old).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, patch]
+  verbs: [get, list, watch, patch]
 # PauseAutoscaling and ResumeAutoscaling; Preflight lists the HPAs of reverted Deployments.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
@@ -92,11 +93,11 @@ code makes (docs/install.md, "Permissions"). The ClusterRole (every namespace) a
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, create, update, delete]
-# The database and smoke-test Jobs: created once, then read until they end; deleted only when
-# a person aborts the run and stopping the Job is safe.
+# The database and smoke-test Jobs: created once, then followed by a watch until they end;
+# deleted only when a person aborts the run and stopping the Job is safe.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, create, delete]
+  verbs: [get, list, watch, create, delete]
 # A finished Job's pod holds what its command said (the termination message).
 - apiGroups: [""]
   resources: [pods]

@@ -21,7 +21,7 @@ from rollback_operator.database.spec import (
 )
 from rollback_operator.model import StepName
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import Done, Fail, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import Done, Fail, StepContext, Wait
 
 COMPONENT = {"app.kubernetes.io/component": "database"}
 
@@ -128,7 +128,8 @@ def follow_job(
     was lost, else Done with the Job's own message ("<message> (Job <name><note>)")."""
     result = jobs.run_job_once(ctx, step, template)
     if result.state == jobs.JobState.RUNNING:
-        return Wait(f"{doing}: Job {result.name} is running", retry_after=poll_interval(ctx))
+        # Its watch waited within the call (steps/jobs.py): the next call asks it again.
+        return Wait(f"{doing}: Job {result.name} is running", retry_after=0.0)
     if result.state == jobs.JobState.FAILED:
         return Fail(failure(ctx, result))
     return Done(f"{result.message} (Job {result.name}{note})")

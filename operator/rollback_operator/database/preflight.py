@@ -32,7 +32,7 @@ from rollback_operator.database.spec import (
 from rollback_operator.database.sql_guard import check_down_sql
 from rollback_operator.model import StepName
 from rollback_operator.steps import jobs
-from rollback_operator.steps.base import Fail, StepContext, Wait, poll_interval
+from rollback_operator.steps.base import Fail, StepContext, Wait
 
 INSPECT_PURPOSE = "db-inspect"
 INSPECT_DEADLINE_SECONDS = 1800
@@ -147,7 +147,7 @@ def preflight_inspect(ctx: StepContext) -> Wait | Fail | str | None:
     if result.state == jobs.JobState.RUNNING:
         return Wait(
             f"checking the database and the backup: Job {result.name} is running",
-            retry_after=poll_interval(ctx),
+            retry_after=0.0,  # its watch waited within the call (steps/jobs.py)
         )
     if result.state == jobs.JobState.FAILED:
         return Fail(f"database check (Job {result.name}): {result.message}")

@@ -7,10 +7,12 @@ state of whatever it changes (through `ctx.ledger.save`) before it changes it.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from rollback_operator.kube import Kube
 from rollback_operator.ledger import Ledger
@@ -27,11 +29,41 @@ __all__ = [
     "Outcome",
     "PreflightCheck",
     "References",
+    "Seen",
     "Step",
     "StepContext",
     "Wait",
     "poll_interval",
 ]
+
+
+class Seen:
+    """Objects a step of this run read, for a later step to start from instead of reading them
+    again: Preflight's reads of the Ingresses, HPAs and Deployments feed EnableMaintenance,
+    PauseAutoscaling and RevertWorkloads, a few milliseconds later.
+
+    Each is taken once. Whatever a step writes from one carries its resourceVersion, so a
+    change made since it was read is a conflict (409): the step runs again, from a fresh read.
+    Memory only: a restarted operator reads again.
+    """
+
+    def __init__(self) -> None:
+        self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, kind: str, name: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            self._objects[(kind, name)] = copy.deepcopy(obj)
+
+    def take(self, kind: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._objects.pop((kind, name), None)
+
+    def peek(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A copy, left for the step that changes the object (for a check that only looks)."""
+        with self._lock:
+            found = self._objects.get((kind, name))
+            return copy.deepcopy(found) if found is not None else None
 
 
 @dataclass
@@ -50,6 +82,7 @@ class StepContext:
     targets: Targets = field(default_factory=Targets)  # as Preflight resolved them
     approval: Approval | None = None  # the recorded approval of this step, if any
     request_uid: str = ""  # names the step's Jobs, so a later request of the same name differs
+    seen: Seen = field(default_factory=Seen)  # this run's reads, for a later step (see Seen)
 
 
 def poll_interval(ctx: StepContext) -> float:
@@ -89,6 +122,11 @@ class References:
 
 class Step(Protocol):
     name: StepName
+    # True when every side effect of `run` is preceded by a durable record through the ledger
+    # (`save`, a durable section), or the step has none: its start is then written with that
+    # record or its outcome, one write instead of two. False: the start is written before the
+    # step runs (a step that puts things back, whose re-run after a crash must know it began).
+    records_before_acting: bool
 
     @property
     def preflight(self) -> PreflightCheck | None:
@@ -111,6 +149,7 @@ class BaseStep:
 
     name: StepName
     preflight: PreflightCheck | None = None
+    records_before_acting = False
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:
         return None

@@ -33,6 +33,7 @@ def _route_problems(ctx: StepContext) -> list[str]:
 class EnableMaintenance(BaseStep):
     name = StepName.ENABLE_MAINTENANCE
     preflight = References(_route_problems)
+    records_before_acting = True  # the original backends are saved before the switch
 
     def plan(self, ctx: StepContext) -> str:
         maintenance = describe(ctx.spec.maintenance_backend.as_ingress_backend())
@@ -51,7 +52,8 @@ class EnableMaintenance(BaseStep):
         maintenance = ctx.spec.maintenance_backend.as_ingress_backend()
         switched: list[str] = []
         for name in ctx.targets.ingresses:
-            ingress = ctx.kube.ingress(ctx.namespace, name)
+            # Preflight's read, when this process made it (the patch carries its version).
+            ingress = ctx.seen.take("ingresses", name) or ctx.kube.ingress(ctx.namespace, name)
             if ingress is None:
                 return Fail(
                     f"Ingress {name!r} disappeared during the rollback; check who deleted it"

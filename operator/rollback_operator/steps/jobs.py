@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from rollback_operator import GROUP
+from rollback_operator import GROUP, watches
 from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.clock import stamp
 from rollback_operator.egress import image_refusal
@@ -90,19 +90,27 @@ def job_name(request: str, request_uid: str, purpose: str) -> str:
     return f"{request[: MAX_NAME - len(suffix)].rstrip('-.')}{suffix}"
 
 
-def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> JobResult:
-    """Starts the Job unless this run already did, and tells where it stands."""
+def run_job_once(
+    ctx: StepContext, step: StepName, template: JobTemplate, wait: float | None = None
+) -> JobResult:
+    """Starts the Job unless this run already did, and tells where it stands: once it ends,
+    or after `wait` seconds (default `watches.CALL_SECONDS`) of following it by a watch."""
     uid = ctx.request_uid
     name = job_name(ctx.request, uid, template.purpose)
     records: list[dict[str, Any]] = list(ctx.ledger.section("jobs") or [])
     record = next((r for r in records if r.get("name") == name), None)
-    job = ctx.kube.job(ctx.namespace, name)
+    key = ("job", ctx.namespace, name, uid)
+    follower = watches.following(key)
+    # As the watch of an earlier call holds it (no request), else read.
+    job = follower.current().get(name) if follower else ctx.kube.job(ctx.namespace, name)
     if record is not None:
         if job is None:
+            watches.stop(key)
             return JobResult(name, JobState.FAILED, _lost(name, step, template.check_by_hand))
         if job["metadata"]["uid"] != record.get("uid"):
+            watches.stop(key)
             return JobResult(name, JobState.FAILED, _replaced(name, step, template.check_by_hand))
-        return read_result(ctx, job)
+        return _followed(ctx, step, key, job, template=template, wait=wait)
     if job is None:
         refused = _image_refusals(ctx, template)
         if refused:
@@ -133,7 +141,44 @@ def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> Job
         }
     )
     ctx.ledger.put_section("jobs", records, durable=True)
-    return read_result(ctx, job)
+    return _followed(ctx, step, key, job, template=template, wait=wait)
+
+
+def _followed(
+    ctx: StepContext,
+    step: StepName,
+    key: tuple[str, ...],
+    job: dict[str, Any],
+    *,
+    template: JobTemplate,
+    wait: float | None,
+) -> JobResult:
+    """Where the Job stands, once it ends or after one call's wait, followed by a watch from
+    the version held (`watches.py`) for as long as the Job may run: no read while it runs."""
+    name = job["metadata"]["name"]
+    if not _ended(job):
+        follower = watches.follow(
+            ctx.kube, key, job_collection(ctx.namespace), {name: job}, template.deadline_seconds
+        )
+        seconds = watches.CALL_SECONDS if wait is None else wait
+        held = follower.wait(lambda jobs: _gone_or_ended(jobs.get(name)), seconds)
+        current = held.get(name)
+        if current is None:  # deleted while recorded: nobody knows how far it got
+            watches.stop(key)
+            return JobResult(name, JobState.FAILED, _lost(name, step, template.check_by_hand))
+        job = current
+    result = read_result(ctx, job)
+    if result.state != JobState.RUNNING:
+        watches.stop(key)
+    return result
+
+
+def _gone_or_ended(job: dict[str, Any] | None) -> bool:
+    return job is None or _ended(job)
+
+
+def job_collection(namespace: str) -> str:
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs"
 
 
 def _image_refusals(ctx: StepContext, template: JobTemplate) -> str:

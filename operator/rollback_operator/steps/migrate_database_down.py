@@ -62,6 +62,7 @@ def migrate_down_template(database: DatabaseSpec, migrate: MigrateDownSpec) -> j
 
 class MigrateDatabaseDown:
     name = StepName.MIGRATE_DATABASE_DOWN
+    records_before_acting = False
     preflight = DATABASE_PREFLIGHT
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:

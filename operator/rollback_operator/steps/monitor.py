@@ -92,6 +92,7 @@ class MonitorPreflight:
 
 class Monitor:
     name = StepName.MONITOR
+    records_before_acting = False
     preflight = MonitorPreflight()
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:

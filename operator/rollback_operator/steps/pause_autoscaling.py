@@ -5,6 +5,8 @@ See `rollback_operator.autoscaling` for how and why an HPA is frozen this way.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rollback_operator.autoscaling import FREEZE_PATCH, is_frozen, saved_fields
 from rollback_operator.gitops import keda_paused
 from rollback_operator.kube import ApiError, hpa_path
@@ -16,6 +18,7 @@ class PauseAutoscaling(AutoscalingStep):
     """Freezes each HPA where it stands, its fields saved first for ResumeAutoscaling."""
 
     name = StepName.PAUSE_AUTOSCALING
+    records_before_acting = True  # the HPAs' fields are saved before the freeze
     no_hpa = "no HorizontalPodAutoscaler scales the listed Deployments"
 
     def plan(self, ctx: StepContext) -> str:
@@ -23,18 +26,28 @@ class PauseAutoscaling(AutoscalingStep):
 
     def run(self, ctx: StepContext) -> Outcome:
         held: list[str] = []  # deleted by KEDA: their ScaledObject is paused (SuspendGitOps)
+        found: dict[str, dict[str, Any]] = {}
         for name in ctx.targets.hpas:
             scaled = keda_paused(ctx.ledger.originals("gitops"), name)
-            hpa = ctx.kube.hpa(ctx.namespace, name)
+            # Preflight's read, when this process made it (the freeze carries its version).
+            hpa = ctx.seen.take("hpas", name) or ctx.kube.hpa(ctx.namespace, name)
             if hpa is None:
                 if scaled:
                     held.append(f"{name} (ScaledObject {scaled} is paused: KEDA holds it)")
                     continue
                 return Fail(f"HorizontalPodAutoscaler {name!r} disappeared during the rollback")
-            ctx.ledger.save("hpas", name, saved_fields(hpa))
+            found[name] = hpa
+        # Every original in one write, before the first freeze.
+        ctx.ledger.save_all("hpas", {name: saved_fields(hpa) for name, hpa in found.items()})
+        for name, hpa in found.items():
+            scaled = keda_paused(ctx.ledger.originals("gitops"), name)
             if not is_frozen(hpa):
+                freeze = {
+                    "metadata": {"resourceVersion": hpa["metadata"]["resourceVersion"]},
+                    **FREEZE_PATCH,
+                }
                 try:
-                    ctx.kube.patch(hpa_path(ctx.namespace, name), FREEZE_PATCH)
+                    ctx.kube.patch(hpa_path(ctx.namespace, name), freeze)
                 except ApiError as error:
                     if not (error.status == 404 and scaled):
                         raise

@@ -7,9 +7,12 @@ that names every problem at once so the SRE fixes them in one go.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from rollback_operator import route_checks
+from rollback_operator.admin_policy import AdminPolicy
 from rollback_operator.admin_policy_reader import read_policy
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.images import CONTAINERS, INIT_CONTAINERS, pod_images
@@ -34,6 +37,7 @@ class Preflight(BaseStep):
     registry from the steps' `preflight`): every problem is reported at once."""
 
     name = StepName.PREFLIGHT
+    records_before_acting = True  # reads only; the takeovers it adopts are saved
 
     def __init__(self, checks: Sequence[PreflightCheck] = ()) -> None:
         self.checks = tuple(checks)
@@ -45,7 +49,8 @@ class Preflight(BaseStep):
         # First the admins' limits (no confused deputy): a request that would make the operator
         # reach a refused address or run a refused image stops here, before any check below
         # contacts what it names (Prometheus is queried, Jobs are started).
-        policy = read_policy(ctx.kube, ctx.namespace)  # the admins' settings, read once
+        read = _Reads.of(ctx)  # every read below at once, the admins' settings among them
+        policy = read.policy
         refused = limits.refusals(ctx, policy)
         if refused:
             return Fail(
@@ -53,10 +58,10 @@ class Preflight(BaseStep):
                 f"use: {'; '.join(refused)}. Nothing was contacted, started or changed."
             )
         problems: list[str] = []
-        ns, spec = ctx.namespace, ctx.spec
+        spec = ctx.spec
         ingresses: dict[str, dict[str, Any]] = {}
         for name in spec.ingresses:
-            ingress = ctx.kube.ingress(ns, name)
+            ingress = read.ingresses[name]
             if ingress is None:
                 problems.append(f"Ingress {name!r} not found")
             elif not backend_locations(ingress):
@@ -69,9 +74,9 @@ class Preflight(BaseStep):
                 )
             else:
                 ingresses[name] = ingress
-        problems += _check_service(ctx.kube.service(ns, spec.maintenance_backend.service), spec)
+        problems += _check_service(read.service, spec)
         for workload in spec.workloads:
-            deployment = ctx.kube.deployment(ns, workload.deployment)
+            deployment = read.deployments[workload.deployment]
             if deployment is None:
                 problems.append(f"Deployment {workload.deployment!r} not found")
                 continue
@@ -85,10 +90,11 @@ class Preflight(BaseStep):
                     for c in listed or ()
                     if c not in present
                 ]
-        hpas = _resolve_hpas(ctx, problems)
+        hpas = _resolve_hpas(ctx, read.hpas, problems)
         takeovers = _take_over(ctx, ingresses, hpas, problems)
         # The capabilities' parts see the objects the run will change, discovered HPAs included.
         ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas), spec.route_names)
+        read.keep(ctx, hpas)  # for the checks below, and the steps that change these objects
         # The optional sections check what they depend on: the CDN token, Prometheus, the
         # Secret keys of smoke-test Jobs, the database's references.
         for check in self.checks:
@@ -179,19 +185,73 @@ def _check_service(service: dict[str, Any] | None, spec: RollbackSpec) -> list[s
     return []
 
 
-def _resolve_hpas(ctx: StepContext, problems: list[str]) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class _Reads:
+    """What Preflight reads of the cluster, read in parallel: each is a round trip, and the
+    site is still erroring while Preflight runs."""
+
+    policy: AdminPolicy
+    ingresses: dict[str, dict[str, Any] | None]
+    service: dict[str, Any] | None
+    deployments: dict[str, dict[str, Any] | None]
+    # The listed HPAs by name (None: not found), or every HPA of the namespace.
+    hpas: dict[str, dict[str, Any] | None] | list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, ctx: StepContext) -> _Reads:
+        kube, ns, spec = ctx.kube, ctx.namespace, ctx.spec
+        with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="preflight") as pool:
+            policy = pool.submit(read_policy, kube, ns)
+            ingresses = {n: pool.submit(kube.ingress, ns, n) for n in spec.ingresses}
+            service = pool.submit(kube.service, ns, spec.maintenance_backend.service)
+            deployments = {n: pool.submit(kube.deployment, ns, n) for n in spec.deployments}
+            if spec.hpas is not None:
+                listed = {h: pool.submit(kube.hpa, ns, h) for h in spec.hpas}
+            else:
+                every = pool.submit(kube.hpas, ns)
+            return cls(
+                policy=policy.result(),
+                ingresses={n: f.result() for n, f in ingresses.items()},
+                service=service.result(),
+                deployments={n: f.result() for n, f in deployments.items()},
+                hpas=(
+                    {h: f.result() for h, f in listed.items()}
+                    if spec.hpas is not None
+                    else every.result()
+                ),
+            )
+
+    def keep(self, ctx: StepContext, hpas: dict[str, dict[str, Any]]) -> None:
+        """Hands the objects the run changes to the steps that change them (`Seen`)."""
+        for kind, found in (
+            ("ingresses", self.ingresses),
+            ("deployments", self.deployments),
+            ("hpas", hpas),
+        ):
+            for name, obj in found.items():
+                if obj is not None:
+                    ctx.seen.keep(kind, name, obj)
+
+
+READERS = 8  # Preflight's reads in flight at once
+
+
+def _resolve_hpas(
+    ctx: StepContext,
+    read: dict[str, dict[str, Any] | None] | list[dict[str, Any]],
+    problems: list[str],
+) -> dict[str, dict[str, Any]]:
     """The listed HPAs (each must exist), or those whose scaleTargetRef is a listed Deployment,
     by name, as read (the takeover check looks at them again without another call)."""
-    if ctx.spec.hpas is not None:
-        found = {h: ctx.kube.hpa(ctx.namespace, h) for h in ctx.spec.hpas}
+    if isinstance(read, dict):
         problems += [
-            f"HorizontalPodAutoscaler {h!r} not found" for h, o in found.items() if o is None
+            f"HorizontalPodAutoscaler {h!r} not found" for h, o in read.items() if o is None
         ]
-        return {h: o for h, o in found.items() if o is not None}
+        return {h: o for h, o in read.items() if o is not None}
     deployments = set(ctx.spec.deployments)
     return {
         h["metadata"]["name"]: h
-        for h in sorted(ctx.kube.hpas(ctx.namespace), key=lambda h: h["metadata"]["name"])
+        for h in sorted(read, key=lambda h: h["metadata"]["name"])
         if h["spec"]["scaleTargetRef"].get("kind") == "Deployment"
         and h["spec"]["scaleTargetRef"].get("name") in deployments
     }

@@ -78,6 +78,7 @@ def preflight_problems(ctx: StepContext) -> list[str]:
 
 class PurgeCDN:
     name = StepName.PURGE_CDN
+    records_before_acting = False
     preflight = References(preflight_problems)
 
     def __init__(self, transport: httpx.BaseTransport | None = None) -> None:

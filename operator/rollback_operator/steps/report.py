@@ -14,6 +14,7 @@ from rollback_operator.steps.jobs import REQUEST_LABEL
 
 class Report(BaseStep):
     name = StepName.REPORT
+    records_before_acting = True  # the post-mortem is written again whole on a re-run
 
     def plan(self, ctx: StepContext) -> str:
         return f"would write the post-mortem to ConfigMap {postmortem.configmap_name(ctx.request)}"

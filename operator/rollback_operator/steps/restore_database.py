@@ -64,6 +64,7 @@ def restore_template(
 
 class RestoreDatabase:
     name = StepName.RESTORE_DATABASE
+    records_before_acting = False
     preflight = DATABASE_PREFLIGHT
 
     def skip_reason(self, spec: RollbackSpec, targets: Targets | None) -> str | None:

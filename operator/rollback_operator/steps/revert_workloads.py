@@ -6,7 +6,8 @@ the request reverts (`images.py`). The previous images are saved first. When a c
 already runs the target image string, the pod template gets a restart annotation (as `kubectl
 rollout restart` does) so the tag is pulled again; its value is the step's start time, so a
 re-run after a crash writes the same value and does not roll out twice. The step then waits
-for every rollout, up to rolloutTimeout.
+for every rollout, up to rolloutTimeout, following the Deployments with watches started from
+its patches' answers (`steps/rollouts.py`), never reading them again.
 """
 
 from __future__ import annotations
@@ -25,21 +26,16 @@ from rollback_operator.images import (
 from rollback_operator.kube import STRATEGIC_MERGE_PATCH, deployment_path
 from rollback_operator.model import StepName, Workload
 from rollback_operator.rollout import rollout_state
-from rollback_operator.steps.base import (
-    BaseStep,
-    Done,
-    Fail,
-    Outcome,
-    StepContext,
-    Wait,
-    poll_interval,
-)
+from rollback_operator.steps import rollouts
+from rollback_operator.steps.base import BaseStep, Done, Fail, Outcome, StepContext, Wait
+from rollback_operator.watches import Objects
 
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 
 
 class RevertWorkloads(BaseStep):
     name = StepName.REVERT_WORKLOADS
+    records_before_acting = True  # the images (and restartedAt) are saved before the patch
 
     def plan(self, ctx: StepContext) -> str:
         found = [
@@ -55,32 +51,69 @@ class RevertWorkloads(BaseStep):
         return "would set " + "; ".join(changes)
 
     def run(self, ctx: StepContext) -> Outcome:
+        # As the watches of an earlier call hold them, else as Preflight read them, else read.
+        held = rollouts.held(ctx)
         found: list[tuple[Workload, dict[str, Any]]] = []
         for workload in ctx.spec.workloads:
-            deployment = ctx.kube.deployment(ctx.namespace, workload.deployment)
+            name = workload.deployment
+            if held is not None:
+                deployment = held.get(name)
+            else:
+                deployment = ctx.seen.take("deployments", name) or ctx.kube.deployment(
+                    ctx.namespace, name
+                )
             if deployment is None:
-                return Fail(f"Deployment {workload.deployment!r} disappeared during the rollback")
+                rollouts.done_with(ctx)
+                return Fail(f"Deployment {name!r} disappeared during the rollback")
             found.append((workload, deployment))
         # Reverting keeps each repository, so this is the same on every run of the step.
         repositories = reverted_repositories(found)
+        ctx.ledger.save_all(
+            "deployments",
+            {
+                w.deployment: SelectedImages.of(d, w, repositories).record(self._restart_at(ctx))
+                for w, d in found
+            },
+        )
+        current = {w.deployment: self._revert(ctx, w, d, repositories) for w, d in found}
+        limit = ctx.step_started_at + timedelta(seconds=ctx.spec.rollout_timeout_seconds)
+        objects, trouble = rollouts.await_rollouts(
+            ctx,
+            list(current),
+            _settled,
+            (limit - ctx.now()).total_seconds(),
+            start=current if held is None else None,
+        )
         progress: list[str] = []
-        for workload, deployment in found:
-            state = rollout_state(self._revert(ctx, workload, deployment, repositories))
+        for name in current:
+            deployment = objects.get(name)
+            if deployment is None:
+                rollouts.done_with(ctx)
+                return Fail(f"Deployment {name!r} disappeared during the rollback")
+            state = rollout_state(deployment)
             if state.stuck:
+                rollouts.done_with(ctx)
                 return Fail(_timeout_message(ctx, f"{state.detail} ({state.stuck})"))
             if not state.complete:
                 progress.append(state.detail)
         if progress:
-            limit = ctx.step_started_at + timedelta(seconds=ctx.spec.rollout_timeout_seconds)
             if ctx.now() >= limit:
+                rollouts.done_with(ctx)
                 return Fail(_timeout_message(ctx, "; ".join(progress)))
-            return Wait("rolling out: " + "; ".join(progress), retry_after=poll_interval(ctx))
+            if trouble:
+                progress.append(trouble)
+            # The watches carry on between calls: the next call asks them, not the API server.
+            return Wait("rolling out: " + "; ".join(progress), retry_after=0.0)
         images = [
             f"{name}/{label}: {with_tag(image, ctx.spec.target_tag)}"
             for name, saved in sorted(ctx.ledger.originals("deployments").items())
             for label, image in SelectedImages.saved(saved).labelled()
         ]
         return Done("rolled out " + ", ".join(images))
+
+    @staticmethod
+    def _restart_at(ctx: StepContext) -> str:
+        return ctx.step_started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _revert(
         self,
@@ -93,10 +126,7 @@ class RevertWorkloads(BaseStep):
 
         Returns the Deployment as it now stands (the patch's answer, or the read).
         """
-        selected = SelectedImages.of(deployment, workload, repositories)
-        restarted_at = ctx.step_started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        ctx.ledger.save("deployments", workload.deployment, selected.record(restarted_at))
-        saved = ctx.ledger.original("deployments", workload.deployment)
+        saved = ctx.ledger.original("deployments", workload.deployment)  # saved before any patch
         before = SelectedImages.saved(saved)
         targets = before.retagged(ctx.spec.target_tag)
         pod: dict[str, Any] = {}
@@ -114,11 +144,27 @@ class RevertWorkloads(BaseStep):
                 template["metadata"] = {"annotations": {RESTART_ANNOTATION: saved["restartedAt"]}}
         if not template:
             return deployment
+        # At the version the patch was computed from: a change made since is a conflict, and
+        # the step runs again from a fresh read.
         return ctx.kube.patch(
             deployment_path(ctx.namespace, workload.deployment),
-            {"spec": {"template": template}},
+            {
+                "metadata": {"resourceVersion": deployment["metadata"]["resourceVersion"]},
+                "spec": {"template": template},
+            },
             STRATEGIC_MERGE_PATCH,
         )
+
+
+def _settled(objects: Objects) -> bool:
+    """Whether the rollouts need no more waiting: each complete or stuck, or one gone."""
+    for deployment in objects.values():
+        if deployment is None:
+            return True
+        state = rollout_state(deployment)
+        if not (state.complete or state.stuck):
+            return False
+    return True
 
 
 def _timeout_message(ctx: StepContext, detail: str) -> str:

@@ -31,17 +31,17 @@ SECTION = "gitops"
 
 
 def _targets_read(ctx: StepContext) -> list[tuple[str, dict[str, Any]]]:
-    """The objects the run will change, as read now (those not found are Preflight's own
-    problems)."""
+    """The objects the run will change, as Preflight just read them (else read now; those
+    not found are Preflight's own problems)."""
     ns, found = ctx.namespace, []
-    for kind, names, get in (
-        ("Deployment", ctx.targets.deployments, ctx.kube.deployment),
-        ("Ingress", ctx.targets.ingresses, ctx.kube.ingress),
-        ("HTTPRoute", ctx.targets.http_routes, ctx.kube.http_route),
-        ("HorizontalPodAutoscaler", ctx.targets.hpas, ctx.kube.hpa),
+    for kind, seen, names, get in (
+        ("Deployment", "deployments", ctx.targets.deployments, ctx.kube.deployment),
+        ("Ingress", "ingresses", ctx.targets.ingresses, ctx.kube.ingress),
+        ("HTTPRoute", "http_routes", ctx.targets.http_routes, ctx.kube.http_route),
+        ("HorizontalPodAutoscaler", "hpas", ctx.targets.hpas, ctx.kube.hpa),
     ):
         for name in names:
-            obj = get(ns, name)
+            obj = ctx.seen.peek(seen, name) or get(ns, name)
             if obj is not None:
                 found.append((kind, obj))
     return found
@@ -101,6 +101,7 @@ def managers_of(ctx: StepContext) -> list[Manager]:
 class SuspendGitOps(BaseStep):
     name = StepName.SUSPEND_GITOPS
     preflight = GitOpsCheck()
+    records_before_acting = True  # each setting is saved before its suspension
 
     def plan(self, ctx: StepContext) -> str:
         managers = managers_of(ctx)

@@ -3,7 +3,7 @@
 Two parts, both required before traffic returns (safety rule 4):
 
 1. Always: every reverted Deployment is Available, fully updated, and runs the target images.
-   Awaited up to `rolloutTimeout`.
+   Awaited up to `rolloutTimeout`, on the watches that follow the rollouts (steps/rollouts.py).
 2. The checks of `spec.verification` ("make sure DB, Redis and the AI Gateway connections are
    healthy again"): http, tcp and job checks (see `checks.py`), retried until
    `verification.timeout`. Each check's last result is kept in `status.checks`.
@@ -47,7 +47,7 @@ from rollback_operator.images import SelectedImages, pod_images, with_tag
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.rollout import is_available, rollout_state
 from rollback_operator.status import record_dict
-from rollback_operator.steps import jobs
+from rollback_operator.steps import jobs, rollouts
 from rollback_operator.steps.base import (
     Done,
     Fail,
@@ -73,6 +73,7 @@ from rollback_operator.verification import (
     probe_tcp,
     secret_refs,
 )
+from rollback_operator.watches import Objects
 
 # A dependency that is down is rarely back within a quarter of a second: retry failing checks
 # at most once a second, not at the rollout poll's fastest pace.
@@ -111,7 +112,7 @@ def job_template(check: Check) -> jobs.JobTemplate:
 
 
 def run_job_check(ctx: StepContext, check: Check) -> jobs.JobResult:
-    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check))
+    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check), wait=0.0)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def preflight_problems(ctx: StepContext) -> list[str]:
 
 class Verify:
     name = StepName.VERIFY
+    records_before_acting = False  # its start is written first: the status says it verifies
     preflight = References(preflight_problems)
 
     def __init__(self, prober: Prober = probe, job_runner: JobRunner = run_job_check) -> None:
@@ -185,6 +187,12 @@ class Verify:
         return text
 
     def run(self, ctx: StepContext) -> Outcome:
+        outcome = self._verify(ctx)
+        if not isinstance(outcome, Wait):  # kept for the checks' rounds, not for a sign-off
+            rollouts.done_with(ctx)
+        return outcome
+
+    def _verify(self, ctx: StepContext) -> Outcome:
         verification = VerificationSpec.of(ctx.spec) or ONLY_DEPLOYMENTS
         records = _load(ctx.ledger.section("checks"), verification.checks)
         found = required_gate(ctx, self.name, verification.require_approval)
@@ -197,14 +205,14 @@ class Verify:
             # the API server nothing. Everything is run again once signed off.
             return _sign_off(ctx, found, verification, records)
         since = _window_start(ctx)
-        problems = _deployment_problems(ctx)
+        problems = _deployment_problems(ctx, since)
         if problems:
             if ctx.now() >= since + timedelta(seconds=ctx.spec.rollout_timeout_seconds):
                 return Fail("verification failed: " + "; ".join(problems) + ". " + _what_next())
             waiting = "waiting for: " + "; ".join(problems)
             if verification.checks:
                 waiting += "; the checks run once the Deployments are Available"
-            return Wait(waiting, retry_after=poll_interval(ctx))
+            return Wait(waiting, retry_after=0.0)  # the watches wait: see steps/rollouts.py
 
         deployments = (
             f"{len(ctx.ledger.originals('deployments'))} Deployment(s) Available at "
@@ -352,10 +360,21 @@ def _window_start(ctx: StepContext) -> datetime:
     return ctx.step_started_at
 
 
-def _deployment_problems(ctx: StepContext) -> list[str]:
+def _deployment_problems(ctx: StepContext, since: datetime) -> list[str]:
+    """What keeps the Deployments from being verified, as their watches see it (rollouts.py)."""
+    names = sorted(ctx.ledger.originals("deployments"))
+    left = (since + timedelta(seconds=ctx.spec.rollout_timeout_seconds) - ctx.now()).total_seconds()
+    objects, trouble = rollouts.await_rollouts(
+        ctx, names, lambda found: not _problems(ctx, found), max(left, 0)
+    )
+    problems = _problems(ctx, objects)
+    return [*problems, trouble] if problems and trouble else problems
+
+
+def _problems(ctx: StepContext, objects: Objects) -> list[str]:
     problems: list[str] = []
     for name, saved in sorted(ctx.ledger.originals("deployments").items()):
-        deployment = ctx.kube.deployment(ctx.namespace, name)
+        deployment = objects.get(name)
         if deployment is None:
             problems.append(f"Deployment {name} not found")
             continue

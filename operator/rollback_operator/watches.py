@@ -1,0 +1,279 @@
+"""Following objects with watches instead of reading them again and again: a rollout's
+Deployments (RevertWorkloads, Verify), a step's Job (the database steps, the smoke tests).
+
+A step waiting for objects to reach a state used to read them again with backoff, each read a
+request, most of them answering "not yet". Now the step hands the objects it holds (each read
+or written at a resourceVersion) to a `Follower`: one watch per object, narrowed to its name
+and started from that version, in a thread of its own, so that every change after it arrives
+as it happens and none is missed. The watch's timeout is the step's deadline (at most
+`WATCH_SLICE_SECONDS` a request); when the server ends it (its timeout, a restart) it is opened
+again from the last version seen; after `410 Gone` (that version left the server's window) the
+object is listed again and followed from there; while the API server does not answer, it is
+tried again with backoff until the deadline, and the last error is there for the step to say.
+
+A step's call waits for a change at most `CALL_SECONDS`, then returns to the runner, which
+looks for an abort between calls: the follower lives on between calls (this process's memory,
+keyed by request and purpose), so the next call costs the API server nothing. It ends when the
+step is done with it (`stop`), at its deadline, or when nobody has asked for it for
+`IDLE_SECONDS` (the run was aborted, or another instance leads now). A restarted operator has
+none: its step reads the objects once and follows them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+
+from rollback_operator.kube import ApiError, Kube
+
+CALL_SECONDS = 4.0  # the longest a step's call waits for a change: an abort is seen within it
+WATCH_SLICE_SECONDS = 60  # the longest one watch request is left open
+IDLE_SECONDS = 30.0  # a follower nobody asked for this long stops
+RETRY_SECONDS = 0.5  # after a failed watch, then twice as long each time, up to:
+RETRY_MAX_SECONDS = 5.0
+
+Objects = dict[str, dict[str, Any] | None]  # by name; None: the object does not exist (now)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One watch event, as it bears on the followed object (pure: see `apply_event`)."""
+
+    obj: dict[str, Any] | None  # the object after the event (None: deleted)
+    version: str | None  # where to resume from; None: list again first (410 Gone)
+    changed: bool  # whether `obj` is news (a bookmark only moves the version)
+
+
+def apply_event(current: dict[str, Any] | None, version: str, raw: dict[str, Any]) -> Event:
+    """What a watch event makes of the object held at `version`. An ERROR other than 410 is
+    raised as the ApiError it carries (the watch is then opened again, with backoff)."""
+    kind, obj = raw.get("type"), raw.get("object") or {}
+    if kind == "ERROR":
+        if obj.get("code") == 410:
+            return Event(current, None, False)
+        raise ApiError(int(obj.get("code") or 0), obj.get("reason", ""), obj.get("message", ""))
+    seen = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+    if kind == "BOOKMARK":
+        return Event(current, seen, False)
+    if kind == "DELETED":
+        return Event(None, seen, True)
+    return Event(obj, seen, True)
+
+
+def watch_seconds(deadline_left: float, cap: float = WATCH_SLICE_SECONDS) -> int:
+    """A watch request's timeoutSeconds: what is left of the deadline, at most `cap`, at
+    least 1 (the server reads 0 as its own default)."""
+    return max(1, min(int(deadline_left + 0.999), int(cap)))
+
+
+def retry_delay(failures: int, deadline_left: float) -> float:
+    """How long to wait before opening a failed watch again: RETRY_SECONDS, doubled by each
+    failure in a row, at most RETRY_MAX_SECONDS, never past the deadline."""
+    doubled: float = RETRY_SECONDS * 2.0 ** min(max(failures - 1, 0), 8)
+    return max(0.0, min(doubled, RETRY_MAX_SECONDS, deadline_left))
+
+
+class Follower:
+    """The latest state of some objects of one collection, kept by watches (see the module's
+    docstring). `objects` start as held by the step, each at its resourceVersion."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        collection: str,
+        objects: dict[str, dict[str, Any]],
+        seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube, self.collection, self._clock = kube, collection, clock
+        self._cond = threading.Condition()
+        self._objects: Objects = dict(objects)
+        self._deadline = clock() + seconds
+        self._asked = clock()
+        self._stop = threading.Event()
+        self._streams: dict[str, Any] = {}
+        self.problem: str | None = None  # the last watch error, while there is one
+        for name, obj in objects.items():
+            version = str(obj["metadata"].get("resourceVersion", ""))
+            thread = threading.Thread(
+                target=self._follow, args=(name, version), daemon=True, name=f"watch {name}"
+            )
+            thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return not self._stop.is_set() and self._clock() < self._deadline
+
+    def extend(self, seconds: float) -> None:
+        """Follows on until `seconds` from now, if that is later (the next step's deadline)."""
+        with self._cond:
+            self._deadline = max(self._deadline, self._clock() + seconds)
+
+    def current(self) -> Objects:
+        with self._cond:
+            self._asked = self._clock()
+            return dict(self._objects)
+
+    def wait(self, until: Callable[[Objects], bool], seconds: float) -> Objects:
+        """The objects once `until` holds of them, or as they are after `seconds`."""
+        end = self._clock() + seconds
+        with self._cond:
+            while not until(self._objects) and self.alive:
+                left = min(end, self._deadline) - self._clock()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            self._asked = self._clock()
+            return dict(self._objects)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            streams = list(self._streams.values())
+            self._cond.notify_all()
+        for stream in streams:  # ends a watch blocked in a read at once
+            shutdown = getattr(stream, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+
+    # --- the watch threads
+
+    def _wanted(self) -> bool:
+        with self._cond:
+            idle = self._clock() - self._asked > IDLE_SECONDS
+        if idle:
+            self._stop.set()
+        return self.alive
+
+    def _follow(self, name: str, version: str | None) -> None:
+        failures = 0
+        while self._wanted():
+            try:
+                if version is None:
+                    version = self._relist(name)
+                version = self._watch(name, version)
+                failures = 0
+                self._noted(None)
+            except ApiError as error:
+                if error.status == 410:
+                    version = None
+                failures += 1
+                self._noted(f"watching {name}: {error}")
+                self._stop.wait(retry_delay(failures, self._deadline - self._clock()))
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as error:
+                # a connection cut mid-stream (or by `stop`), a torn line
+                failures += 1
+                self._noted(f"watching {name}: {error}")
+                self._stop.wait(retry_delay(failures, self._deadline - self._clock()))
+
+    def _relist(self, name: str) -> str:
+        listed = self.kube.request(
+            "GET", self.collection, query={"fieldSelector": f"metadata.name={name}"}
+        )
+        items = (listed or {}).get("items") or []
+        self._changed(name, items[0] if items else None)
+        return str(listed["metadata"]["resourceVersion"])
+
+    def _watch(self, name: str, version: str) -> str | None:
+        """One watch request, from `version`; the version to go on from (None: list first)."""
+        query = {
+            "watch": "true",
+            "fieldSelector": f"metadata.name={name}",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(watch_seconds(self._deadline - self._clock())),
+        }
+        stream = self.kube.stream(self.collection, query)
+        with self._cond:
+            self._streams[name] = stream
+        try:
+            for line in _lines(stream):
+                if not self.alive:
+                    break
+                with self._cond:
+                    current = self._objects.get(name)
+                event = apply_event(current, version, json.loads(line))
+                if event.version is None:
+                    return None
+                version = event.version
+                if event.changed:
+                    self._changed(name, event.obj)
+        finally:
+            with self._cond:
+                self._streams.pop(name, None)
+            stream.release_conn()
+        return version
+
+    def _changed(self, name: str, obj: dict[str, Any] | None) -> None:
+        with self._cond:
+            self._objects[name] = obj
+            self._cond.notify_all()
+
+    def _noted(self, problem: str | None) -> None:
+        with self._cond:
+            self.problem = problem
+
+
+def _lines(stream: Any) -> Iterable[bytes]:
+    for line in stream:
+        if line.strip():
+            yield line
+
+
+# --- the followers of this process, by request and purpose
+
+_FOLLOWERS: dict[tuple[str, ...], Follower] = {}
+_LOCK = threading.Lock()
+
+
+def following(key: tuple[str, ...]) -> Follower | None:
+    """The live follower for `key`, if this process has one."""
+    with _LOCK:
+        found = _FOLLOWERS.get(key)
+        if found is not None and not found.alive:
+            del _FOLLOWERS[key]
+            return None
+        return found
+
+
+def follow(
+    kube: Kube,
+    key: tuple[str, ...],
+    collection: str,
+    objects: dict[str, dict[str, Any]],
+    seconds: float,
+) -> Follower:
+    """Starts following `objects` (as held, each at its resourceVersion) for `seconds`, under
+    `key`; a live follower already there is kept (and follows on for `seconds` at least)."""
+    with _LOCK:
+        found = _FOLLOWERS.get(key)
+        if found is not None and found.alive:
+            found.extend(seconds)
+            return found
+        follower = Follower(kube, collection, objects, seconds)
+        _FOLLOWERS[key] = follower
+        return follower
+
+
+def stop(key: tuple[str, ...]) -> None:
+    """The step is done with what it followed under `key`."""
+    with _LOCK:
+        found = _FOLLOWERS.pop(key, None)
+    if found is not None:
+        found.stop()
+
+
+def stop_all() -> None:
+    """Every follower of this process stops (the operator shuts down)."""
+    with _LOCK:
+        found = list(_FOLLOWERS.values())
+        _FOLLOWERS.clear()
+    for follower in found:
+        follower.stop()
