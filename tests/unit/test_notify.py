@@ -5,6 +5,7 @@ real local receivers."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -320,11 +321,13 @@ def test_the_whole_delivery_fits_in_the_budget() -> None:
 def test_a_slow_webhook_costs_its_budget_and_no_more(server: Callable[[], SlowServer]) -> None:
     with server() as slow:
         started = time.monotonic()
-        result = post(f"{slow.url}/hook?token=s3cr3t", {"text": "hi"}, budget=4.0)
+        result = post(f"{slow.url}/hook?token=s3cr3t", {"text": "hi"}, budget=6.0)
         took = time.monotonic() - started
-    assert took < 4.0 + 2.0
-    assert not result.ok and result.attempts == 2  # 3 s, a 0.5 s wait, then what is left
-    assert result.error == "no answer within 0.5s (after 2 attempt(s))"
+    assert took < 6.0 + 2.0
+    # 3 s, a 0.5 s wait, then what is left (about 2.5 s: a loaded machine's lateness in the
+    # first attempt comes out of it, so the figure shown is not fixed).
+    assert not result.ok and result.attempts == 2
+    assert re.fullmatch(r"no answer within \d+(\.\d+)?s \(after 2 attempt\(s\)\)", result.error)
 
 
 def test_the_error_body_quoted_never_echoes_the_url() -> None:
