@@ -5,6 +5,11 @@ daemons again when the operator starts, which is how a run survives a crash. Kop
 finalizer on a request only while its daemon runs: the phase filter releases it as soon as
 the request is finished, so a finished request is deleted at once, operator or not.
 An index of what each live request touches gives the queue its view without API calls.
+
+Finished requests cost nothing: the patch that releases the finalizer also labels the request
+finished (FINISHED_LABEL), and the watch selects only requests without that label, server-side.
+A finished request then leaves the operator's watch: no memory, no handler, no request for it,
+however many are kept (a request created already finished is labelled once, when first seen).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import kopf
 from rollback_operator import GROUP, PLURAL, VERSION, queue
 from rollback_operator.kube import Kube
 from rollback_operator.locks import Gate, TargetLocks
-from rollback_operator.model import Phase
+from rollback_operator.model import FINISHED_LABEL, Phase, ended
 from rollback_operator.runner import Runner
 
 WORKER_THREADS = 32
@@ -35,11 +40,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False  # the runner posts its own, meaningful Events
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.watching.reconnect_backoff = 1
+    watch_only_unfinished(settings)
     settings.execution.max_workers = WORKER_THREADS
     # Steps call the synchronous Kubernetes client from threads: enough of them that one
     # request's calls never wait for another's.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS))
     memo.kube = Kube.from_environment(pool_size=WORKER_THREADS)
+
+
+def watch_only_unfinished(settings: kopf.OperatorSettings) -> None:
+    """Server-side: the API server lists and sends only requests not labelled finished (see
+    mark_finished), so the history kept in the cluster is never read into memory."""
+    settings.watching.label_selectors[GROUP, PLURAL] = f"!{FINISHED_LABEL}"
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -82,3 +94,19 @@ async def rollback(
     locks = None if spec.dry_run else TargetLocks(memo.kube, namespace, name, meta["uid"])
     gate = Gate(me, keys, rollback_claims, locks)
     await Runner(memo.kube, body, spec, gate, logger).drive(stopped)
+
+
+def _ended_unmarked(status: kopf.Status, labels: kopf.Labels, **_: Any) -> bool:
+    return ended(status) and FINISHED_LABEL not in labels
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="finished", when=_ended_unmarked)
+def mark_finished(patch: kopf.Patch, **_: Any) -> None:
+    """Labels a finished request, so that the watch's selector drops it.
+
+    Through Kopf's own patch: when the request held the finalizer, the label goes in the same
+    PATCH that releases it (one write, and never a finalizer left on a request the operator no
+    longer sees). Nothing else is done to a finished request: with the label removed by hand it
+    is seen again and only labelled again, never run again.
+    """
+    patch.metadata.labels[FINISHED_LABEL] = "true"

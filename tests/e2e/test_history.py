@@ -1,0 +1,147 @@
+"""Finished requests kept in the cluster cost the operator nothing.
+
+The operator labels a request finished (rollback.lawyershub.io/finished) in the patch that
+releases its finalizer, and its watch selects only requests without that label, server-side:
+a finished request is never listed, watched, patched or handled again. A request created
+already finished (history restored from a backup, or left by an earlier version) is labelled
+once, and left alone after that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from standins.local import wait_until
+from tests.e2e.lawyershub import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    create_request,
+    events_for,
+    get_request,
+    request_body,
+    running_operator,
+    wait_outcome,
+)
+
+pytestmark = pytest.mark.e2e
+
+FINISHED = f"{GROUP}/finished"
+STEPS = [
+    "Preflight", "SuspendGitOps", "EnableMaintenance", "PauseAutoscaling", "RevertWorkloads",
+    "PurgeCDN", "MigrateDatabaseDown", "RestoreDatabase", "Verify", "ResumeAutoscaling",
+    "DisableMaintenance", "Monitor", "Report",
+]  # fmt: skip
+
+
+def create_finished(
+    api: client.ApiClient, namespace: str, name: str, phase: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """A request created directly with a finished, announced status (status subresource)."""
+    objects = client.CustomObjectsApi(api)
+    body = request_body(name)
+    body["metadata"]["labels"] = labels
+    objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    state = "Succeeded" if phase == "Succeeded" else "Failed"
+    status = {
+        "phase": phase,
+        "message": f"{phase} long ago",
+        "startedAt": "2026-01-10T10:00:00Z",
+        "finishedAt": "2026-01-10T10:05:00Z",
+        "announced": True,
+        "steps": [{"name": step, "state": state if step == "Preflight" else "Skipped"}
+                  for step in STEPS],
+    }  # fmt: skip
+    done: dict[str, Any] = objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+    )
+    return done
+
+
+def labels_of(obj: dict[str, Any]) -> dict[str, str]:
+    return obj["metadata"].get("labels") or {}
+
+
+def labelled_finished(
+    api: client.ApiClient, namespace: str, name: str, *, timeout: float, what: str
+) -> dict[str, Any]:
+    """The request, once it carries the finished label."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get_request(api, namespace, name)
+        return obj if FINISHED in labels_of(obj) else None
+
+    return wait_until(probe, timeout=timeout, what=what)
+
+
+def test_finished_requests_are_labelled_once_then_never_touched_and_a_new_one_still_runs(
+    api: client.ApiClient, app: str, kubeconfig: str, tmp_path: Path
+) -> None:
+    namespace = app
+    # History as this operator leaves it (labelled), and as an earlier version left it.
+    kept = create_finished(api, namespace, "kept", "Succeeded", {FINISHED: "true", "team": "web"})
+    old = create_finished(api, namespace, "old", "Failed", {"team": "web"})
+
+    with running_operator(namespace, kubeconfig, tmp_path) as operator:
+        # The unlabelled one is labelled once: no finalizer, no Event, no run, its status as is.
+        labelled = labelled_finished(
+            api, namespace, "old", timeout=60, what="the finished request created by hand labelled"
+        )
+        assert labelled["status"] == old["status"]
+        assert not labelled["metadata"].get("finalizers")
+        assert labels_of(labelled)["team"] == "web"
+
+        # A new request in the same namespace runs as ever, and ends labelled in the same
+        # write that releases its finalizer.
+        create_request(api, namespace, "golive")
+        done = wait_outcome(api, namespace, "golive", "Succeeded")
+        finished = labelled_finished(
+            api, namespace, "golive", timeout=30, what="the request that ran labelled finished"
+        )
+        assert not finished["metadata"].get("finalizers")
+        assert finished["status"]["finishedAt"] == done["status"]["finishedAt"]
+
+        # The operator has been live all along (it ran golive): the labelled history was never
+        # written to, and the hand-made one only the once.
+        assert (
+            get_request(api, namespace, "kept")["metadata"]["resourceVersion"]
+            == (kept["metadata"]["resourceVersion"])
+        )
+        assert (
+            get_request(api, namespace, "old")["metadata"]["resourceVersion"]
+            == (labelled["metadata"]["resourceVersion"])
+        )
+        assert not events_for(api, namespace, "kept")
+        assert not events_for(api, namespace, "old")
+
+        # The label removed by hand (a tool that prunes labels): the request is seen again and
+        # labelled again, never run again.
+        events_before = len(events_for(api, namespace, "golive"))
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "golive", {"metadata": {"labels": {FINISHED: None}}}
+        )
+        again = labelled_finished(
+            api, namespace, "golive", timeout=30, what="the request labelled finished again"
+        )
+        assert again["status"] == finished["status"]
+        assert not again["metadata"].get("finalizers")
+        assert len(events_for(api, namespace, "golive")) == events_before
+        assert operator.process is not None and operator.process.poll() is None
+
+    # A finished request is deleted at once, with no operator running.
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "golive"
+    )
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object
+    wait_until(
+        lambda: all(
+            item["metadata"]["name"] != "golive"
+            for item in listed(GROUP, VERSION, namespace, PLURAL)["items"]
+        ),
+        timeout=30,
+        what="the finished request gone",
+    )
