@@ -26,10 +26,16 @@ class OperatorProcess:
     """
 
     def __init__(
-        self, kubeconfig: Path, namespaces: list[str], log: Path, pod_name: str | None = None
+        self,
+        kubeconfig: Path,
+        namespaces: list[str],
+        log: Path,
+        pod_name: str | None = None,
+        liveness: str = "",
     ) -> None:
         self.kubeconfig, self.namespaces, self.log = kubeconfig, namespaces, log
         self.pod_name = pod_name  # names it as the holder of the leader Lease
+        self.liveness = liveness  # its health endpoint's URL, served only when given
         self.process: subprocess.Popen[bytes] | None = None
         self.code: JSON = {}
 
@@ -40,7 +46,8 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.code = operator_code()
-        args = [str(PYTHON), "-m", "rollback_operator", "--liveness=", "--metrics="]
+        args = [str(PYTHON), "-m", "rollback_operator", f"--liveness={self.liveness}"]
+        args.append("--metrics=")
         for ns in self.namespaces:
             args += ["-n", ns]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
