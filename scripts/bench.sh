@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# `make bench`: the three benchmarks against the local control plane, then BENCHMARKS.md.
+# `make bench`: the benchmarks against the local control plane, then BENCHMARKS.md.
 #
 # Starts the cluster if it is not up (and, in that case, stops it again at the end, as
 # `make test` does; BENCH_KEEP_CLUSTER=1 leaves it running). The benchmarks run one after the
 # other, never together, each with its own operator process and namespaces, so that one's
 # load is not in another's figures. Raw results (JSON) and operator logs go to bench/results/
 # (ignored by git), replaced by each run. Run sizes: BENCH_TTM_RUNS (20), BENCH_FULL_RUNS (5),
-# BENCH_SCALE (100).
+# BENCH_SCALE (100), BENCH_HISTORY (1000). Each figure is printed beside the previous page's
+# ("was X", from bench/previous.json), which this run's figures then replace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source cluster/versions.env
@@ -45,13 +46,16 @@ if left:
   --out "$results/full_run.json" --logs "$results"
 "$python" -m bench.scale --requests "${BENCH_SCALE:-100}" \
   --out "$results/scale.json" --logs "$results"
+"$python" -m bench.history --finished "${BENCH_HISTORY:-1000}" \
+  --out "$results/history.json" --logs "$results"
 
 versions="local control plane: kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION (pods Ready at once)"
 if ((started_here)); then
   versions+=", started by this run"
 fi
 "$python" -m bench.report --results "$results" --out BENCHMARKS.md \
-  --command "make bench" --versions "$versions"
+  --command "make bench" --versions "$versions" \
+  --previous bench/previous.json --record bench/previous.json
 # Its own section, after the report's (which keeps what follows "## The image").
 "$python" -m bench.failover --out "$results/failover.json" --logs "$results" \
   --markdown BENCHMARKS.md
