@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from standins.local import wait_until
 from tests.e2e.lawyershub import (
@@ -27,6 +29,8 @@ from tests.e2e.lawyershub import (
     running_operator,
     wait_outcome,
 )
+from tests.e2e.people import _server_side_apply
+from tests.e2e.support import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +43,13 @@ STEPS = [
 
 
 def create_finished(
-    api: client.ApiClient, namespace: str, name: str, phase: str, labels: dict[str, str]
+    api: client.ApiClient, namespace: str, name: str, phase: str, *, labelled: bool
 ) -> dict[str, Any]:
-    """A request created directly with a finished, announced status (status subresource)."""
+    """A request created directly with a finished, announced status (status subresource),
+    then labelled finished as the operator labels it, if `labelled`."""
     objects = client.CustomObjectsApi(api)
     body = request_body(name)
-    body["metadata"]["labels"] = labels
+    body["metadata"]["labels"] = {"team": "web"}
     objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     state = "Succeeded" if phase == "Succeeded" else "Failed"
     status = {
@@ -59,6 +64,10 @@ def create_finished(
     done: dict[str, Any] = objects.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, {"status": status}
     )
+    if labelled:
+        done = objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {FINISHED: "true"}}}
+        )
     return done
 
 
@@ -83,8 +92,8 @@ def test_finished_requests_are_labelled_once_then_never_touched_and_a_new_one_st
 ) -> None:
     namespace = app
     # History as this operator leaves it (labelled), and as an earlier version left it.
-    kept = create_finished(api, namespace, "kept", "Succeeded", {FINISHED: "true", "team": "web"})
-    old = create_finished(api, namespace, "old", "Failed", {"team": "web"})
+    kept = create_finished(api, namespace, "kept", "Succeeded", labelled=True)
+    old = create_finished(api, namespace, "old", "Failed", labelled=False)
 
     with running_operator(namespace, kubeconfig, tmp_path) as operator:
         # The unlabelled one is labelled once: no finalizer, no Event, no run, its status as is.
@@ -144,4 +153,50 @@ def test_finished_requests_are_labelled_once_then_never_touched_and_a_new_one_st
         ),
         timeout=30,
         what="the finished request gone",
+    )
+
+
+POLICY = REPO_ROOT / "manifests" / "common" / "finished-label.yaml"
+
+
+def test_the_api_server_refuses_the_finished_label_where_it_would_hide_a_request(
+    api: client.ApiClient, namespace: str, crds_installed: None
+) -> None:
+    """Copied from an old request's YAML onto a new one, the label would keep it from ever
+    running; added by hand to a running one, it would leave the run half-way."""
+    for obj in yaml.safe_load_all(POLICY.read_text()):
+        _server_side_apply(api, obj)
+    objects = client.CustomObjectsApi(api)
+    copied = request_body("copied")
+    copied["metadata"]["labels"] = {FINISHED: "true"}
+
+    def refused_on_create() -> str | None:
+        try:
+            objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, copied, dry_run="All"
+            )
+        except ApiException as error:
+            return str(error.body) if error.status == 422 else None
+        return None
+
+    message = wait_until(refused_on_create, timeout=30, what="the finished-label policy in force")
+    assert "a new request with it would never run" in message
+
+    create_request(api, namespace, "running")  # no operator here: it stays unfinished
+    with pytest.raises(ApiException) as hidden:
+        objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "running", {"metadata": {"labels": {FINISHED: "1"}}}
+        )
+    assert hidden.value.status == 403
+    assert "kubectl rollback abort running" in str(hidden.value.body)
+
+    # Over and announced: the label is what the operator sets, and removing and setting it
+    # again is allowed.
+    done = create_finished(api, namespace, "done", "Aborted", labelled=True)
+    assert labels_of(done)[FINISHED] == "true"
+    objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "done", {"metadata": {"labels": {FINISHED: None}}}
+    )
+    objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "done", {"metadata": {"labels": {FINISHED: "true"}}}
     )
