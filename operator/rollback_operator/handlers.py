@@ -24,7 +24,7 @@ import kopf
 from rollback_operator import GROUP, PLURAL, VERSION, queue
 from rollback_operator.kube import Kube
 from rollback_operator.locks import Gate, TargetLocks
-from rollback_operator.model import FINISHED_LABEL, Phase, ended
+from rollback_operator.model import FINISHED_LABEL, ended
 from rollback_operator.runner import Runner
 
 WORKER_THREADS = 32
@@ -70,8 +70,7 @@ def rollback_claims(
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
     """Not yet terminal, or terminal and its end not yet announced (status.announced)."""
-    terminal = Phase(status.get("phase", Phase.PENDING)).terminal
-    return not terminal or status.get("announced") is False
+    return not ended(status)
 
 
 # Kopf passes indices as extra keyword arguments, which its DaemonFn protocol does not declare.
