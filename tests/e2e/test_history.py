@@ -35,6 +35,7 @@ from tests.e2e.support import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 FINISHED = f"{GROUP}/finished"
+FINALIZER = f"{GROUP}/finalizer"
 STEPS = [
     "Preflight", "SuspendGitOps", "EnableMaintenance", "PauseAutoscaling", "RevertWorkloads",
     "PurgeCDN", "MigrateDatabaseDown", "RestoreDatabase", "Verify", "ResumeAutoscaling",
@@ -43,10 +44,17 @@ STEPS = [
 
 
 def create_finished(
-    api: client.ApiClient, namespace: str, name: str, phase: str, *, labelled: bool
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    phase: str,
+    *,
+    labelled: bool,
+    finalizer: bool = False,
 ) -> dict[str, Any]:
     """A request created directly with a finished, announced status (status subresource),
-    then labelled finished as the operator labels it, if `labelled`."""
+    then labelled finished as the operator labels it, if `labelled`; holding the operator's
+    finalizer, if `finalizer` (an operator stopped before it released it)."""
     objects = client.CustomObjectsApi(api)
     body = request_body(name)
     body["metadata"]["labels"] = {"team": "web"}
@@ -64,6 +72,10 @@ def create_finished(
     done: dict[str, Any] = objects.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, {"status": status}
     )
+    if finalizer:
+        done = objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"finalizers": [FINALIZER]}}
+        )
     if labelled:
         done = objects.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {FINISHED: "true"}}}
@@ -94,6 +106,7 @@ def test_finished_requests_are_labelled_once_then_never_touched_and_a_new_one_st
     # History as this operator leaves it (labelled), and as an earlier version left it.
     kept = create_finished(api, namespace, "kept", "Succeeded", labelled=True)
     old = create_finished(api, namespace, "old", "Failed", labelled=False)
+    held = create_finished(api, namespace, "held", "Aborted", labelled=False, finalizer=True)
 
     with running_operator(namespace, kubeconfig, tmp_path) as operator:
         # The unlabelled one is labelled once: no finalizer, no Event, no run, its status as is.
@@ -103,6 +116,12 @@ def test_finished_requests_are_labelled_once_then_never_touched_and_a_new_one_st
         assert labelled["status"] == old["status"]
         assert not labelled["metadata"].get("finalizers")
         assert labels_of(labelled)["team"] == "web"
+        # One that still held the finalizer is left to Kopf: labelled, and released.
+        released = labelled_finished(
+            api, namespace, "held", timeout=60, what="the request holding the finalizer labelled"
+        )
+        assert not released["metadata"].get("finalizers")
+        assert released["status"] == held["status"]
 
         # A new request in the same namespace runs as ever, and ends labelled in the same
         # write that releases its finalizer.

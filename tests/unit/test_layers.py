@@ -39,6 +39,7 @@ LAYERS: list[set[str]] = [
         "egress",
         "postmortem",
         "runonce",
+        "history",
         "database.spec",
         "database.scripts",
         "database.inspection",
