@@ -21,7 +21,7 @@ from rollback_operator.kube import ApiError, Kube, request_path, requests_path
 from rollback_operator.model import FINISHED_LABEL, ended
 
 PAGE = 100
-PARALLEL = 4
+PARALLEL = 16
 # Kopf's finalizer (handlers.configure): a finished request that still holds it is left to
 # Kopf, which releases it in the same patch that labels it (handlers.mark_finished).
 FINALIZER = f"{GROUP}/finalizer"
