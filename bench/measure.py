@@ -250,7 +250,7 @@ def operator_code() -> JSON:
             )
         except (OSError, subprocess.CalledProcessError):
             return ""
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not lstrip: `status --porcelain` starts with a column
 
     return {
         "commit": git("rev-parse", "--short", "HEAD"),
