@@ -6,7 +6,7 @@ finalizer on a request only while its daemon runs: the phase filter releases it 
 the request is finished, so a finished request is deleted at once, operator or not.
 An index of what each live request touches gives the queue its view without API calls.
 
-Finished requests cost nothing: the patch that releases the finalizer also labels the request
+Finished requests cost nothing: once Kopf has released the finalizer, the request is labelled
 finished (FINISHED_LABEL), and the watch selects only requests without that label, server-side.
 A finished request then leaves the operator's watch: no memory, no handler, no request for it,
 however many are kept (a request created already finished is labelled once, when first seen).
@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 
 from rollback_operator import GROUP, PLURAL, VERSION, queue
+from rollback_operator.history import FINALIZER
 from rollback_operator.kube import Kube
 from rollback_operator.locks import Gate, TargetLocks
 from rollback_operator.model import FINISHED_LABEL, ended
@@ -32,7 +33,7 @@ WORKER_THREADS = 32
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -97,18 +98,19 @@ async def rollback(
     await Runner(memo.kube, body, spec, gate, logger).drive(stopped)
 
 
-def _ended_unmarked(status: kopf.Status, labels: kopf.Labels, **_: Any) -> bool:
-    return ended(status) and FINISHED_LABEL not in labels
+def _ended_unmarked(status: kopf.Status, labels: kopf.Labels, meta: kopf.Meta, **_: Any) -> bool:
+    released = FINALIZER not in (meta.get("finalizers") or [])
+    return ended(status) and released and FINISHED_LABEL not in labels
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="finished", when=_ended_unmarked)
 async def mark_finished(patch: kopf.Patch, **_: Any) -> None:
     """Labels a finished request, so that the watch's selector drops it.
 
-    Through Kopf's own patch: when the request held the finalizer, the label goes in the same
-    PATCH that releases it (one write, and never a finalizer left on a request the operator no
-    longer sees). Nothing else is done to a finished request: with the label removed by hand it
-    is seen again and only labelled again, never run again. Async, so that a history left
-    unlabelled (by an earlier version) is labelled without a thread hop per request.
+    Only once Kopf has released the finalizer: Kopf sends a label (a merge patch) before a
+    finalizer's removal (a JSON patch), and the label takes the request out of the watch, so in
+    one cycle the finalizer could be left on a request the operator no longer sees. Nothing else
+    is done to a finished request: with the label removed by hand it is seen again and only
+    labelled again, never run again. Async, so that no thread hop is spent on it.
     """
     patch.metadata.labels[FINISHED_LABEL] = "true"

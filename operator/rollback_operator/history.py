@@ -1,7 +1,7 @@
 """Finished requests kept in the cluster: labelled once, then out of the operator's sight.
 
 The operator watches only requests without FINISHED_LABEL (handlers.py). A request that ends
-while the operator runs is labelled by `handlers.mark_finished`, in the patch that releases its
+while the operator runs is labelled by `handlers.mark_finished`, once Kopf has released its
 finalizer. Requests that ended otherwise (under a version of the operator without the label, or
 restored from a backup) would all reach Kopf at once when it starts: a worker each, a connection
 each for its patch, the whole history in memory at the same moment, enough to starve the leader
@@ -23,7 +23,7 @@ from rollback_operator.model import FINISHED_LABEL, ended
 PAGE = 100
 PARALLEL = 16
 # Kopf's finalizer (handlers.configure): a finished request that still holds it is left to
-# Kopf, which releases it in the same patch that labels it (handlers.mark_finished).
+# Kopf, which releases it; handlers.mark_finished labels it after that.
 FINALIZER = f"{GROUP}/finalizer"
 UNLABELLED = f"!{FINISHED_LABEL}"
 

@@ -1,7 +1,7 @@
 """Finished requests kept in the cluster cost the operator nothing.
 
-The operator labels a request finished (rollback.lawyershub.io/finished) in the patch that
-releases its finalizer, and its watch selects only requests without that label, server-side:
+The operator labels a request finished (rollback.lawyershub.io/finished) once it has released
+its finalizer, and its watch selects only requests without that label, server-side:
 a finished request is never listed, watched, patched or handled again. A request created
 already finished (history restored from a backup, or left by an earlier version) is labelled
 once, and left alone after that.
@@ -123,8 +123,8 @@ def test_finished_requests_are_labelled_once_then_never_touched_and_a_new_one_st
         assert not released["metadata"].get("finalizers")
         assert released["status"] == held["status"]
 
-        # A new request in the same namespace runs as ever, and ends labelled in the same
-        # write that releases its finalizer.
+        # A new request in the same namespace runs as ever, and ends labelled, its finalizer
+        # released.
         create_request(api, namespace, "golive")
         done = wait_outcome(api, namespace, "golive", "Succeeded")
         finished = labelled_finished(
