@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.api import BENCH_LABEL, GROUP, JSON, PLURAL, REPO_ROOT, Api
 
+LEASE_BUCKET = "leases"
 # Buckets of the bench identity's requests, each a FlowSchema: (bucket, verbs, group, resource).
 # The API server evaluates FlowSchemas by precedence, so the first bucket that matches a request
 # counts it; "watch" and "list" come first, "other" (discovery and the rest) last.
@@ -47,8 +48,9 @@ BUCKETS: tuple[tuple[str, str, str, str], ...] = (
     ("patch deployments", "patch,update", "apps", "deployments"),
     ("get horizontalpodautoscalers", "get", "autoscaling", "horizontalpodautoscalers"),
     ("patch horizontalpodautoscalers", "patch,update", "autoscaling", "horizontalpodautoscalers"),
-    # The leader Lease (renewed every 2 s, busy or idle) and the targets' Leases.
-    ("leases", "get,create,update,patch,delete", "coordination.k8s.io", "leases"),
+    # The leader Lease (renewed every 2 s, busy or idle) and the targets' Leases: apart, so
+    # that "idle" can mean no request beyond watches and the Lease.
+    (LEASE_BUCKET, "get,create,update,patch,delete", "coordination.k8s.io", "leases"),
     ("other", "*", "*", "*"),
 )
 FLOW_PREFIX = "rollback-bench-"
@@ -90,6 +92,11 @@ def flow_schemas(ns: str, name: str) -> list[JSON]:
             }
         )
     return schemas
+
+
+def beyond_lease(flows: dict[str, float]) -> float:
+    """The bench identity's requests, leaving out the leader Lease's renewals."""
+    return sum(v for bucket, v in flows.items() if bucket != LEASE_BUCKET)
 
 
 def bucket_of(flow_schema: str) -> str | None:
@@ -243,7 +250,7 @@ def operator_code() -> JSON:
             )
         except (OSError, subprocess.CalledProcessError):
             return ""
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not lstrip: `status --porcelain` starts with a column
 
     return {
         "commit": git("rev-parse", "--short", "HEAD"),

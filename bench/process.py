@@ -8,12 +8,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 
 from bench.api import JSON, REPO_ROOT, Api
-from bench.measure import operator_code, scrape
+from bench.measure import beyond_lease, operator_code, scrape
 
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -27,10 +26,16 @@ class OperatorProcess:
     """
 
     def __init__(
-        self, kubeconfig: Path, namespaces: list[str], log: Path, pod_name: str | None = None
+        self,
+        kubeconfig: Path,
+        namespaces: list[str],
+        log: Path,
+        pod_name: str | None = None,
+        liveness: str = "",
     ) -> None:
         self.kubeconfig, self.namespaces, self.log = kubeconfig, namespaces, log
         self.pod_name = pod_name  # names it as the holder of the leader Lease
+        self.liveness = liveness  # its health endpoint's URL, served only when given
         self.process: subprocess.Popen[bytes] | None = None
         self.code: JSON = {}
 
@@ -41,7 +46,8 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.code = operator_code()
-        args = [str(PYTHON), "-m", "rollback_operator", "--liveness=", "--metrics="]
+        args = [str(PYTHON), "-m", "rollback_operator", f"--liveness={self.liveness}"]
+        args.append("--metrics=")
         for ns in self.namespaces:
             args += ["-n", ns]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
@@ -63,10 +69,10 @@ class OperatorProcess:
         raise KeyError(field_name)
 
     def wait_idle(self, api: Api, quiet: float = 2.0, timeout: float = 120) -> float:
-        """Until the operator has sent no request for `quiet` seconds, the renewals of its
-        leader Lease aside (every 2 s, idle or not); returns the time taken."""
+        """Until the operator has sent no request for `quiet` seconds (the leader Lease's
+        renewals aside: they never stop); returns the time taken."""
         started = time.monotonic()
-        last = _busy(scrape(api).flows)
+        last = beyond_lease(scrape(api).flows)
         last_change = time.monotonic()
         while time.monotonic() - last_change < quiet:
             if not self.alive():
@@ -74,7 +80,7 @@ class OperatorProcess:
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"the operator did not go idle in {timeout:g}s")
             time.sleep(0.5)
-            now = _busy(scrape(api).flows)
+            now = beyond_lease(scrape(api).flows)
             if now != last:
                 last, last_change = now, time.monotonic()
         return time.monotonic() - started
@@ -145,8 +151,3 @@ class MemorySampler:
                 self.peak_kib = max(self.peak_kib, rss)
                 self.samples.append((time.monotonic(), rss))
             self._stop.wait(self.interval)
-
-
-def _busy(flows: Mapping[str, float]) -> float:
-    """The requests counted by the bench FlowSchemas, but the Leases'."""
-    return sum(count for bucket, count in flows.items() if bucket != "leases")

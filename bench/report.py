@@ -1,8 +1,9 @@
-"""Writes BENCHMARKS.md from the three benchmarks' results (JSON files of one `make bench` run).
+"""Writes BENCHMARKS.md from the benchmarks' results (JSON files of one `make bench` run).
 
 The page is generated, never edited by hand, so every figure on it comes from the run it
 names, beside the baseline measured in that same run; the verdicts against the targets and
 the "what dominates" lines are computed from the same numbers, so they cannot drift from them.
+Each headline figure also shows what the previous page printed ("was X", bench/trend.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench import report_history, trend
 from bench.api import JSON
+from bench.markdown import ms, pct, ratio_verdict, seconds, table, verdict
 from bench.plain_rollback import POLL_SECONDS
 from rollback_operator.model import STEP_ORDER
 
@@ -21,7 +24,9 @@ TTM_MEDIAN_MS = 250.0
 FULL_REQUESTS_RATIO = 2.0
 FULL_TIME_RATIO = 3.0
 SCALE_RSS_MIB = 150.0
-SCALE_TTM_P95_MS = 2000.0
+# 100 at once, against 100 plain scripts at once on the same cluster (the floor).
+SCALE_TTM_P95_RATIO = 2.0
+SCALE_APISERVER_CPU_RATIO = 1.5
 
 
 def load(directory: Path, name: str) -> JSON | None:
@@ -32,38 +37,6 @@ def load(directory: Path, name: str) -> JSON | None:
     return result
 
 
-def ms(value: float) -> str:
-    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
-
-
-def seconds(value: float) -> str:
-    return f"{value:.2f} s"
-
-
-def pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.0f} %" if whole else "-"
-
-
-def verdict(value: float, limit: float, show: Any = str) -> str:
-    """Met, or missed with by how much, in the figure's own unit and as a ratio."""
-    if value <= limit:
-        return f"**met** ({show(limit - value)} to spare)"
-    return f"**missed** by {show(value - limit)} ({value / limit:.1f}x the limit)"
-
-
-def ratio_verdict(value: float, floor: float, limit: float) -> str:
-    ratio = value / floor if floor else float("inf")
-    if ratio <= limit:
-        return f"**met**: {ratio:.1f}x"
-    return f"**missed**: {ratio:.1f}x, {ratio / limit:.1f}x over the {limit:g}x limit"
-
-
-def table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def render(
     ttm: JSON | None,
     full: JSON | None,
@@ -71,9 +44,12 @@ def render(
     command: str,
     versions: str,
     *,
+    history: JSON | None = None,
+    previous: JSON | None = None,
     proxy: JSON | None = None,
 ) -> str:
-    first = next(r for r in (ttm, full, scale, proxy) if r is not None)
+    first = next(r for r in (ttm, full, scale, history, proxy) if r is not None)
+    prev = previous or {"figures": {}}
     m = first["machine"]
     out: list[str] = [
         "# Benchmarks",
@@ -93,7 +69,7 @@ def render(
                     f"RAM, Linux {m['kernel']}, Python {m['python']}",
                 ],
                 ["cluster", versions],
-                ["operator code", code_line(ttm, full, scale, proxy)],
+                ["operator code", code_line(ttm, full, scale, history, proxy)],
                 [
                     "load average at the start",
                     " / ".join(f"{x:.2f}" for x in m["loadavg"]),
@@ -110,25 +86,35 @@ def render(
         "## Summary",
         "",
     ]
+    if prev.get("source"):
+        out += [f'"was" is the figure the previous page printed: {prev["source"]}.', ""]
     rows: list[list[Any]] = []
     if ttm:
         o, b = ttm["operator"], ttm["baseline"]
         rows.append(
             [
                 f"time to maintenance, median of {o['n']}",
-                ms(o["median"]),
+                ms(o["median"]) + trend.was(prev, "ttm_median_ms", ms),
                 f"{ms(b['median'])} (plain Ingress patch)",
                 f"<= {ms(TTM_MEDIAN_MS)}",
                 verdict(o["median"], TTM_MEDIAN_MS, ms),
             ]
         )
-        rows.append([f"time to maintenance, p95 of {o['n']}", ms(o["p95"]), ms(b["p95"]), "", ""])
+        rows.append(
+            [
+                f"time to maintenance, p95 of {o['n']}",
+                ms(o["p95"]) + trend.was(prev, "ttm_p95_ms", ms),
+                ms(b["p95"]),
+                "",
+                "",
+            ]
+        )
     if full:
         o, s = full["operator"], full["script"]
         rows.append(
             [
                 f"full run wall time, median of {o['n']}",
-                seconds(o["wall_s"]),
+                seconds(o["wall_s"]) + trend.was(prev, "full_wall_s", seconds),
                 f"{seconds(s['wall_s'])} (plain script)",
                 f"<= {FULL_TIME_RATIO:g}x",
                 ratio_verdict(o["wall_s"], s["wall_s"], FULL_TIME_RATIO),
@@ -137,7 +123,7 @@ def render(
         rows.append(
             [
                 "API requests per rollback, the client's own (exact)",
-                f"{o['client']:.0f}",
+                f"{o['client']:.0f}" + trend.was(prev, "full_client", lambda v: f"{v:.0f}"),
                 f"{s['client']:.0f}",
                 f"<= {FULL_REQUESTS_RATIO:g}x",
                 ratio_verdict(o["client"], s["client"], FULL_REQUESTS_RATIO),
@@ -146,41 +132,18 @@ def render(
         rows.append(
             [
                 "API requests per rollback, every client (object traffic, net of idle)",
-                f"{o['objects_net']:.0f}",
+                f"{o['objects_net']:.0f}"
+                + trend.was(prev, "full_objects_net", lambda v: f"{v:.0f}"),
                 f"{s['objects_net']:.0f}",
                 f"<= {FULL_REQUESTS_RATIO:g}x",
                 ratio_verdict(o["objects_net"], s["objects_net"], FULL_REQUESTS_RATIO),
             ]
         )
     if scale:
-        rows.append(
-            [
-                f"operator peak RSS, {scale['n']} requests in flight",
-                f"{scale['peak_rss_mib']} MiB",
-                f"{scale['idle_rss_mib']} MiB (idle, same {scale['n']} namespaces)",
-                f"<= {SCALE_RSS_MIB:g} MiB",
-                verdict(scale["peak_rss_mib"], SCALE_RSS_MIB, lambda v: f"{v:.1f} MiB"),
-            ]
-        )
-        p95 = scale["time_to_maintenance_ms"]["p95"]
-        rows.append(
-            [
-                f"time to maintenance p95, {scale['n']} at once",
-                ms(p95),
-                f"{ms(ttm['operator']['median'])} (one at a time, median)" if ttm else "",
-                f"<= {ms(SCALE_TTM_P95_MS)}",
-                verdict(p95, SCALE_TTM_P95_MS, ms),
-            ]
-        )
-        rows.append(
-            [
-                f"wall time, {scale['n']} at once",
-                seconds(scale["wall_s"]),
-                f"{seconds(full['operator']['wall_s'])} (one run alone)" if full else "",
-                f"all Succeeded: {scale['succeeded']}/{scale['n']}",
-                "**met**" if scale["succeeded"] == scale["n"] else "**missed**",
-            ]
-        )
+        rows += scale_rows(scale, ttm, full, trend.comparable(prev, "scale_n", scale["n"]))
+    if history:
+        same = trend.comparable(prev, "history_finished", history["finished"])
+        rows += report_history.summary_rows(history, same)
     if proxy:
         o, b, failed = proxy["operator"], proxy["baseline"], proxy["failed"]
         rows.append(
@@ -211,10 +174,100 @@ def render(
         out += render_full(full)
     if scale:
         out += render_scale(scale, ttm, full)
+    if history:
+        out += report_history.render(history)
     if proxy:
         out += render_data_plane(proxy)
     out += render_method()
     return "\n".join(out) + "\n"
+
+
+def mib(value: float) -> str:
+    return f"{value:.1f} MiB"
+
+
+def cpu_per_rollback(r: JSON, component: str = "kube-apiserver") -> float | None:
+    used = r.get("cpu_s", {}).get(component)
+    return None if used is None else used / r["n"]
+
+
+def scale_rows(scale: JSON, ttm: JSON | None, full: JSON | None, prev: JSON) -> list[list[Any]]:
+    """The summary's rows for N at once: against N plain scripts at once (the floor) when the
+    results have it, else against one run alone as before."""
+    n = scale["n"]
+    t = scale["time_to_maintenance_ms"]
+    floor = scale.get("floor")
+    rows: list[list[Any]] = [
+        [
+            f"operator peak RSS, {n} requests in flight",
+            f"{scale['peak_rss_mib']} MiB" + trend.was(prev, "scale_peak_rss_mib", mib),
+            f"{scale['idle_rss_mib']} MiB (idle, same {n} namespaces)",
+            f"<= {SCALE_RSS_MIB:g} MiB",
+            verdict(scale["peak_rss_mib"], SCALE_RSS_MIB, mib),
+        ]
+    ]
+    if not floor:
+        rows.append(
+            [
+                f"time to maintenance p95, {n} at once",
+                ms(t["p95"]) + trend.was(prev, "scale_ttm_p95_ms", ms),
+                f"{ms(ttm['operator']['median'])} (one at a time, median)" if ttm else "",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                f"wall time, {n} at once",
+                seconds(scale["wall_s"]) + trend.was(prev, "scale_wall_s", seconds),
+                f"{seconds(full['operator']['wall_s'])} (one run alone)" if full else "",
+                f"all Succeeded: {scale['succeeded']}/{n}",
+                "**met**" if scale["succeeded"] == n else "**missed**",
+            ]
+        )
+        return rows
+    f = floor["time_to_maintenance_ms"]
+    floor_label = f"({n} plain scripts at once)"
+    rows.append(
+        [
+            f"time to maintenance p95, {n} at once",
+            ms(t["p95"]) + trend.was(prev, "scale_ttm_p95_ms", ms),
+            f"{ms(f['p95'])} {floor_label}" + trend.was(prev, "floor_ttm_p95_ms", ms),
+            f"<= {SCALE_TTM_P95_RATIO:g}x",
+            ratio_verdict(t["p95"], f["p95"], SCALE_TTM_P95_RATIO),
+        ]
+    )
+    rows.append(
+        [
+            f"time to maintenance median, {n} at once",
+            ms(t["median"]) + trend.was(prev, "scale_ttm_median_ms", ms),
+            ms(f["median"]),
+            "",
+            "",
+        ]
+    )
+    ours, theirs = cpu_per_rollback(scale), cpu_per_rollback(floor)
+    if ours is not None and theirs is not None:
+        rows.append(
+            [
+                f"kube-apiserver CPU-seconds per rollback, {n} at once",
+                f"{ours:.2f} s"
+                + trend.was(prev, "scale_apiserver_cpu_per_rollback_s", lambda v: f"{v:.2f} s"),
+                f"{theirs:.2f} s",
+                f"<= {SCALE_APISERVER_CPU_RATIO:g}x",
+                ratio_verdict(ours, theirs, SCALE_APISERVER_CPU_RATIO),
+            ]
+        )
+    rows.append(
+        [
+            f"wall time, {n} at once",
+            seconds(scale["wall_s"]) + trend.was(prev, "scale_wall_s", seconds),
+            seconds(floor["wall_s"]) + trend.was(prev, "floor_wall_s", seconds),
+            f"all Succeeded: {scale['succeeded']}/{n}",
+            "**met**" if scale["succeeded"] == n else "**missed**",
+        ]
+    )
+    return rows
 
 
 def requests_reading(r: JSON) -> str:
@@ -529,6 +582,76 @@ def render_scale(r: JSON, ttm: JSON | None, full: JSON | None) -> list[str]:
         dominates_scale(r, per, total_per, single),
         "",
     ]
+    if r.get("floor"):
+        out += render_floor(r)
+    return out
+
+
+def render_floor(r: JSON) -> list[str]:
+    """The operator's side against the same number of plain scripts at once."""
+    f = r["floor"]
+    n = r["n"]
+    t, ft = r["time_to_maintenance_ms"], f["time_to_maintenance_ms"]
+    components = sorted(
+        set(r.get("cpu_s", {})) | set(f.get("cpu_s", {})),
+        key=lambda c: -(r.get("cpu_s", {}).get(c, 0) + f.get("cpu_s", {}).get(c, 0)),
+    )
+    rows: list[list[Any]] = [
+        ["ended", f"{r['succeeded']}/{n} Succeeded", f"{f['succeeded']}/{n} done"],
+        ["switched to maintenance", f"{r['switched']}/{n}", f"{f['switched']}/{n}"],
+        [
+            "time to maintenance, median / p95 / max",
+            f"{ms(t['median'])} / {ms(t['p95'])} / {ms(t['max'])}",
+            f"{ms(ft['median'])} / {ms(ft['p95'])} / {ms(ft['max'])}",
+        ],
+        ["wall time, first start to last end", seconds(r["wall_s"]), seconds(f["wall_s"])],
+        [
+            "own requests per rollback (exact, by FlowSchema)",
+            f"{r['operator_requests'] / n:.0f}",
+            f"{f['client_requests'] / n:.0f}",
+        ],
+    ]
+    for component in components:
+        ours = r.get("cpu_s", {}).get(component)
+        theirs = f.get("cpu_s", {}).get(component)
+        rows.append(
+            [
+                f"CPU-seconds, {component}",
+                "-" if ours is None else f"{ours:g}",
+                "-" if theirs is None else f"{theirs:g}",
+            ]
+        )
+    total = sum(r.get("cpu_s", {}).values())
+    floor_total = sum(f.get("cpu_s", {}).values())
+    rows.append(["CPU-seconds, all of them", f"{total:.1f}", f"{floor_total:.1f}"])
+    ours, theirs = cpu_per_rollback(r), cpu_per_rollback(f)
+    if ours is not None and theirs is not None:
+        rows.append(["kube-apiserver CPU-seconds per rollback", f"{ours:.2f}", f"{theirs:.2f}"])
+    out = [
+        f"The floor, measured in the same run on the same cluster before the operator's side: "
+        f"{n} plain scripts (`bench/plain_rollback.py`, the same calls) at once, one thread "
+        "each, each in a namespace of its own with the same sample application. Time to "
+        "maintenance is measured the same way on both sides: from a script's first call, or "
+        "from just before a request's POST, to a watch seeing its Ingress on the maintenance "
+        "backend. CPU-seconds are read from /proc for every process of the local control plane, "
+        "the operator and the benchmark client (which creates the requests, or runs the "
+        "scripts), before and after each side. The first side's namespaces were gone before "
+        "the second side's were created.",
+        "",
+        *table(["", f"operator, {n} requests", f"floor, {n} plain scripts"], rows),
+        "",
+    ]
+    if f.get("errors"):
+        first = next(iter(f["errors"].values()))
+        out += [f"{len(f['errors'])} script(s) failed; the first: `{first}`.", ""]
+    if ours is not None and theirs is not None and theirs > 0:
+        out += [
+            f"Per rollback, the API server spent {ours / theirs:.1f}x the CPU for the operator "
+            f"that it spent for a plain script; the switch to maintenance took "
+            f"{t['p95'] / ft['p95']:.1f}x as long at p95 ({t['median'] / ft['median']:.1f}x at "
+            "the median).",
+            "",
+        ]
     return out
 
 
@@ -608,15 +731,16 @@ def render_method() -> list[str]:
         "",
         "`make bench` runs `scripts/bench.sh`: it starts the local control plane if it is not "
         "up (`cluster/up.sh --proxy`), applies the CRD, runs `bench/time_to_maintenance.py`, "
-        "`bench/full_run.py`, `bench/scale.py` and `bench/data_plane.py` one after the other, "
-        "and writes this page "
-        "with `bench/report.py`. Each benchmark creates its own namespaces (labelled "
+        "`bench/full_run.py`, `bench/scale.py`, `bench/history.py` and `bench/data_plane.py` one "
+        'after the other, and writes this page with `bench/report.py`; "was" beside a figure is '
+        "the previous page's, kept in `bench/previous.json`, which the run then replaces with its "
+        "own. Each benchmark creates its own namespaces (labelled "
         "`rollback.lawyershub.io/bench`), starts its own operator process "
         "(`python -m rollback_operator --liveness= -n NS ...`, only on its namespaces, as a "
         "ServiceAccount bound to cluster-admin) and removes both when it ends. The raw results "
         "(JSON) and the operator logs stay in `bench/results/` (ignored by git). The run sizes "
         "can be changed with `BENCH_TTM_RUNS`, `BENCH_FULL_RUNS`, `BENCH_SCALE` and "
-        "`BENCH_PROXY_RUNS`.",
+        "`BENCH_HISTORY` and `BENCH_PROXY_RUNS`.",
         "",
         "Times are taken on the benchmark's monotonic clock, from just before a request is "
         "sent to the moment a watch delivers the change: the API server's watch latency is in "
@@ -643,15 +767,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default="make bench")
     parser.add_argument("--versions", default="local control plane")
-    args = parser.parse_args(argv)
-    ttm, full, scale, proxy = (
-        load(args.results, n) for n in ("time_to_maintenance", "full_run", "scale", "data_plane")
+    parser.add_argument(
+        "--previous", type=Path, help="the previous page's figures (bench/previous.json)"
     )
-    if ttm is None and full is None and scale is None and proxy is None:
+    parser.add_argument("--record", type=Path, help="where to write this run's figures")
+    args = parser.parse_args(argv)
+    names = ("time_to_maintenance", "full_run", "scale", "history", "data_plane")
+    ttm, full, scale, history, proxy = (load(args.results, n) for n in names)
+    if all(r is None for r in (ttm, full, scale, history, proxy)):
         raise SystemExit(f"no results in {args.results}")
-    text = render(ttm, full, scale, args.command, args.versions, proxy=proxy)
-    args.out.write_text(text + kept(args.out))
+    previous = trend.load(args.previous)
+    page = render(
+        ttm,
+        full,
+        scale,
+        args.command,
+        args.versions,
+        history=history,
+        previous=previous,
+        proxy=proxy,
+    )
+    args.out.write_text(page + kept(args.out))
     print(f"wrote {args.out}")
+    if args.record:
+        first = next(r for r in (ttm, full, scale, history, proxy) if r is not None)
+        commit = (first.get("operator_code") or {}).get("commit", "?")
+        source = f"{args.out.name} of {first['machine']['date']} (commit {commit})"
+        trend.record(args.record, source, trend.figures(ttm, full, scale, history))
 
 
 if __name__ == "__main__":

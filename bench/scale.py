@@ -1,27 +1,39 @@
-"""Benchmark 3: a hundred rollbacks at once, in a hundred namespaces.
+"""Benchmark 3: a hundred rollbacks at once, in a hundred namespaces, against a hundred plain
+scripts at once.
 
 A bad release that spans many tenants ends in many requests at the same moment. Every request
 must still end Succeeded, the site of each must still switch to maintenance quickly, and the
 operator must not grow without bound: one Kopf daemon, one status ledger and one set of watch
 buffers per request are what this loads.
 
-All namespaces and applications are created and rolled out first; the operator is started on
-them (`-n`, one per namespace) and left to go idle, and its idle memory is read. Then the 100
-requests are created as fast as a pool of client threads allows. A cluster-wide watch on the
-benchmark's Ingresses times each switch to maintenance; a cluster-wide watch on the requests
-tells when each one ends. The operator's VmRSS is sampled every 50 ms and its VmHWM (the
-kernel's own high-water mark) read at the end.
+What "quickly" can mean on a given machine is measured in the same run, on the same cluster:
+the floor is the same number of plain scripts (`bench.plain_rollback`, the same calls) run at
+once, each in a namespace of its own with the same sample application. The two sides run one
+after the other, never together, and the first side's namespaces are gone before the second
+side's are created. On both sides a cluster-wide watch on the benchmark's Ingresses times each
+switch to maintenance (from a script's first call, or from just before a request's POST), and
+the CPU time of every process of the local control plane, of the operator and of this client
+is read from /proc before and after.
+
+Operator side: all namespaces and applications are created and rolled out first; the operator
+is started on them (`-n`, one per namespace) and left to go idle, and its idle memory is read.
+Then the requests are created as fast as a pool of client threads allows; a cluster-wide watch
+on the requests tells when each one ends. The operator's VmRSS is sampled every 50 ms and its
+VmHWM (the kernel's own high-water mark) read at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from bench import plain_rollback
 from bench.api import BENCH_LABEL, GROUP, JSON, PLURAL, VERSION, Api, request_path
 from bench.app import (
     TERMINAL_PHASES,
@@ -38,6 +50,8 @@ from bench.watch import Seen, Watcher
 
 CREATE_THREADS = 16
 IDLE_SETTLE_SECONDS = 5.0
+# This process: it creates the requests (or runs the scripts) and reads the watches.
+CLIENT = "bench client"
 
 
 def mib(kib: int) -> float:
@@ -53,14 +67,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     api = Api.from_kubeconfig()
+    script_ns = bench_namespaces("scale-plain", args.requests)
     namespaces = bench_namespaces("scale", args.requests)
     result: dict[str, Any] = {"benchmark": "scale", "machine": machine(), "n": args.requests}
-    print(f"scale: {args.requests} requests in {args.requests} namespaces; setting up")
+    print(f"scale: {args.requests} plain scripts at once, then {args.requests} requests")
     try:
-        started = time.monotonic()
-        create_apps(api, namespaces)
-        result["setup_s"] = round(time.monotonic() - started, 1)
         with bench_identity(api) as kubeconfig:
+            try:
+                create_apps(api, script_ns)
+                result["floor"] = scripts_at_once(api, kubeconfig, script_ns, args.timeout)
+            finally:
+                # Gone before the operator's side begins: the cluster is quiet between.
+                cleanup(api, script_ns, None)
+            floor = result["floor"]
+            print(
+                f"  floor: {floor['succeeded']}/{args.requests} scripts done in "
+                f"{floor['wall_s']} s; time to maintenance p95 "
+                f"{floor['time_to_maintenance_ms']['p95']:.0f} ms"
+            )
+            started = time.monotonic()
+            create_apps(api, namespaces)
+            result["setup_s"] = round(time.monotonic() - started, 1)
             operator = OperatorProcess(kubeconfig, namespaces, args.logs / "operator-scale.log")
             try:
                 operator.start()
@@ -77,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 cleanup(api, namespaces, operator)
     finally:
-        cleanup(api, namespaces, None)
+        cleanup(api, script_ns + namespaces, None)
     write_result(args.out, result)
     print(
         f"scale: {result['succeeded']}/{args.requests} Succeeded in {result['wall_s']} s; "
@@ -117,7 +144,7 @@ def in_flight(
         ) as requests,
         MemorySampler(operator) as memory,
     ):
-        pids = {"operator": operator.pid, **cluster_pids()}
+        pids = {"operator": operator.pid, CLIENT: os.getpid(), **cluster_pids()}
         cpu_before = cpu_usage(pids)
         before = scrape(api)
         first = time.monotonic()
@@ -133,11 +160,7 @@ def in_flight(
         usage = scrape(api).since(before)
         hwm = operator.memory_kib("VmHWM")
 
-    switched: dict[str, float] = {}
-    for seen in ingresses.events:
-        ns, maintenance = seen.object
-        if maintenance and ns in created and ns not in switched:
-            switched[ns] = (seen.at - created[ns]) * 1000
+    switched = first_switches(ingresses.events, created)
     phases: dict[str, str] = {}
     ended_at: dict[str, float] = {}
     for seen in requests.events:
@@ -165,14 +188,79 @@ def in_flight(
         "operator_requests_by_bucket": usage.client,
         "apiserver_requests_all": usage.total,
         "rss_samples": samples,
-        "cpu_s": {
-            name: round(cpu_after[name] - cpu_before[name], 1)
-            for name in cpu_after
-            if name in cpu_before
-        },
+        "cpu_s": cpu_used(cpu_before, cpu_after),
         "watch_reconnects": ingresses.reconnects + requests.reconnects,
     }
     return result
+
+
+def scripts_at_once(api: Api, kubeconfig: Path, namespaces: list[str], timeout: float) -> JSON:
+    """The floor: one plain script per namespace, all at once (one thread each), timed and
+    measured as the operator's side is."""
+    identity = Api.from_kubeconfig(kubeconfig, pool_size=len(namespaces))
+    started: dict[str, float] = {}
+    ended: dict[str, float] = {}
+    own: dict[str, int] = {}
+    errors: dict[str, str] = {}
+
+    def one(ns: str) -> None:
+        started[ns] = time.monotonic()
+        try:
+            own[ns] = plain_rollback.run(identity, ns, timeout=timeout).requests
+            ended[ns] = time.monotonic()
+        except Exception as error:  # recorded: the floor is reported with its failures
+            errors[ns] = f"{type(error).__name__}: {error}"[:300]
+
+    ns_and = lambda obj: (obj["metadata"]["namespace"], in_maintenance(obj))  # noqa: E731
+    with Watcher(
+        api, "/apis/networking.k8s.io/v1/ingresses", {"labelSelector": BENCH_LABEL}, keep=ns_and
+    ) as ingresses:
+        pids = {CLIENT: os.getpid(), **cluster_pids()}
+        cpu_before = cpu_usage(pids)
+        before = scrape(api)
+        first = time.monotonic()
+        with ThreadPoolExecutor(len(namespaces)) as pool:
+            list(pool.map(one, namespaces))
+        last = max(ended.values(), default=time.monotonic())
+        cpu_after = cpu_usage(pids)
+        usage = scrape(api).since(before)
+        # The last switch may still be on its way to the watch when its script has ended.
+        with suppress(TimeoutError):
+            ingresses.wait(
+                lambda _: len(first_switches(ingresses.events, started)) >= len(ended), 30
+            )
+    switched = first_switches(ingresses.events, started)
+    return {
+        "n": len(namespaces),
+        "threads": len(namespaces),
+        "wall_s": round(last - first, 2),
+        "succeeded": len(ended),
+        "errors": errors,
+        "switched": len(switched),
+        "time_to_maintenance_ms": summary(list(switched.values())) if switched else {"p95": -1},
+        "time_to_end_s": summary([ended[ns] - started[ns] for ns in ended]) if ended else {},
+        "script_requests": sum(own.values()),
+        "client_requests": usage.client_total,
+        "client_requests_by_bucket": usage.client,
+        "apiserver_requests_all": usage.total,
+        "cpu_s": cpu_used(cpu_before, cpu_after),
+        "watch_reconnects": ingresses.reconnects,
+    }
+
+
+def first_switches(events: list[Seen], since: dict[str, float]) -> dict[str, float]:
+    """ms from each namespace's start to the first watch event with its Ingress on the
+    maintenance page."""
+    switched: dict[str, float] = {}
+    for seen in events:
+        ns, maintenance = seen.object
+        if maintenance and ns in since and ns not in switched:
+            switched[ns] = (seen.at - since[ns]) * 1000
+    return switched
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 1) for name in after if name in before}
 
 
 if __name__ == "__main__":

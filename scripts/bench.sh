@@ -6,7 +6,8 @@
 # other, never together, each with its own operator process and namespaces, so that one's
 # load is not in another's figures. Raw results (JSON) and operator logs go to bench/results/
 # (ignored by git), replaced by each run. Run sizes: BENCH_TTM_RUNS (20), BENCH_FULL_RUNS (5),
-# BENCH_SCALE (100), BENCH_PROXY_RUNS (20).
+# BENCH_SCALE (100), BENCH_HISTORY (1000), BENCH_PROXY_RUNS (20). Each figure is printed beside
+# the previous page's ("was X", from bench/previous.json), which this run's figures then replace.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source cluster/versions.env
@@ -47,13 +48,16 @@ if left:
   --out "$results/scale.json" --logs "$results"
 "$python" -m bench.data_plane --runs "${BENCH_PROXY_RUNS:-20}" \
   --out "$results/data_plane.json" --logs "$results"
+"$python" -m bench.history --finished "${BENCH_HISTORY:-1000}" \
+  --out "$results/history.json" --logs "$results"
 
 versions="local control plane: kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION (pods Ready at once), proxy Traefik $TRAEFIK_VERSION"
 if ((started_here)); then
   versions+=", started by this run"
 fi
 "$python" -m bench.report --results "$results" --out BENCHMARKS.md \
-  --command "make bench" --versions "$versions"
+  --command "make bench" --versions "$versions" \
+  --previous bench/previous.json --record bench/previous.json
 # Its own section, after the report's (which keeps what follows "## The image").
 "$python" -m bench.failover --out "$results/failover.json" --logs "$results" \
   --markdown BENCHMARKS.md

@@ -25,6 +25,7 @@ from rollback_operator import GROUP, VERSION
 from rollback_operator.autoscaling import is_frozen, resume_patch
 from rollback_operator.kube import Kube, hpa_path, requests_path
 from rollback_operator.model import (
+    FINISHED_LABEL,
     REQUESTED_BY_ANNOTATION,
     RETRY_OF_ANNOTATION,
     TRAFFIC_RESTORED_ANNOTATION,
@@ -221,7 +222,8 @@ def retry_body(obj: dict[str, Any], name: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],
-            "labels": dict(meta.get("labels") or {}),
+            # Without the finished label, which would hide the new request from the operator.
+            "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k != FINISHED_LABEL},
             "annotations": {RETRY_OF_ANNOTATION: meta["name"]},
         },
         "spec": copy.deepcopy(obj["spec"]),

@@ -20,8 +20,8 @@ try:
     from aiohttp import web
 
     import rollback_operator.handlers  # noqa: F401  (registers the handlers with Kopf)
-    from rollback_operator import leadership
-    from rollback_operator.kube import Kube
+    from rollback_operator import history, leadership
+    from rollback_operator.kube import ApiError, Kube
     from rollback_operator.redaction import install_log_scrubbing
 except ModuleNotFoundError as missing:
     if (missing.name or "").split(".")[0] not in OPERATOR_EXTRA:
@@ -120,14 +120,26 @@ async def standby_health(liveness: str) -> web.AppRunner | None:
     return runner
 
 
+async def label_history(args: argparse.Namespace) -> None:
+    """Finished requests not yet labelled, labelled before Kopf lists them (history.py); the
+    Lease is kept meanwhile. On failure Kopf labels them, one by one (handlers.mark_finished)."""
+    log = logging.getLogger("rollback_operator")
+    kube = Kube.from_environment(pool_size=history.PARALLEL)
+    try:
+        labelled = await asyncio.to_thread(history.label_history, kube, args.namespaces)
+    except ApiError as error:
+        log.warning("could not label the finished requests before starting: %s", error)
+        return
+    if labelled:
+        log.info("labelled %d finished request(s) finished, before starting", labelled)
+
+
 async def run(args: argparse.Namespace) -> None:
     """Waits for the leader Lease, then runs Kopf until it stops or the Lease is lost."""
     kube = Kube.from_environment(pool_size=2)
     lead = leadership.Leadership(kube, lease_namespace(args), leadership.identity())
     health = await standby_health(args.liveness)
     await leadership.acquire(lead)
-    if health is not None:
-        await health.cleanup()
 
     def on_lost() -> None:
         # Another instance may be leading already: exit at once, without finishing any work
@@ -139,6 +151,9 @@ async def run(args: argparse.Namespace) -> None:
 
     keeper = asyncio.create_task(leadership.keep(lead, on_lost))
     try:
+        await label_history(args)
+        if health is not None:
+            await health.cleanup()
         await kopf.operator(
             standalone=True,
             clusterwide=args.all_namespaces,

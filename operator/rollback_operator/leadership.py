@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,15 @@ RENEW_SECONDS = 2
 RENEW_DEADLINE_SECONDS = 8
 
 logger = logging.getLogger("rollback_operator.leadership")
+
+# The Lease's calls have a thread of their own: in the loop's default executor they would queue
+# behind the steps' work (every worker thread busy with a hundred requests at once) and miss
+# the renewal deadline, and the leader would exit for being busy.
+_LEASE_THREAD = ThreadPoolExecutor(1, thread_name_prefix="leader-lease")
+
+
+async def _in_lease_thread(call: Callable[[], bool]) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(_LEASE_THREAD, call)
 
 
 def lease_path(namespace: str, name: str = LEASE_NAME) -> str:
@@ -154,7 +164,7 @@ async def acquire(leadership: Leadership) -> None:
     )
     while True:
         try:
-            if await asyncio.to_thread(leadership.try_acquire):
+            if await _in_lease_thread(leadership.try_acquire):
                 logger.info("leading: this instance drives the RollbackRequests")
                 return
         except ApiError as error:
@@ -170,7 +180,7 @@ async def keep(leadership: Leadership, lost: Callable[[], None]) -> None:
         await asyncio.sleep(RENEW_SECONDS)
         try:
             # Bounded: a renewal that hangs must not outlive the deadline unnoticed.
-            took = asyncio.to_thread(leadership.try_acquire)
+            took = _in_lease_thread(leadership.try_acquire)
             if await asyncio.wait_for(took, RENEW_SECONDS + 2):
                 last = leadership.clock()
                 continue

@@ -27,6 +27,9 @@ RETRY_OF_ANNOTATION = f"{GROUP}/retry-of"
 # A request runs once per name and spec (runonce.py): re-created by a GitOps sync, it ends at
 # once. This annotation, with a reason not used before for that name and spec, runs it again.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
+# Set by the operator on a request whose run is over and announced (handlers.py): its watch
+# selects only requests without it, so finished requests cost the operator nothing.
+FINISHED_LABEL = f"{GROUP}/finished"
 # The key of the post-mortem in its ConfigMap (postmortem.py writes it).
 POSTMORTEM_KEY = "postmortem.md"
 

@@ -56,11 +56,13 @@ CLUSTER_SCOPED = {
         "rollback-approvals",
         "rollback-approvals-namespace",
         "rollback-approvals-cluster",
+        "rollback-finished-label",
         "rollback-requested-by",
         "rollback-requester-rights",
     ],
     "validatingadmissionpolicies": [
         "rollback-approvals",
+        "rollback-finished-label",
         "rollback-requested-by",
         "rollback-requester-rights",
     ],

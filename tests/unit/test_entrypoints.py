@@ -14,13 +14,16 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib.metadata import version as installed
 from pathlib import Path
 
+import kopf
 import pytest
 from kubernetes import client
 
 import kubectl_rollback
 import rollback_operator
+from rollback_operator import GROUP, PLURAL, VERSION, handlers
 from rollback_operator import __main__ as operator_main
 from rollback_operator.kube import Kube
+from rollback_operator.model import FINISHED_LABEL
 
 
 @pytest.fixture
@@ -161,3 +164,13 @@ def test_the_plugin_uses_the_operators_vocabulary_not_its_machinery(path: Path) 
     assert operator_modules <= PLUGIN_MAY_IMPORT, operator_modules - PLUGIN_MAY_IMPORT
     assert not {n.split(".")[0] for n in imported} & {"kopf", "httpx", "prometheus_client"}
     assert len(path.read_text().splitlines()) <= 450
+
+
+def test_the_operator_watches_only_requests_not_labelled_finished():
+    """Finished requests are filtered by the API server, before they cost memory or handlers."""
+    settings = kopf.OperatorSettings()
+    handlers.watch_only_unfinished(settings)
+    requests = kopf.Resource(GROUP, VERSION, PLURAL, namespaced=True)
+    others = kopf.Resource("rbac.authorization.k8s.io", "v1", "roles", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(requests)) == [f"!{FINISHED_LABEL}"]
+    assert not list(settings.watching.label_selectors.collect(others))

@@ -42,6 +42,7 @@ LAYERS: list[set[str]] = [
         "egress",
         "postmortem",
         "runonce",
+        "history",
         "database.spec",
         "database.scripts",
         "database.inspection",

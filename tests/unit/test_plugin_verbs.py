@@ -170,7 +170,10 @@ def test_retry_names_count_on_and_the_body_keeps_the_spec_not_the_approvals():
     assert recover.retry_name("golive", {"golive-retry-1"}) == "golive-retry-2"
     assert recover.retry_name("golive-retry-2", {"golive-retry-1"}) == "golive-retry-2"
     assert recover.retry_name("a-retry-x", set()) == "a-retry-x-retry-1"
-    body = recover.retry_body(failed(), "golive-retry-1")
+    finished = failed()
+    finished["metadata"]["labels"]["rollback.lawyershub.io/finished"] = "true"
+    body = recover.retry_body(finished, "golive-retry-1")
+    # Without the operator's finished label: the new request would be hidden from its watch.
     assert body["metadata"] == {
         "name": "golive-retry-1",
         "namespace": "lawyershub",
