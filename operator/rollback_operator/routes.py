@@ -126,29 +126,21 @@ def to_maintenance(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
 def back_to_maintenance(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
     """After traffic returned (Monitor's breach): each recorded rule still serving its saved
     backendRefs goes back to the maintenance Service; one someone changed since is left alone."""
-    maintenance = saved["maintenance"]
-    changes, theirs, moved = [], [], []
-    for entry in saved["rules"]:
-        rule = rule_at(route, entry["location"])
-        if rule is None:
-            moved.append(where(entry["location"]))
-            continue
-        current = rule.get("backendRefs") or []
-        if serves_maintenance(current, maintenance):
-            continue
-        if current == entry["backendRefs"]:
-            changes.append((entry["location"], [copy.deepcopy(maintenance)]))
-        else:
-            theirs.append(
-                f"{where(entry['location'])} now sends traffic to {describe_refs(current)} "
-                f"(was {describe_refs(entry['backendRefs'])}), not switched"
-            )
-    return Plan(changes, theirs, moved)
+    return _between(route, saved, to_maintenance=True, left="not switched")
 
 
 def to_original(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
     """Each recorded rule still on the maintenance Service gets its saved backendRefs back; one
     already back needs nothing; one serving anything else is drift, left alone."""
+    return _between(route, saved, to_maintenance=False, left="left as is")
+
+
+def _between(
+    route: dict[str, Any], saved: dict[str, Any], *, to_maintenance: bool, left: str
+) -> Plan:
+    """Each recorded rule moved between its saved backendRefs and the maintenance Service, in
+    either direction: a rule already at the destination needs nothing, one at the source is
+    changed, one serving anything else (someone's edit) is reported and `left` alone."""
     maintenance = saved["maintenance"]
     changes, theirs, moved = [], [], []
     for entry in saved["rules"]:
@@ -157,14 +149,17 @@ def to_original(route: dict[str, Any], saved: dict[str, Any]) -> Plan:
             moved.append(where(entry["location"]))
             continue
         current = rule.get("backendRefs") or []
-        if current == entry["backendRefs"]:
+        on_maintenance = serves_maintenance(current, maintenance)
+        on_original = current == entry["backendRefs"]
+        if on_maintenance if to_maintenance else on_original:
             continue
-        if serves_maintenance(current, maintenance):
-            changes.append((entry["location"], copy.deepcopy(entry["backendRefs"])))
+        if on_original if to_maintenance else on_maintenance:
+            refs = [maintenance] if to_maintenance else entry["backendRefs"]
+            changes.append((entry["location"], copy.deepcopy(refs)))
         else:
             theirs.append(
                 f"{where(entry['location'])} now sends traffic to {describe_refs(current)} "
-                f"(was {describe_refs(entry['backendRefs'])}), left as is"
+                f"(was {describe_refs(entry['backendRefs'])}), {left}"
             )
     return Plan(changes, theirs, moved)
 
