@@ -52,8 +52,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (kept if (keep_serial if serial else keep_others) else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-    # The `long` tests first (stable otherwise): started at once, they do not end a phase late.
-    items[:] = sorted(kept, key=lambda item: item.get_closest_marker("long") is None)
+    items[:] = _long_ones_first(kept, int(getattr(config, "workerinput", {}).get("workercount", 1)))
+
+
+def _long_ones_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The `long` tests started at once, each on a worker of its own: xdist's worksteal hands
+    each worker an equal run of the collection in order (and steals from their ends), so the
+    k-th long test goes to the head of the k-th run. Otherwise the order is kept."""
+    long = [item for item in items if item.get_closest_marker("long") is not None]
+    order = [item for item in items if item.get_closest_marker("long") is None]
+    share = -(-len(items) // workers)  # the size of one worker's run, rounded up
+    for k, item in enumerate(long):
+        order.insert(min((k % workers) * share + k // workers, len(order)), item)
+    return order
 
 
 def _kubeconfig_path() -> str:
