@@ -34,19 +34,34 @@ needs_job_runner = pytest.mark.skipif(
 
 
 def apply_crds(api: client.ApiClient) -> None:
-    """Installs (or updates) every CRD in crds/ and waits until each is Established."""
+    """Installs (or updates) every CRD in crds/ and waits until each is Established.
+
+    Safe when several test processes do it at once (the e2e tier's parallel phase): a create
+    that finds the CRD already made, or a replace that finds it changed since it was read, is
+    a 409 Conflict, and is tried again from a fresh read."""
     ext = client.ApiextensionsV1Api(api)
     for path in sorted(CRD_DIR.glob("*.yaml")):
         body = yaml.safe_load(path.read_text())
         name = body["metadata"]["name"]
-        try:
-            current = ext.read_custom_resource_definition(name)
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(name, body)
-        except ApiException as error:
-            if error.status != 404:
+
+        def applied(crd: dict[str, Any] = body, crd_name: str = name) -> bool:
+            try:
+                try:
+                    current = ext.read_custom_resource_definition(crd_name)
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+                    ext.create_custom_resource_definition(crd)
+                    return True
+                crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+                ext.replace_custom_resource_definition(crd_name, crd)
+                return True
+            except ApiException as error:
+                if error.status == 409:
+                    return False  # another process got there first: read again
                 raise
-            ext.create_custom_resource_definition(body)
+
+        wait_until(applied, timeout=30, what=f"CRD {name} created or replaced")
 
         def established(crd_name: str = name) -> bool:
             crd = ext.read_custom_resource_definition(crd_name)

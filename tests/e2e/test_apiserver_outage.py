@@ -39,6 +39,7 @@ from tests.e2e.support import REPO_ROOT, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.serial,  # every other test's API server freezes too
     pytest.mark.skipif(
         os.environ.get("ROLLBACK_E2E_EXISTING_CLUSTER") == "1",
         reason="freezes the local cluster's kube-apiserver process (make cluster)",

@@ -356,6 +356,7 @@ def test_a_namespace_policy_narrows_who_approves(
     assert _annotations(api, namespace, request_name)[APPROVED_BY] == "dba-pat"
 
 
+@pytest.mark.serial  # the cluster-wide RollbackPolicy holds in every other test's namespace too
 def test_the_cluster_wide_policy_holds_in_every_namespace(
     api: client.ApiClient,
     kubeconfig: str,

@@ -1,13 +1,15 @@
 """`make cluster` is idempotent and `make cluster-down` leaves no process behind, the proxy's
 (`ROLLBACK_CLUSTER_PROXY=1`, as `cluster/up.sh --proxy`) included.
 
-Runs a second, throwaway control plane on other ports and in another state directory, so
-that the cluster the rest of the suite uses is not disturbed.
+Runs a second, throwaway control plane on ports nothing listens on and in another state
+directory, so that the cluster the rest of the suite uses is not disturbed.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import socket
 import subprocess
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 
 from tests.e2e.support import REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+# Serial: a whole second control plane, started and stopped (minutes of CPU on a small machine).
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 
 def _make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -38,20 +41,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
+PORTS = (
+    "ETCD_PORT",
+    "ETCD_PEER_PORT",
+    "APISERVER_PORT",
+    "CONTROLLER_MANAGER_PORT",
+    "SCHEDULER_PORT",
+    "KWOK_PORT",
+    "PROXY_PORT",
+    "PROXY_PING_PORT",
+)
+
+
+def _unused_ports(count: int) -> list[str]:
+    """Loopback ports nothing listens on now, below the kernel's ephemeral range, so that no
+    outgoing connection takes one before the control plane binds it (and not the fixed ports
+    another control plane on this machine may hold)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 8000), low))
+    random.shuffle(candidates)
+    found: list[str] = []
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(str(port))
+        if len(found) == count:
+            return found
+    raise AssertionError(f"no {count} unused ports below {low}")
+
+
 def test_cluster_twice_is_a_no_op_and_down_stops_everything(tmp_path: Path) -> None:
-    # Ports of its own, below the kernel's ephemeral range, so no outgoing connection holds one.
     env = {
         **os.environ,
         "CLUSTER_DIR": str(tmp_path / "cluster"),
-        "ETCD_PORT": "25790",
-        "ETCD_PEER_PORT": "25800",
-        "APISERVER_PORT": "27443",
-        "CONTROLLER_MANAGER_PORT": "27257",
-        "SCHEDULER_PORT": "27259",
-        "KWOK_PORT": "27250",
+        **dict(zip(PORTS, _unused_ports(len(PORTS)), strict=True)),
         "ROLLBACK_CLUSTER_PROXY": "1",
-        "PROXY_PORT": "18090",
-        "PROXY_PING_PORT": "18091",
     }
     try:
         first = _make("cluster", env)

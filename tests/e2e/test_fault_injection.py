@@ -247,6 +247,11 @@ def _status(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
+# About seventy-five full runs, three at a time: started first in the e2e tier's parallel phase,
+# where it shares the machine with the other workers, hence more than the default 600 s before
+# pytest-timeout stops it (each run keeps its own deadlines).
+@pytest.mark.long
+@pytest.mark.timeout(1800)
 def test_a_kill_after_every_mutating_request_of_a_full_run_ends_the_same(
     api: client.ApiClient,
     kubeconfig: str,

@@ -339,6 +339,7 @@ def _exists(kubeconfig: str, obj: dict[str, Any]) -> bool:
     return bool(found.stdout.strip())
 
 
+@pytest.mark.serial  # removes the shipped policies and roles every other test may rely on
 def test_install_run_upgrade_run_uninstall(
     helm: Helm,
     api: client.ApiClient,

@@ -32,7 +32,9 @@ from tests.e2e.test_install import (
     _service_account_token,
 )
 
-pytestmark = pytest.mark.e2e
+# Serial: the module's image fixture runs `make image` (one build at a time in the project's
+# container storage), and the container runs as the operator's Deployment would.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 VERSION = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
 IMAGE = f"localhost/rollback-operator:{VERSION}"

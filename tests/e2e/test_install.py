@@ -347,6 +347,7 @@ def operator_kubeconfig(
 # --- (a) the install ---------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # `installed`: manifests/ applied, then deleted
 def test_apply_k_creates_every_object(
     api: client.ApiClient,
     kubeconfig: str,
@@ -433,6 +434,7 @@ def test_deployment_is_hardened() -> None:
 # --- (b) enough: a full run as the ServiceAccount ----------------------------------------------
 
 
+@pytest.mark.serial  # `installed`: manifests/ applied, then deleted
 def test_full_run_as_the_service_account(
     api: client.ApiClient,
     kubeconfig: str,
@@ -475,6 +477,7 @@ def test_full_run_with_the_namespaced_roles(
 # --- (c) no more: calls outside the grants are refused -----------------------------------------
 
 
+@pytest.mark.serial  # `installed`: manifests/ applied, then deleted
 def test_calls_outside_the_grants_are_refused(
     api: client.ApiClient, namespace: str, crds_installed: None, operator_kubeconfig: Path
 ) -> None:

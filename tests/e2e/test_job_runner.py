@@ -193,6 +193,11 @@ def test_a_failing_job_fails_with_the_tail_of_its_output(
 def test_the_process_runs_as_the_pods_user(
     api: client.ApiClient, namespace: str, claim: str, host_dir: Path
 ) -> None:
+    # The Secret first: a pod whose Secret is missing fails at once (the runner does not wait
+    # for it to appear), and the Job's pod may be claimed within milliseconds.
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace, {"metadata": {"name": "key"}, "stringData": {"key": "readable"}}
+    )
     _create_job(
         api,
         namespace,
@@ -215,10 +220,6 @@ def test_the_process_runs_as_the_pods_user(
             ],
         },
     )
-    client.CoreV1Api(api).create_namespaced_secret(
-        namespace, {"metadata": {"name": "key"}, "stringData": {"key": "readable"}}
-    )
-
     assert _job_outcome(api, namespace, "whoami") == "Complete"
     assert (host_dir / "id").read_text() == "1234 2345\nreadable"
     assert (host_dir / "id").stat().st_uid == 1234

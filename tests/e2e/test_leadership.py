@@ -137,6 +137,7 @@ def _try_holder(api: client.ApiClient, namespace: str) -> str | None:
         raise
 
 
+@pytest.mark.long  # minutes: started first in the e2e tier's parallel phase
 def test_two_instances_on_twenty_requests_with_the_leader_killed_midway(
     api: client.ApiClient,
     kubeconfig: str,

@@ -43,15 +43,18 @@ def test_metrics_after_a_run(
         assert (
             wait_phase(api, app, "golive", "Succeeded", "Failed")["status"]["phase"] == "Succeeded"
         )
+        # The outcome is counted when it is announced, the run leaves the in-progress gauge
+        # a moment later, when its drive returns: both are waited for.
         samples = wait_until(
             lambda: (
                 (s := _scrape(port)).get(
                     ("rollback_operator_requests_total", (("result", "Succeeded"),))
                 )
+                and s.get(("rollback_operator_requests_in_progress", ())) == 0
                 and s
             ),
             timeout=10,
-            what="the outcome counted",
+            what="the outcome counted and the run no longer in progress",
         )
     assert samples[("rollback_operator_requests_total", (("result", "Succeeded"),))] == 1
     assert samples[("rollback_operator_requests_in_progress", ())] == 0
