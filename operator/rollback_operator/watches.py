@@ -21,6 +21,7 @@ none: its step reads the objects once and follows them from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -140,8 +141,10 @@ class Follower:
             self._cond.notify_all()
         for stream in streams:  # ends a watch blocked in a read at once
             shutdown = getattr(stream, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+            # The watch thread may have closed it meanwhile (its socket gone: EBADF): ended too.
+            with contextlib.suppress(OSError):
+                if shutdown is not None:
+                    shutdown()
 
     # --- the watch threads
 
@@ -208,6 +211,9 @@ class Follower:
         finally:
             with self._cond:
                 self._streams.pop(name, None)
+            # Closed before it goes back to the pool: a watch left mid-stream (stopped, 410,
+            # a torn line) must not hand its connection, still streaming, to the next request.
+            stream.close()
             stream.release_conn()
         return version
 

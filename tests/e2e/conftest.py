@@ -9,7 +9,8 @@ scripts/test.sh runs the tier in two phases: every test not marked `serial` on s
 at once (pytest-xdist; each test has its own namespace and its own operator process), then the
 `serial` ones alone. A test is `serial` when it changes what every other test shares: the API
 server itself, cluster-scoped objects by fixed name (the shipped admission policies and roles,
-the cluster-wide RollbackPolicy, a Helm release), fixed local ports, the image. The phase is
+the cluster-wide RollbackPolicy, a Helm release), fixed local ports, the image; or when it
+counts what every test does (the API server's own request counters). The phase is
 chosen by ROLLBACK_E2E_PHASE (`parallel` or `serial`; unset: every test); whatever the phase,
 a `serial` test never runs on a worker beside others.
 """

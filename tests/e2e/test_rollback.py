@@ -500,6 +500,7 @@ def _deployment_gets(api: client.ApiClient) -> tuple[int, int]:
     return gets, watches
 
 
+@pytest.mark.serial  # counts every client's Deployment reads: other tests' would be in them
 def test_a_rollout_is_watched_not_polled(
     api: client.ApiClient, app: str, operator: Operator
 ) -> None:

@@ -31,6 +31,9 @@ class FakeStream:
         else:
             yield json.dumps({"type": "MODIFIED", "object": self.obj}).encode()
 
+    def close(self) -> None:
+        self.closed = True
+
     def release_conn(self) -> None:
         pass
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,12 +71,17 @@ class Stream:
 
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self.lines = [json.dumps(e).encode() for e in events]
+        self.closed_before_release: bool | None = None
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self.lines
 
+    def close(self) -> None:
+        self._closed = True
+
     def release_conn(self) -> None:
-        pass
+        self.closed_before_release = self._closed
 
 
 class ScriptedKube:
@@ -170,3 +176,41 @@ def test_the_registry_keeps_one_follower_per_key_until_stopped() -> None:
     assert again is first and watches.following(key) is first
     watches.stop(key)
     assert watches.following(key) is None and not first.alive
+
+
+def test_a_watch_left_mid_stream_never_returns_its_connection_open() -> None:
+    """A 410 ends the watch with the server still streaming: its connection, back in the
+    client's pool as it was, would hand the rest of the watch to the next request."""
+    left = Stream([{"type": "ERROR", "object": {"code": 410, "reason": "Expired"}}])
+    ended = Stream([{"type": "MODIFIED", "object": deployment("12", 2)}])
+    kube = ScriptedKube([left, ended], listed={"metadata": {"resourceVersion": "11"}, "items": []})
+    follower = Follower(kube, COLLECTION, {"backend": deployment("3")}, 30.0)  # type: ignore[arg-type]
+    try:
+        assert ready(follower.wait(ready, 5.0))
+    finally:
+        follower.stop()
+    assert left.closed_before_release is True
+    assert ended.closed_before_release in (True, None)  # None: still open when stopped
+
+
+class Closed(Stream):
+    """A stream whose socket its watch thread has already closed."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        threading.Event().wait(5.0)
+        yield from ()
+
+    def shutdown(self) -> None:
+        raise OSError(9, "Bad file descriptor")
+
+
+def test_stopping_a_watch_whose_socket_is_gone_is_not_an_error() -> None:
+    """`stop` runs in the step's thread: a stream the watch thread closed meanwhile must not
+    fail the step (EBADF from shutting down a closed socket)."""
+    kube = ScriptedKube([Closed([])])
+    follower = Follower(kube, COLLECTION, {"backend": deployment("3")}, 30.0)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 5
+    while not kube.queries and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    follower.stop()  # raises nothing
+    assert not follower.alive
