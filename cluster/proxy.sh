@@ -116,7 +116,9 @@ providers:
     certAuthFilePath: $CLUSTER_DIR/pki/ca.crt
 YAML
 )
-start proxy "$PROXY_BIN/traefik" "--configFile=$config"
+# Without KUBECONFIG: Traefik prefers it to the endpoint and token above, and the caller's may
+# name another cluster.
+start proxy env -u KUBECONFIG "$PROXY_BIN/traefik" "--configFile=$config"
 wait_for "the proxy's ping ($ping_url)" 60 curl -sf "$ping_url"
 kubectl_admin -n rollback-proxy wait --for condition=Programmed --timeout 60s gateway/proxy >/dev/null
 cat >"$CLUSTER_DIR/proxy.json" <<JSON
