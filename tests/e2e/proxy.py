@@ -56,11 +56,12 @@ def http_route(namespace: str, proxy: Proxy, name: str = "lawyershub") -> dict[s
     }
 
 
-def watch_backend(read: Callable[[], bool], stop: threading.Event, seen: list[float]) -> None:
+def watch_backend(
+    read: Callable[[], bool], stop: threading.Event, seen: list[float], state: bool
+) -> None:
     """Polls `read` (is the object pointing at the maintenance page?) and appends the time of
-    every change it sees to `seen`: when the switch and the switch back are observed on the
-    object, to compare with what the proxy served."""
-    state = read()
+    every change from `state` it sees to `seen`: when the switch and the switch back are
+    observed on the object, to compare with what the proxy served."""
     while not stop.wait(0.02):
         now = read()
         if now != state:
@@ -73,7 +74,10 @@ def object_switches(read: Callable[[], bool]) -> Iterator[list[float]]:
     """The times at which `read` changed, recorded from a thread while the block runs."""
     seen: list[float] = []
     stop = threading.Event()
-    thread = threading.Thread(target=watch_backend, args=(read, stop, seen), daemon=True)
+    # The state before the block, read here: read by the thread, it could already be the
+    # block's change on a loaded machine, and that change would never be seen.
+    state = read()
+    thread = threading.Thread(target=watch_backend, args=(read, stop, seen, state), daemon=True)
     thread.start()
     try:
         yield seen
