@@ -6,6 +6,12 @@ status)`); this module decides who hears of it and how. Nothing here holds a run
 are posted, and notifications delivered (in order, one chained after the other), in tasks of
 their own, except for the run's end, whose Event and notification are awaited because the
 daemon ends with the terminal write that follows.
+
+Steps that succeed within FOLD_SECONDS of each other share one Event (`StepsSucceeded`, each
+step's outcome in turn, "Preflight: ... | EnableMaintenance: ..."): the steps before the
+maintenance page, done in a fraction of a second, cost the API server one Event, not one each,
+and `kubectl describe` still tells every outcome once, in order. Any other Event posts the
+successes waiting before it, so the story keeps its order.
 """
 
 from __future__ import annotations
@@ -76,6 +82,10 @@ Happening = Queued | StepStarted | StepEnded | AwaitingApproval | Approved | Fin
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
+FOLD_SECONDS = 1.0  # successes this close share one Event
+EVENT_MESSAGE_LIMIT = 1024  # what an Event's message holds (kube.post_event cuts the rest)
+FOLD_SEPARATOR = " | "
+
 
 class Announcer:
     """Announces the happenings of one request's run (see the module's docstring)."""
@@ -92,6 +102,8 @@ class Announcer:
         self.namespace: str = meta["namespace"]
         self.notify = notify.NotifySpec.of(spec) or notify.NotifySpec()
         self._events: set[asyncio.Task[None]] = set()
+        self._successes: list[str] = []  # step outcomes waiting to share an Event
+        self._folding: asyncio.TimerHandle | None = None
         self._notified: set[str] = set()  # notification keys handed to `_notifying`
         self._notifying: asyncio.Task[None] | None = None  # the latest, chained after the others
 
@@ -109,7 +121,7 @@ class Announcer:
                 self._observe(step, outcome, status)
                 if isinstance(outcome, Done):
                     self.logger.info("%s succeeded: %s", step, outcome.message)
-                    self._event_soon("Normal", "StepSucceeded", f"{step}: {outcome.message}")
+                    self._succeeded_soon(f"{step}: {outcome.message}")
                     for warning in outcome.warnings:
                         self._event_soon("Warning", outcome.warning_reason, warning)
             case AwaitingApproval(step=step, message=message):
@@ -216,15 +228,43 @@ class Announcer:
 
     # --- Events
 
-    def _event_soon(self, kind: str, reason: str, message: str) -> None:
+    def _succeeded_soon(self, message: str) -> None:
+        """A step's success, posted with those that follow within FOLD_SECONDS."""
+        self._successes.append(message)
+        if self._folding is None:
+            self._folding = asyncio.get_running_loop().call_later(
+                FOLD_SECONDS, self._post_successes
+            )
+
+    def _post_successes(self) -> None:
+        if self._folding is not None:
+            self._folding.cancel()
+            self._folding = None
+        folded, self._successes = self._successes, []
+        if len(folded) == 1:
+            self._event_soon("Normal", "StepSucceeded", folded[0], fold=False)
+        elif folded:
+            self._event_soon("Normal", "StepsSucceeded", fold_messages(folded), fold=False)
+
+    def _event_soon(self, kind: str, reason: str, message: str, fold: bool = True) -> None:
         """Posts an Event without holding the run up: Events are for people, the run's state
-        is in the status."""
+        is in the status. The successes waiting to be folded go first."""
+        if fold:
+            self._post_successes()
         task = asyncio.create_task(self._event(kind, reason, message))
         self._events.add(task)
         task.add_done_callback(self._events.discard)
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
+        self._post_successes()
         try:
             await asyncio.to_thread(self.kube.post_event, self.meta, kind, reason, message)
         except ApiError as error:  # an Event is a courtesy: never fail the rollback for one
             self.logger.warning("could not post the %s Event: %s", reason, error)
+
+
+def fold_messages(messages: list[str]) -> str:
+    """Several steps' outcomes as one Event message: each cut to an equal share of what an
+    Event holds, so that every step is named (its whole message is in status.steps)."""
+    share = EVENT_MESSAGE_LIMIT // len(messages) - len(FOLD_SEPARATOR)
+    return FOLD_SEPARATOR.join(m if len(m) <= share else m[: share - 1] + "…" for m in messages)

@@ -25,6 +25,7 @@ from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outc
 from rollback_operator.status import Status
 from rollback_operator.steps import jobs
 from rollback_operator.steps.base import Seen, StepContext
+from rollback_operator.watches import Wakeups
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
@@ -57,7 +58,7 @@ class Runner:
         self.namespace: str = body["metadata"]["namespace"]
         self.name: str = body["metadata"]["name"]
         self.spec = spec
-        self.gate = gate  # whether the run may start (the queue), and its targets' Leases
+        self.gate = gate  # whether the run may start (the queue), and its targets' claims
         self.logger = logger
         self.ledger = StatusLedger(
             Status.from_dict(_plain(body.get("status"))),
@@ -71,6 +72,7 @@ class Runner:
         self._resumed: set[StepName] = set()
         self._seen = Seen()  # what a step read, for the next (Preflight's reads, chiefly)
         self._api_errors = 0  # transient API errors in a row, for the retries' backoff
+        self._wakeups = Wakeups()  # what the last call of a step read from watches
 
     async def drive(self, stopped: Stopped) -> None:
         metrics.IN_PROGRESS.inc()
@@ -137,17 +139,30 @@ class Runner:
                 if isinstance(outcome, Fail):
                     return True
                 if isinstance(outcome, Wait | NeedsApproval):
-                    await self._pause(stopped, outcome.retry_after)
+                    await self._pause(stopped, outcome.retry_after, self._wakeups)
         return False
 
-    async def _pause(self, stopped: Stopped, seconds: float) -> None:
+    async def _pause(self, stopped: Stopped, seconds: float, wakeups: Wakeups) -> None:
         """Waits `seconds` before a step runs again, but ends early when the daemon stops or
         someone asks to abort: the annotation is read from Kopf's live view of the request, so
-        an abort is seen within ABORT_SLICE_SECONDS without a call to the API server."""
-        left = seconds
-        while left > 0 and not stopped and not self._abort_asked():
-            await stopped.wait(min(left, ABORT_SLICE_SECONDS))
-            left -= ABORT_SLICE_SECONDS
+        an abort is seen within ABORT_SLICE_SECONDS without a call to the API server. Ends
+        early too as soon as an object the step read from a watch changes (`watches.Wakeups`):
+        the wait is on the event loop, no worker thread is held."""
+        changed = asyncio.ensure_future(wakeups.changed()) if wakeups else None
+        try:
+            left = seconds
+            while left > 0 and not stopped and not self._abort_asked():
+                slice_seconds = min(left, ABORT_SLICE_SECONDS)
+                if changed is None:
+                    await stopped.wait(slice_seconds)
+                else:
+                    await asyncio.wait({changed}, timeout=slice_seconds)
+                    if changed.done():
+                        return
+                left -= slice_seconds
+        finally:
+            if changed is not None:
+                changed.cancel()
 
     def _abort_asked(self) -> bool:
         annotations = self.body["metadata"].get("annotations") or {}
@@ -165,7 +180,8 @@ class Runner:
                 await self._flush()
             await self.announcer.announce(announce.StepStarted(step, fresh), status)
         before = self.ledger.status
-        outcome = await asyncio.to_thread(self._execute, step)
+        self._wakeups = Wakeups()
+        outcome = await asyncio.to_thread(self._execute, step, self._wakeups)
         now = clock.now()
         if isinstance(outcome, Wait | NeedsApproval):
             # A wait that changes nothing a reader sees spares the API server a write.
@@ -211,8 +227,8 @@ class Runner:
             await self.announcer.announce(announce.Finished(reason), self.ledger.status)
         try:
             await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
-        except ApiError as error:  # a later request takes over the Leases of a finished one
-            self.logger.warning("could not give back the targets' Leases: %s", error)
+        except ApiError as error:  # a later request takes over the claims of a finished one
+            self.logger.warning("could not give back the targets' claims: %s", error)
         self.ledger.update(engine.announced)
         await self._flush()
 
@@ -225,10 +241,10 @@ class Runner:
         except ApiError as error:  # the run's outcome matters more than its report
             self.logger.warning("could not write the post-mortem: %s", error)
 
-    def _execute(self, step: StepName) -> Outcome:
+    def _execute(self, step: StepName, wakeups: Wakeups) -> Outcome:
         """Runs (or, for a dry run, plans) a step in a worker thread, mapping API trouble."""
         implementation = registry.STEPS[step]
-        ctx = self._context(step)
+        ctx = self._context(step, wakeups)
         try:
             if self.spec.dry_run and step != StepName.PREFLIGHT:
                 return Done(f"dry run: {implementation.plan(ctx)}")
@@ -284,7 +300,7 @@ class Runner:
         delay = min(API_RETRY_MAX_SECONDS, API_RETRY_SECONDS * 2**doublings)
         return Wait(f"retrying after an API error: {error}", delay)
 
-    def _context(self, step: StepName) -> StepContext:
+    def _context(self, step: StepName, wakeups: Wakeups | None = None) -> StepContext:
         status = self.ledger.status
         record = status.record(step)
         approval = None
@@ -304,6 +320,7 @@ class Runner:
             now=clock.now,
             approval=approval,
             seen=self._seen,
+            wakeups=wakeups or Wakeups(),
         )
 
     async def _signals(self, status: Status) -> engine.Signals:
@@ -318,7 +335,7 @@ class Runner:
         look_back = status.phase == Phase.PENDING and not abort and not self.spec.dry_run
         if status.phase in (Phase.PENDING, Phase.QUEUED) and not abort:
             # Both at once, only before the start: an earlier run found ends this one at once
-            # (RanBefore), which gives back the Leases the gate may have taken meanwhile.
+            # (RanBefore), which gives back the claims the gate may have taken meanwhile.
             earlier, blocker = await asyncio.gather(
                 asyncio.to_thread(self._earlier_run) if look_back else _none(),
                 asyncio.to_thread(self.gate.blocker),

@@ -11,9 +11,13 @@ again from the last version seen; after `410 Gone` (that version left the server
 object is listed again and followed from there; while the API server does not answer, it is
 tried again with backoff until the deadline, and the last error is there for the step to say.
 
-A step's call waits for a change at most `CALL_SECONDS`, then returns to the runner, which
-looks for an abort between calls: the follower lives on between calls (this process's memory,
-keyed by request and purpose), so the next call costs the API server nothing. It ends when the
+A step's call never blocks a worker thread waiting: it takes what the follower holds now and,
+when that is not yet what it waits for, notes the follower in its `Wakeups` and returns a Wait.
+The runner then waits on the event loop (`Wakeups.changed`) until a followed object changes,
+the Wait's delay passes or an abort is asked, and calls the step again. A hundred runs waiting
+for their rollouts hold no thread, so the run that has just been created is served at once.
+The follower lives on between calls (this process's memory, keyed by request and purpose), so
+the next call costs the API server nothing. It ends when the
 step is done with it (`stop`), at its deadline, or when nobody has asked for it for
 `IDLE_SECONDS` (the run was aborted, or another instance leads now). A restarted operator has
 none: its step reads the objects once and follows them from there.
@@ -21,6 +25,7 @@ none: its step reads the objects once and follows them from there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -100,6 +105,8 @@ class Follower:
         self._asked = clock()
         self._stop = threading.Event()
         self._streams: dict[str, Any] = {}
+        self._changes = 0  # how many changes the watches have delivered
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.problem: str | None = None  # the last watch error, while there is one
         for name, obj in objects.items():
             version = str(obj["metadata"].get("resourceVersion", ""))
@@ -122,6 +129,27 @@ class Follower:
             self._asked = self._clock()
             return dict(self._objects)
 
+    def snapshot(self) -> tuple[Objects, int]:
+        """The objects as held now, and how many changes they include (for `changed_since`)."""
+        with self._cond:
+            self._asked = self._clock()
+            return dict(self._objects), self._changes
+
+    async def changed_since(self, seen: int) -> None:
+        """Returns once the objects have changed since the snapshot that counted `seen`
+        changes, or the follower has ended: on the event loop, holding no thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._changes != seen or not self.alive:
+                return
+            self._waiters.append((loop, future))
+        try:
+            await future
+        finally:
+            with self._cond, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
+
     def wait(self, until: Callable[[Objects], bool], seconds: float) -> Objects:
         """The objects once `until` holds of them, or as they are after `seconds`."""
         end = self._clock() + seconds
@@ -139,6 +167,7 @@ class Follower:
         with self._cond:
             streams = list(self._streams.values())
             self._cond.notify_all()
+            self._wake()
         for stream in streams:  # ends a watch blocked in a read at once
             shutdown = getattr(stream, "shutdown", None)
             # The watch thread may have closed it meanwhile (its socket gone: EBADF): ended too.
@@ -220,11 +249,52 @@ class Follower:
     def _changed(self, name: str, obj: dict[str, Any] | None) -> None:
         with self._cond:
             self._objects[name] = obj
+            self._changes += 1
             self._cond.notify_all()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wakes the runs waiting on their event loops (called holding the condition)."""
+        for loop, future in self._waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
+        self._waiters.clear()
 
     def _noted(self, problem: str | None) -> None:
         with self._cond:
             self.problem = problem
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Wakeups:
+    """What one call of a step waits on when it returns a Wait: the followers it read, each
+    with the number of changes its snapshot included. The runner awaits `changed` instead of
+    a fixed delay, so the step is called again as soon as anything it follows changes."""
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[Follower, int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._seen)
+
+    def read(self, follower: Follower) -> Objects:
+        """The follower's objects now, noting them as read by this call."""
+        objects, changes = follower.snapshot()
+        self._seen.append((follower, changes))
+        return objects
+
+    async def changed(self) -> None:
+        """Returns once any follower read in this call has changed since (or has ended)."""
+        waits = [asyncio.ensure_future(f.changed_since(seen)) for f, seen in self._seen]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 def _lines(stream: Any) -> Iterable[bytes]:

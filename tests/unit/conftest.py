@@ -1,5 +1,4 @@
-"""Every unit test starts with no watch of an earlier one still following its objects, and a
-step's call waits for a change a fraction of a second, not the operator's seconds."""
+"""Every unit test starts with no watch of an earlier one still following its objects."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from rollback_operator import watches
 
 
 @pytest.fixture(autouse=True)
-def _no_watch_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(watches, "CALL_SECONDS", 0.3)
+def _no_watch_left() -> Iterator[None]:
     yield
     watches.stop_all()

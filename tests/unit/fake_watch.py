@@ -9,9 +9,12 @@ to see the changes a test makes to the fake, without a thread of the test's own.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 Lookup = Callable[[str, str], "dict[str, Any] | None"]  # (collection path, name) -> object
 
@@ -66,3 +69,15 @@ class Watchable:
         name = query["fieldSelector"].split("=", 1)[1]
         obj = self.watched(path, name)
         return {"metadata": {"resourceVersion": "1"}, "items": [obj] if obj else []}
+
+
+def called_until(call: Callable[[], T], done: Callable[[T], bool], seconds: float = 5.0) -> T:
+    """`call`'s result once `done` holds of it, else its last result after `seconds`: a step
+    reads what its watches hold now, and the runner calls it again when they see a change;
+    here it is called again until the fake's watches have delivered the test's change."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = call()
+        if done(result) or time.monotonic() >= deadline:
+            return result
+        threading.Event().wait(0.01)

@@ -22,7 +22,7 @@ from rollback_operator.steps.jobs import (
     run_job_once,
     stop_on_abort,
 )
-from tests.unit.fake_watch import Watchable
+from tests.unit.fake_watch import Watchable, called_until
 
 NS, REQUEST, UID = "lawyershub", "golive-2026-01-10", "0b6f7a52-6a0e-4c5e-9a43-51f1f7b0c001"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -149,7 +149,10 @@ def test_started_once_recorded_at_once_and_followed_to_its_end() -> None:
     ]
     assert run_job_once(ctx, StepName.RESTORE_DATABASE, TEMPLATE).state == JobState.RUNNING
     kube.finish(first.name, "Failed", "BackoffLimitExceeded")
-    failed = run_job_once(ctx, StepName.RESTORE_DATABASE, TEMPLATE)
+    failed = called_until(
+        lambda: run_job_once(ctx, StepName.RESTORE_DATABASE, TEMPLATE),
+        lambda result: result.state != JobState.RUNNING,
+    )
     assert failed.state == JobState.FAILED and "BackoffLimitExceeded" in failed.message
     assert kube.created == 1
 
@@ -168,7 +171,10 @@ def test_a_recorded_job_that_is_gone_stops_the_run_and_is_never_recreated() -> N
     ctx = _context(kube, sections)
     name = run_job_once(ctx, StepName.RESTORE_DATABASE, TEMPLATE).name
     del kube.jobs[name]
-    lost = run_job_once(ctx, StepName.RESTORE_DATABASE, TEMPLATE)
+    lost = called_until(
+        lambda: run_job_once(ctx, StepName.RESTORE_DATABASE, TEMPLATE),
+        lambda result: result.state != JobState.RUNNING,
+    )
     assert lost.state == JobState.FAILED and "is gone" in lost.message
     assert kube.created == 1
 

@@ -40,7 +40,7 @@ from rollback_operator.steps.preflight import Preflight
 from rollback_operator.steps.resume_autoscaling import ResumeAutoscaling
 from rollback_operator.steps.revert_workloads import RESTART_ANNOTATION, RevertWorkloads
 from rollback_operator.steps.verify import Verify
-from tests.unit.fake_watch import Watchable
+from tests.unit.fake_watch import Watchable, called_until
 
 NS = "lawyershub"
 T0 = datetime(2026, 1, 10, 3, 0, 0, tzinfo=UTC)
@@ -1139,12 +1139,12 @@ def test_revert_waits_for_the_rollouts_then_succeeds() -> None:
     assert outcome == Wait(
         "rolling out: backend: waiting for the controller to see the new spec; "
         "frontend: waiting for the controller to see the new spec",
-        retry_after=0.0,  # the watches wait, within the call: no poll to schedule
+        retry_after=4.0,  # or sooner: the runner calls it again when the watches see a change
     )
     world.kube.finish_rollouts()
     patches = len(world.kube.patches)
     world.clock = T0 + timedelta(seconds=30)
-    outcome = step.run(world.ctx(spec))
+    outcome = called_until(lambda: step.run(world.ctx(spec)), lambda o: isinstance(o, Done))
     assert outcome == Done(
         f"rolled out backend/api: {REGISTRY}/backend:stable-last-known, "
         f"backend/migrate (init): {REGISTRY}/backend:stable-last-known, "
@@ -1174,7 +1174,10 @@ def test_revert_restarts_a_deployment_already_at_the_target_tag() -> None:
     }
     world.kube.finish_rollouts()
     later = started + timedelta(minutes=3)
-    assert isinstance(RevertWorkloads().run(world.ctx(spec, started=later)), Done)
+    rerun = called_until(
+        lambda: RevertWorkloads().run(world.ctx(spec, started=later)), lambda o: isinstance(o, Done)
+    )
+    assert isinstance(rerun, Done)
     assert len(world.kube.patches) == 1
 
 
@@ -1224,7 +1227,9 @@ def test_revert_fails_at_once_on_a_progress_deadline() -> None:
             }
         ],
     }
-    outcome = RevertWorkloads().run(world.ctx(spec))
+    outcome = called_until(
+        lambda: RevertWorkloads().run(world.ctx(spec)), lambda o: isinstance(o, Fail)
+    )
     assert isinstance(outcome, Fail)
     assert "frontend: progress deadline exceeded" in outcome.message
     assert 'ReplicaSet "frontend-5c" has timed out progressing.' in outcome.message
@@ -1265,7 +1270,8 @@ def test_verify_passes_when_every_deployment_runs_the_target_and_is_available() 
     spec = make_spec()
     RevertWorkloads().run(world.ctx(spec))
     world.kube.finish_rollouts()
-    assert Verify().run(world.ctx(spec)) == Done("2 Deployment(s) Available at stable-last-known")
+    passed = Done("2 Deployment(s) Available at stable-last-known")
+    assert called_until(lambda: Verify().run(world.ctx(spec)), lambda o: o == passed) == passed
 
 
 def test_verify_waits_then_fails_with_the_maintenance_page_on() -> None:
@@ -1283,12 +1289,12 @@ def test_verify_waits_then_fails_with_the_maintenance_page_on() -> None:
     )
     world.kube.finish_rollouts()
     world.kube.stored("Deployment", "frontend")["status"]["conditions"] = []
-    outcome = Verify().run(world.ctx(spec))
     problems = (
         f"backend/api runs api:v2, not {REGISTRY}/backend:stable-last-known; "
         "frontend: not Available"
     )
-    assert outcome == Wait(f"waiting for: {problems}", retry_after=0.0)
+    waiting = Wait(f"waiting for: {problems}", retry_after=4.0)
+    assert called_until(lambda: Verify().run(world.ctx(spec)), lambda o: o == waiting) == waiting
     world.clock = T0 + timedelta(seconds=60)
     outcome = Verify().run(world.ctx(spec))
     assert isinstance(outcome, Fail)
@@ -1319,12 +1325,12 @@ def test_verify_waits_for_an_init_container_put_back_on_the_bad_image() -> None:
         },
     )
     world.kube.finish_rollouts()
-    outcome = Verify().run(world.ctx(spec))
-    assert outcome == Wait(
+    waiting = Wait(
         f"waiting for: backend/migrate (init) runs {REGISTRY}/backend:v2.1.0, not "
         f"{REGISTRY}/backend:stable-last-known",
-        retry_after=0.0,
+        retry_after=4.0,
     )
+    assert called_until(lambda: Verify().run(world.ctx(spec)), lambda o: o == waiting) == waiting
 
 
 @pytest.mark.parametrize(("waited", "interval"), [(0, 0.25), (1, 0.25), (8, 2.0), (60, 5.0)])

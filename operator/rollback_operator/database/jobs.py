@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from rollback_operator import watches
 from rollback_operator.database.spec import (
     MIGRATIONS_DIR,
     DatabaseSpec,
@@ -128,8 +129,8 @@ def follow_job(
     was lost, else Done with the Job's own message ("<message> (Job <name><note>)")."""
     result = jobs.run_job_once(ctx, step, template)
     if result.state == jobs.JobState.RUNNING:
-        # Its watch waited within the call (steps/jobs.py): the next call asks it again.
-        return Wait(f"{doing}: Job {result.name} is running", retry_after=0.0)
+        # Called again as soon as its watch sees the Job change (steps/jobs.py).
+        return Wait(f"{doing}: Job {result.name} is running", retry_after=watches.CALL_SECONDS)
     if result.state == jobs.JobState.FAILED:
         return Fail(failure(ctx, result))
     return Done(f"{result.message} (Job {result.name}{note})")

@@ -15,6 +15,7 @@ import base64
 import json
 from typing import Any
 
+from rollback_operator import watches
 from rollback_operator.clock import stamp
 from rollback_operator.database.inspection import Inspection, inspect_script, parse_inspection
 from rollback_operator.database.jobs import (
@@ -147,7 +148,7 @@ def preflight_inspect(ctx: StepContext) -> Wait | Fail | str | None:
     if result.state == jobs.JobState.RUNNING:
         return Wait(
             f"checking the database and the backup: Job {result.name} is running",
-            retry_after=0.0,  # its watch waited within the call (steps/jobs.py)
+            retry_after=watches.CALL_SECONDS,  # or sooner, when its watch sees it change
         )
     if result.state == jobs.JobState.FAILED:
         return Fail(f"database check (Job {result.name}): {result.message}")

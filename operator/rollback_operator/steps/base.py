@@ -18,6 +18,7 @@ from rollback_operator.kube import Kube
 from rollback_operator.ledger import Ledger
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
+from rollback_operator.watches import Wakeups
 
 __all__ = [
     "Approval",
@@ -83,6 +84,8 @@ class StepContext:
     approval: Approval | None = None  # the recorded approval of this step, if any
     request_uid: str = ""  # names the step's Jobs, so a later request of the same name differs
     seen: Seen = field(default_factory=Seen)  # this run's reads, for a later step (see Seen)
+    # What this call read from watches: a Wait is cut short when any of it changes.
+    wakeups: Wakeups = field(default_factory=Wakeups)
 
 
 def poll_interval(ctx: StepContext) -> float:

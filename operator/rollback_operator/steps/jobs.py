@@ -90,11 +90,10 @@ def job_name(request: str, request_uid: str, purpose: str) -> str:
     return f"{request[: MAX_NAME - len(suffix)].rstrip('-.')}{suffix}"
 
 
-def run_job_once(
-    ctx: StepContext, step: StepName, template: JobTemplate, wait: float | None = None
-) -> JobResult:
-    """Starts the Job unless this run already did, and tells where it stands: once it ends,
-    or after `wait` seconds (default `watches.CALL_SECONDS`) of following it by a watch."""
+def run_job_once(ctx: StepContext, step: StepName, template: JobTemplate) -> JobResult:
+    """Starts the Job unless this run already did, and tells where it stands, as a watch
+    follows it: RUNNING is read through `ctx.wakeups`, so that the runner calls the step again
+    as soon as the Job changes."""
     uid = ctx.request_uid
     name = job_name(ctx.request, uid, template.purpose)
     records: list[dict[str, Any]] = list(ctx.ledger.section("jobs") or [])
@@ -110,7 +109,7 @@ def run_job_once(
         if job["metadata"]["uid"] != record.get("uid"):
             watches.stop(key)
             return JobResult(name, JobState.FAILED, _replaced(name, step, template.check_by_hand))
-        return _followed(ctx, step, key, job, template=template, wait=wait)
+        return _followed(ctx, step, key, job, template)
     if job is None:
         refused = _image_refusals(ctx, template)
         if refused:
@@ -141,7 +140,7 @@ def run_job_once(
         }
     )
     ctx.ledger.put_section("jobs", records, durable=True)
-    return _followed(ctx, step, key, job, template=template, wait=wait)
+    return _followed(ctx, step, key, job, template)
 
 
 def _followed(
@@ -149,20 +148,16 @@ def _followed(
     step: StepName,
     key: tuple[str, ...],
     job: dict[str, Any],
-    *,
     template: JobTemplate,
-    wait: float | None,
 ) -> JobResult:
-    """Where the Job stands, once it ends or after one call's wait, followed by a watch from
-    the version held (`watches.py`) for as long as the Job may run: no read while it runs."""
+    """Where the Job stands, followed by a watch from the version held (`watches.py`) for as
+    long as the Job may run: no read while it runs."""
     name = job["metadata"]["name"]
     if not _ended(job):
         follower = watches.follow(
             ctx.kube, key, job_collection(ctx.namespace), {name: job}, template.deadline_seconds
         )
-        seconds = watches.CALL_SECONDS if wait is None else wait
-        held = follower.wait(lambda jobs: _gone_or_ended(jobs.get(name)), seconds)
-        current = held.get(name)
+        current = ctx.wakeups.read(follower).get(name)
         if current is None:  # deleted while recorded: nobody knows how far it got
             watches.stop(key)
             return JobResult(name, JobState.FAILED, _lost(name, step, template.check_by_hand))
@@ -171,10 +166,6 @@ def _followed(
     if result.state != JobState.RUNNING:
         watches.stop(key)
     return result
-
-
-def _gone_or_ended(job: dict[str, Any] | None) -> bool:
-    return job is None or _ended(job)
 
 
 def job_collection(namespace: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from rollback_operator import watches
 from rollback_operator.images import (
     CONTAINERS,
     INIT_CONTAINERS,
@@ -28,7 +29,6 @@ from rollback_operator.model import StepName, Workload
 from rollback_operator.rollout import rollout_state
 from rollback_operator.steps import rollouts
 from rollback_operator.steps.base import BaseStep, Done, Fail, Outcome, StepContext, Wait
-from rollback_operator.watches import Objects
 
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 
@@ -77,10 +77,9 @@ class RevertWorkloads(BaseStep):
         )
         current = {w.deployment: self._revert(ctx, w, d, repositories) for w, d in found}
         limit = ctx.step_started_at + timedelta(seconds=ctx.spec.rollout_timeout_seconds)
-        objects, trouble = rollouts.await_rollouts(
+        objects, trouble = rollouts.follow_rollouts(
             ctx,
             list(current),
-            _settled,
             (limit - ctx.now()).total_seconds(),
             start=current if held is None else None,
         )
@@ -102,8 +101,9 @@ class RevertWorkloads(BaseStep):
                 return Fail(_timeout_message(ctx, "; ".join(progress)))
             if trouble:
                 progress.append(trouble)
-            # The watches carry on between calls: the next call asks them, not the API server.
-            return Wait("rolling out: " + "; ".join(progress), retry_after=0.0)
+            # The watches carry on between calls: the next call asks them, not the API server,
+            # as soon as they see a change (steps/rollouts.py).
+            return Wait("rolling out: " + "; ".join(progress), retry_after=watches.CALL_SECONDS)
         images = [
             f"{name}/{label}: {with_tag(image, ctx.spec.target_tag)}"
             for name, saved in sorted(ctx.ledger.originals("deployments").items())
@@ -154,17 +154,6 @@ class RevertWorkloads(BaseStep):
             },
             STRATEGIC_MERGE_PATCH,
         )
-
-
-def _settled(objects: Objects) -> bool:
-    """Whether the rollouts need no more waiting: each complete or stuck, or one gone."""
-    for deployment in objects.values():
-        if deployment is None:
-            return True
-        state = rollout_state(deployment)
-        if not (state.complete or state.stuck):
-            return False
-    return True
 
 
 def _timeout_message(ctx: StepContext, detail: str) -> str:

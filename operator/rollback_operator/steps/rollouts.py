@@ -5,7 +5,6 @@ follows them from there."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rollback_operator import watches
@@ -27,16 +26,16 @@ def held(ctx: StepContext) -> Objects | None:
     return follower.current() if follower is not None else None
 
 
-def await_rollouts(
+def follow_rollouts(
     ctx: StepContext,
     names: list[str],
-    settled: Callable[[Objects], bool],
     seconds: float,
     start: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Objects, str | None]:
-    """The Deployments `names` once `settled` holds of them, or as they stand after one call's
-    wait (`watches.CALL_SECONDS`, at most `seconds`, what is left of the step's deadline);
-    and the watches' trouble, if any (to say in the step's message).
+    """The Deployments `names` as the watches hold them now (followed for `seconds` more,
+    what is left of the step's deadline), and the watches' trouble, if any (to say in the
+    step's message). Read through `ctx.wakeups`: a step that finds them not yet settled
+    returns a Wait, and the runner calls it again as soon as the watches see a change.
 
     `start`: the Deployments as the step holds them (read or written at a resourceVersion),
     to follow from; else those the watches already follow, else they are read once here."""
@@ -54,8 +53,7 @@ def await_rollouts(
         follower = watches.follow(ctx.kube, _key(ctx), _collection(ctx.namespace), start, seconds)
     else:
         follower.extend(seconds)
-    objects = follower.wait(settled, min(watches.CALL_SECONDS, max(seconds, 0.0)))
-    return objects, follower.problem
+    return ctx.wakeups.read(follower), follower.problem
 
 
 def done_with(ctx: StepContext) -> None:

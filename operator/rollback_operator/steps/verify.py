@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from rollback_operator import watches
 from rollback_operator.admin_policy import Gate
 from rollback_operator.clock import parse, stamp
 from rollback_operator.deadlines import Deadline
@@ -112,7 +113,7 @@ def job_template(check: Check) -> jobs.JobTemplate:
 
 
 def run_job_check(ctx: StepContext, check: Check) -> jobs.JobResult:
-    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check), wait=0.0)
+    return jobs.run_job_once(ctx, StepName.VERIFY, job_template(check))
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ class Verify:
             waiting = "waiting for: " + "; ".join(problems)
             if verification.checks:
                 waiting += "; the checks run once the Deployments are Available"
-            return Wait(waiting, retry_after=0.0)  # the watches wait: see steps/rollouts.py
+            return Wait(waiting, retry_after=watches.CALL_SECONDS)  # or sooner: steps/rollouts.py
 
         deployments = (
             f"{len(ctx.ledger.originals('deployments'))} Deployment(s) Available at "
@@ -364,9 +365,7 @@ def _deployment_problems(ctx: StepContext, since: datetime) -> list[str]:
     """What keeps the Deployments from being verified, as their watches see it (rollouts.py)."""
     names = sorted(ctx.ledger.originals("deployments"))
     left = (since + timedelta(seconds=ctx.spec.rollout_timeout_seconds) - ctx.now()).total_seconds()
-    objects, trouble = rollouts.await_rollouts(
-        ctx, names, lambda found: not _problems(ctx, found), max(left, 0)
-    )
+    objects, trouble = rollouts.follow_rollouts(ctx, names, max(left, 0))
     problems = _problems(ctx, objects)
     return [*problems, trouble] if problems and trouble else problems
 
