@@ -320,7 +320,7 @@ class Runner:
             now=clock.now,
             approval=approval,
             seen=self._seen,
-            wakeups=wakeups or Wakeups(),
+            wakeups=wakeups if wakeups is not None else Wakeups(),
         )
 
     async def _signals(self, status: Status) -> engine.Signals:

@@ -629,3 +629,31 @@ def test_folded_outcomes_fit_one_event_and_name_every_step() -> None:
     assert fold_messages(["Preflight: ok", "EnableMaintenance: on"]) == (
         "Preflight: ok | EnableMaintenance: on"
     )
+
+
+class ChangedFollower:
+    """A watch that has seen a change since the step read it."""
+
+    def snapshot(self) -> tuple[dict[str, Any], int]:
+        return {}, 0
+
+    async def changed_since(self, seen: int) -> None:
+        return None
+
+
+def test_a_step_waiting_on_its_watches_is_called_again_as_soon_as_they_see_a_change(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Not after the Wait's delay: the pause ends with the change, in no slice at all."""
+    revert = steps[StepName.REVERT_WORKLOADS]
+    revert.outcomes = [Wait("rolling out", retry_after=30.0)]
+
+    def read_watch(ctx: StepContext, call: int) -> None:
+        if call == 1:
+            ctx.wakeups.read(ChangedFollower())  # type: ignore[arg-type]
+
+    revert.act = read_watch
+    api = FakeApi()
+    stopped = drive(api)
+    assert revert.calls == 2 and api.status["phase"] == "Succeeded"
+    assert stopped.waits == []  # the 30 s were never waited, not even one slice
