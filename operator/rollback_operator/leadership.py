@@ -84,6 +84,7 @@ class Leadership:
         self.kube, self.namespace, self.me = kube, namespace, me
         self.clock, self.now = clock, now
         self.observed: Observed | None = None
+        self._held: dict[str, Any] | None = None  # the Lease as this instance last wrote it
 
     def try_acquire(self) -> bool:
         """Takes the Lease if it is free, expired or already ours; True when we hold it."""
@@ -100,6 +101,25 @@ class Leadership:
         if holder not in (None, "", self.me) and not expired:
             return False
         return self._update(lease, taking_over=holder != self.me)
+
+    def renew(self) -> bool:
+        """Renews the Lease this instance holds: one PUT at the version it last wrote, without
+        reading it first; when another writer came between (409) or it is gone, decided again
+        from a read (`try_acquire`). True while we hold it."""
+        held, self._held = self._held, None
+        if held is None:
+            return self.try_acquire()
+        spec = held.get("spec") or {}
+        transitions = int(spec.get("leaseTransitions") or 0)
+        body = {**held, "spec": self._body(transitions, spec.get("acquireTime"))}
+        try:
+            renewed = self.kube.request("PUT", lease_path(self.namespace), body)
+        except ApiError as error:
+            if error.status in (404, 409):
+                return self.try_acquire()
+            raise
+        self._seen(renewed)
+        return True
 
     def _body(self, transitions: int, acquired: str | None) -> dict[str, Any]:
         stamp = _micro_time(self.now())
@@ -144,6 +164,7 @@ class Leadership:
 
     def _seen(self, lease: dict[str, Any]) -> None:
         self.observed = Observed(lease["metadata"]["resourceVersion"], self.me, self.clock())
+        self._held = lease
 
     def release(self) -> None:
         """Gives the Lease up on a clean shutdown, so a standby need not wait it out."""
@@ -180,7 +201,7 @@ async def keep(leadership: Leadership, lost: Callable[[], None]) -> None:
         await asyncio.sleep(RENEW_SECONDS)
         try:
             # Bounded: a renewal that hangs must not outlive the deadline unnoticed.
-            took = _in_lease_thread(leadership.try_acquire)
+            took = _in_lease_thread(leadership.renew)
             if await asyncio.wait_for(took, RENEW_SECONDS + 2):
                 last = leadership.clock()
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -29,6 +30,9 @@ from rollback_operator.watches import Wakeups
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
+# A waiting step's progress (its message) is written at most this often: woken by each change
+# its watches see, a rollout would otherwise cost a status write per ReplicaSet update.
+PROGRESS_WRITE_SECONDS = 2.0
 # Transient API errors (5xx, 429, 409, unreachable) are retried, waiting 2 s, then twice as
 # long each time up to 30 s, until the step's deadline: spec.rolloutTimeout from the step's
 # start. Then the step fails, the site left as it is (maintenance on).
@@ -73,6 +77,7 @@ class Runner:
         self._seen = Seen()  # what a step read, for the next (Preflight's reads, chiefly)
         self._api_errors = 0  # transient API errors in a row, for the retries' backoff
         self._wakeups = Wakeups()  # what the last call of a step read from watches
+        self._progress_written = -PROGRESS_WRITE_SECONDS  # when a Wait was last written
 
     async def drive(self, stopped: Stopped) -> None:
         metrics.IN_PROGRESS.inc()
@@ -184,9 +189,14 @@ class Runner:
         outcome = await asyncio.to_thread(self._execute, step, self._wakeups)
         now = clock.now()
         if isinstance(outcome, Wait | NeedsApproval):
-            # A wait that changes nothing a reader sees spares the API server a write.
+            # A wait that changes nothing a reader sees spares the API server a write, and
+            # progress is written at most every PROGRESS_WRITE_SECONDS (a step's durable
+            # records are written by the step, and the next transition carries the rest).
             status = self.ledger.update(engine.stepped, step, outcome, self.spec, now, changed=None)
-            await self._flush()
+            due = time.monotonic() - self._progress_written >= PROGRESS_WRITE_SECONDS
+            if due or isinstance(outcome, NeedsApproval):
+                await self._flush()
+                self._progress_written = time.monotonic()
             if isinstance(outcome, NeedsApproval) and before.phase != Phase.AWAITING_APPROVAL:
                 await self.announcer.announce(
                     announce.AwaitingApproval(step, outcome.message), status

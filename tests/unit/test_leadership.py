@@ -121,3 +121,25 @@ def test_a_released_lease_is_taken_without_waiting() -> None:
     assert not b.try_acquire()
     a.release()
     assert b.try_acquire()
+
+
+def test_a_renewal_is_one_write_and_a_lost_lease_is_seen_by_the_next() -> None:
+    """The leader renews at the version it wrote, without reading the Lease; once a standby
+    took it over (the leader stalled past the duration), the renewal's conflict is read and
+    the old leader knows it lost."""
+    api, clock = FakeLeases(), Clock()
+    a, b = instance(api, "pod-a", clock), instance(api, "pod-b", clock)
+    assert a.try_acquire() and not b.try_acquire()
+    reads: list[str] = []
+    read = api.get
+    api.get = lambda path: reads.append(path) or read(path)  # type: ignore[method-assign]
+    for _ in range(3):
+        clock.seconds += 2
+        assert a.renew()
+    assert reads == [] and api.holder() == "pod-a"
+    api.get = read  # type: ignore[method-assign]
+    clock.seconds += LEASE_SECONDS
+    assert not b.try_acquire()  # b saw the last renewal only now: its clock starts here
+    clock.seconds += LEASE_SECONDS
+    assert b.try_acquire()
+    assert not a.renew() and api.holder() == "pod-b"

@@ -305,8 +305,9 @@ def test_each_step_start_is_written_before_the_step_acts(
 
 
 def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_written(
-    steps: dict[StepName, ScriptedStep],
+    steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(runner, "PROGRESS_WRITE_SECONDS", 0.0)  # every change is due
     api = FakeApi()
     steps[StepName.REVERT_WORKLOADS].outcomes = [
         Wait("rolling out", 0.5),
@@ -324,6 +325,25 @@ def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_writte
     # Started, the first wait, the changed wait: the repeated one is not written again.
     assert messages.count("rolling out") == 1
     assert "rolling out: 1 of 2" in messages
+    assert api.status["phase"] == "Succeeded"
+
+
+def test_quick_progress_is_written_once_per_interval_not_once_per_change(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Woken by every change its watches see, a rollout's progress would cost a write per
+    ReplicaSet update: within PROGRESS_WRITE_SECONDS only the first is written."""
+    api = FakeApi()
+    steps[StepName.REVERT_WORKLOADS].outcomes = [
+        Wait(f"rolling out: {n} of 3", 0.0) for n in range(3)
+    ]
+    drive(api)
+    messages = [
+        next(s.get("message") for s in w["steps"] if s["name"] == "RevertWorkloads")
+        for w in api.writes
+        if "steps" in w and w.get("step") == "RevertWorkloads"
+    ]
+    assert [m for m in messages if m and m.startswith("rolling out")] == ["rolling out: 0 of 3"]
     assert api.status["phase"] == "Succeeded"
 
 
