@@ -41,6 +41,7 @@ except ModuleNotFoundError as missing:
     API_ERRORS = _Uncounted()  # type: ignore[assignment]
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 FIELD_MANAGER = "rollback-operator"
 

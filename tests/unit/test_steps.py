@@ -19,6 +19,7 @@ import pytest
 
 from rollback_operator.autoscaling import FREEZE_PATCH, is_frozen
 from rollback_operator.kube import (
+    JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     ApiError,
@@ -196,6 +197,8 @@ class FakeKube(Watchable):
         obj = self.objects.get((namespace, kind, name))
         if obj is None:
             raise ApiError(404, "NotFound", f"{kind} {name!r} not found")
+        if content_type == JSON_PATCH:
+            return self._store(namespace, kind, name, obj, json_patch(obj, body))
         wanted = (body.get("metadata") or {}).get("resourceVersion")
         if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
             raise ApiError(409, "ConflictError", "the object has been modified")
@@ -205,7 +208,11 @@ class FakeKube(Watchable):
                 k: v for k, v in (body.get("metadata") or {}).items() if k != "resourceVersion"
             }
         }
-        new = apply(obj, body)
+        return self._store(namespace, kind, name, obj, apply(obj, body))
+
+    def _store(
+        self, namespace: str, kind: str, name: str, obj: dict[str, Any], new: dict[str, Any]
+    ) -> dict[str, Any]:
         if new.get("spec") != obj.get("spec"):
             new["metadata"]["generation"] = obj["metadata"]["generation"] + 1
         new["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
@@ -225,6 +232,29 @@ class FakeKube(Watchable):
         self.patch(_path(kind, name), change)
         self.patches.pop()
         self.log.pop()
+
+
+def json_patch(obj: dict[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 as the API server applies it (test, add, replace, remove on object keys): a
+    failed test or a missing path is a 422, and nothing is changed."""
+    new = copy.deepcopy(obj)
+    for operation in operations:
+        *parents, last = operation["path"].strip("/").split("/")
+        target: Any = new
+        for key in parents:
+            target = target.get(key) if isinstance(target, dict) else None
+            if target is None:
+                raise ApiError(422, "Invalid", f"{operation['path']}: missing")
+        if operation["op"] == "test":
+            if target.get(last) != operation["value"]:
+                raise ApiError(422, "Invalid", f"testing value {operation['path']} failed")
+        elif operation["op"] in ("add", "replace"):
+            target[last] = copy.deepcopy(operation["value"])
+        elif last not in target:
+            raise ApiError(422, "Invalid", f"{operation['path']}: missing")
+        else:
+            del target[last]
+    return new
 
 
 def _path(kind: str, name: str) -> str:
@@ -930,14 +960,19 @@ def test_resume_restores_the_behavior_exactly() -> None:
     outcome = ResumeAutoscaling().run(world.ctx(spec))
     assert outcome == Done("resumed HPA backend")
     assert world.kube.stored("HorizontalPodAutoscaler", "backend")["spec"] == original
-    patch = world.kube.patches[-1]
-    assert patch.body == {"metadata": {"resourceVersion": "2"}, "spec": {"behavior": BEHAVIOR}}
+    patch = world.kube.patches[-1]  # one call: put back only while still frozen, no read first
+    assert patch.content_type == JSON_PATCH and world.log == [("patch", patch.path)]
+    assert patch.body == [
+        {"op": "test", "path": "/spec/behavior/scaleUp/selectPolicy", "value": "Disabled"},
+        {"op": "test", "path": "/spec/behavior/scaleDown/selectPolicy", "value": "Disabled"},
+        {"op": "replace", "path": "/spec/behavior", "value": BEHAVIOR},
+    ]
 
 
 @pytest.mark.parametrize("read_back_without_nulls", [False, True])
 def test_resume_of_an_hpa_without_behavior_removes_it(read_back_without_nulls: bool) -> None:
-    """No behavior before the freeze: the resume sends behavior null, which removes the freeze,
-    also when the saved null was dropped by the API server."""
+    """No behavior before the freeze: the resume removes the behavior, which removes the
+    freeze, also when the saved null was dropped by the API server."""
     world = lawyershub()
     original = copy.deepcopy(world.kube.stored("HorizontalPodAutoscaler", "frontend")["spec"])
     spec = make_spec(hpas=["frontend"])
@@ -945,7 +980,7 @@ def test_resume_of_an_hpa_without_behavior_removes_it(read_back_without_nulls: b
     if read_back_without_nulls:
         del world.saved["hpas"]["frontend"]["behavior"]
     ResumeAutoscaling().run(world.ctx(spec))
-    assert world.kube.patches[-1].body["spec"] == {"behavior": None}
+    assert world.kube.patches[-1].body[-1] == {"op": "remove", "path": "/spec/behavior"}
     assert world.kube.stored("HorizontalPodAutoscaler", "frontend")["spec"] == original
 
 
@@ -960,7 +995,7 @@ def test_resume_reports_max_replicas_drift_and_keeps_it() -> None:
     drift = "HPA backend maxReplicas is now 20 (was 10), left as is"
     assert outcome == Done(f"resumed HPA backend; drift: {drift}", warnings=(drift,))
     patch = world.kube.patches[-1]
-    assert "maxReplicas" not in patch.body["spec"]
+    assert not [op for op in patch.body if "maxReplicas" in op["path"]]
     stored = world.kube.stored("HorizontalPodAutoscaler", "backend")["spec"]
     assert stored["maxReplicas"] == 20
     assert stored["behavior"] == BEHAVIOR
@@ -980,7 +1015,10 @@ def test_resume_leaves_a_behavior_someone_changed() -> None:
     outcome = ResumeAutoscaling().run(world.ctx(spec))
     assert isinstance(outcome, Done)
     assert outcome.warnings == ("HPA backend behavior was changed during the rollback, left as is",)
-    assert len(world.kube.patches) == patches
+    # Only the guarded patch, refused by its test: the behavior is theirs, untouched.
+    assert [p.content_type for p in world.kube.patches[patches:]] == [JSON_PATCH]
+    behavior = world.kube.stored("HorizontalPodAutoscaler", "backend")["spec"]["behavior"]
+    assert behavior["scaleUp"]["selectPolicy"] == "Min"
 
 
 def test_resume_is_idempotent_and_skips_what_was_never_frozen() -> None:
@@ -989,9 +1027,15 @@ def test_resume_is_idempotent_and_skips_what_was_never_frozen() -> None:
     spec = make_spec(hpas=["backend", "frontend"])
     PauseAutoscaling().run(world.ctx(make_spec(hpas=["backend"])))
     ResumeAutoscaling().run(world.ctx(spec))
-    patches = len(world.kube.patches)
+    versions = [
+        world.kube.stored("HorizontalPodAutoscaler", n)["metadata"]["resourceVersion"]
+        for n in ("backend", "frontend")
+    ]
     assert ResumeAutoscaling().run(world.ctx(spec)) == Done("resumed HPA backend, frontend")
-    assert len(world.kube.patches) == patches
+    assert versions == [
+        world.kube.stored("HorizontalPodAutoscaler", n)["metadata"]["resourceVersion"]
+        for n in ("backend", "frontend")
+    ]
     assert not is_frozen(world.kube.stored("HorizontalPodAutoscaler", "frontend"))
 
 

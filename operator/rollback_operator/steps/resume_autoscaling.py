@@ -2,13 +2,20 @@
 
 A field someone changed during the rollback (a new maxReplicas, a behavior that is no longer
 our freeze) is theirs: it is kept, and reported as drift instead of being overwritten.
+
+One call per HPA: a JSON patch whose `test`s check that the freeze is still there, then puts
+the saved behavior back (no read first, and no resourceVersion, which the HPA controller's
+status writes keep moving). When a test fails (the behavior is someone else's now) the HPA is
+read, and the step decides from what it finds.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from rollback_operator.autoscaling import is_frozen
 from rollback_operator.gitops import keda_paused
-from rollback_operator.kube import hpa_path
+from rollback_operator.kube import JSON_PATCH, ApiError, hpa_path
 from rollback_operator.model import StepName
 from rollback_operator.steps.base import AutoscalingStep, Done, Fail, Outcome, StepContext
 
@@ -26,6 +33,11 @@ class ResumeAutoscaling(AutoscalingStep):
         for name in ctx.targets.hpas:
             saved = ctx.ledger.original("hpas", name)
             scaled = keda_paused(ctx.ledger.originals("gitops"), name)
+            if saved is not None and not scaled:
+                resumed = _resume_frozen(ctx, name, saved)
+                if resumed is not None:
+                    drift += _bounds_drift(name, resumed, saved)
+                    continue
             hpa = ctx.kube.hpa(ctx.namespace, name) if saved or scaled else None
             if hpa is None and scaled:
                 held.append(f"HPA {name} (ScaledObject {scaled})")
@@ -38,12 +50,7 @@ class ResumeAutoscaling(AutoscalingStep):
                     f"status.saved.hpas.{name}"
                 )
             spec = hpa["spec"]
-            for field in ("minReplicas", "maxReplicas"):
-                if spec.get(field, 1) != saved[field]:
-                    now = spec.get(field, 1)
-                    drift.append(
-                        f"HPA {name} {field} is now {now} (was {saved[field]}), left as is"
-                    )
+            drift += _bounds_drift(name, hpa, saved)
             if is_frozen(hpa):
                 ctx.kube.patch(
                     hpa_path(ctx.namespace, name),
@@ -64,3 +71,36 @@ class ResumeAutoscaling(AutoscalingStep):
         if drift:
             message += "; drift: " + "; ".join(drift)
         return Done(message, warnings=tuple(drift))
+
+
+def _resume_frozen(ctx: StepContext, name: str, saved: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved behavior put back in one call if the HPA is still frozen: the HPA as patched,
+    or None when it is not frozen any more or is gone (the caller reads it and decides)."""
+    behavior = saved.get("behavior")
+    restore = (
+        {"op": "remove", "path": "/spec/behavior"}
+        if behavior is None  # none saved (status drops nulls): the freeze is all there is
+        else {"op": "replace", "path": "/spec/behavior", "value": behavior}
+    )
+    operations = [
+        *(
+            {"op": "test", "path": f"/spec/behavior/{direction}/selectPolicy", "value": "Disabled"}
+            for direction in ("scaleUp", "scaleDown")
+        ),
+        restore,
+    ]
+    try:
+        return ctx.kube.patch(hpa_path(ctx.namespace, name), operations, JSON_PATCH)
+    except ApiError as error:
+        if error.status in (404, 422):  # gone, or a test failed: not our freeze any more
+            return None
+        raise
+
+
+def _bounds_drift(name: str, hpa: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    spec = hpa["spec"]
+    return [
+        f"HPA {name} {field} is now {spec.get(field, 1)} (was {saved[field]}), left as is"
+        for field in ("minReplicas", "maxReplicas")
+        if spec.get(field, 1) != saved[field]
+    ]
