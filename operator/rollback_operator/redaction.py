@@ -13,6 +13,7 @@ capability hides secrets the same way, and a new one finds them in one place.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -218,9 +219,12 @@ class _Known:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, None] = {}  # insertion-ordered, for forgetting the oldest
+        self.generation = 0  # changes with the values: what `scrub` remembers is keyed by it
 
     def add(self, value: str) -> None:
         with self._lock:
+            if value not in self._values:
+                self.generation += 1
             self._values.pop(value, None)
             self._values[value] = None
             while len(self._values) > MAX_KNOWN:
@@ -233,9 +237,11 @@ class _Known:
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
+            self.generation += 1
 
 
 KNOWN = _Known()
+SCRUB_CACHE_SIZE = 4096  # texts remembered scrubbed: a few hundred per run in flight
 
 
 def remember(value: str | None) -> None:
@@ -260,9 +266,20 @@ def remember(value: str | None) -> None:
 
 def scrub(text: str) -> str:
     """`text` as it may be quoted anywhere people read it: the Secrets the operator read and
-    every credential-shaped part replaced by `REDACTED`, psql's lines quoting rows dropped."""
+    every credential-shaped part replaced by `REDACTED`, psql's lines quoting rows dropped.
+
+    Remembered per text while the Secrets known stay the same: the ledger scrubs the whole
+    status at every transition, and most of it (the saved originals, the earlier steps'
+    messages) is the same text again."""
     if not text:
         return text
+    return _scrubbed_text(text, KNOWN.generation)
+
+
+@functools.lru_cache(maxsize=SCRUB_CACHE_SIZE)
+def _scrubbed_text(text: str, generation: int) -> str:
+    """`scrub`'s work; `generation` only keys the cache (a Secret learned since a text was
+    scrubbed makes a new key; one learned while it is scrubbed can only hide more)."""
     text = redact(text, *KNOWN.values())
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)

@@ -362,7 +362,11 @@ class Runner:
         meta = self.body["metadata"]
         rerun = (meta.get("annotations") or {}).get(model.RERUN_ANNOTATION)
         key = runonce.key(_plain(self.body["spec"]), rerun)
-        configmap = self.kube.configmap(self.namespace, postmortem.configmap_name(self.name))
+        name = postmortem.configmap_name(self.name)
+        configmap = self.kube.configmap(self.namespace, name)
+        # Report adds this run's record to those read here ({}: none yet), without a read:
+        # only a run of this request's name writes that ConfigMap, and one runs at a time.
+        self._seen.keep("configmaps", name, configmap or {})
         return runonce.earlier(configmap, key, meta.get("uid", ""))
 
     async def _flush(self) -> None:

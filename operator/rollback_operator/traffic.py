@@ -107,16 +107,17 @@ def patch_backends(
     name: str,
     ingress: dict[str, Any],
     changes: list[tuple[Location, dict[str, Any]]],
-) -> None:
-    """Gives each location of Ingress `name`, as it was read (`ingress`), its new backend.
+) -> dict[str, Any]:
+    """Gives each location of Ingress `name`, as it was read (`ingress`), its new backend; the
+    Ingress as it now stands (the patch's answer, or `ingress` when nothing changed).
 
     The patch carries the resourceVersion of that read: an edit made since is refused (409, and
     the step is retried on a fresh read) rather than overwritten. Nothing is sent without
     changes.
     """
     if not changes:
-        return
-    kube.patch(
+        return ingress
+    return kube.patch(
         ingress_path(namespace, name),
         {
             "metadata": {"resourceVersion": ingress["metadata"]["resourceVersion"]},

@@ -574,3 +574,13 @@ def test_the_placeholder_says_what_happened() -> None:
     assert (
         scrub("> Authorization: Bearer s3cr3tT0kenV4lue") == f"> Authorization: Bearer {REDACTED}"
     )
+
+
+def test_a_text_scrubbed_before_a_secret_was_read_is_scrubbed_again_after() -> None:
+    """`scrub` remembers what it scrubbed, but not across a Secret learnt since."""
+    text = "curl -H 'X-Purge: q8Zr2LmW0pTb7Kcv' https://cdn.example/purge"
+    assert scrub(text) == text  # nothing credential-shaped, no Secret known yet
+    redaction.remember("q8Zr2LmW0pTb7Kcv")
+    assert "q8Zr2LmW0pTb7Kcv" not in scrub(text)
+    redaction.KNOWN.clear()
+    assert scrub(text) == text

@@ -31,7 +31,8 @@ class DisableMaintenance(BaseStep):
             saved = ctx.ledger.original("ingresses", name)
             if saved is None:
                 continue  # never switched: nothing to restore
-            ingress = ctx.kube.ingress(ctx.namespace, name)
+            # As EnableMaintenance's patch left it, when this process made it (see Seen).
+            ingress = ctx.seen.take("ingresses", name) or ctx.kube.ingress(ctx.namespace, name)
             if ingress is None:
                 return Fail(
                     f"Ingress {name!r} disappeared before traffic could return; recreate it with "

@@ -78,7 +78,11 @@ class EnableMaintenance(BaseStep):
                     )
                 if current != maintenance:
                     changes.append((entry["location"], maintenance))
-            patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
+            # Kept for DisableMaintenance: unchanged until then, it needs no read (its patch
+            # carries this version; an edit made meanwhile is a conflict, and a fresh read).
+            ctx.seen.keep(
+                "ingresses", name, patch_backends(ctx.kube, ctx.namespace, name, ingress, changes)
+            )
             switched.append(
                 f"{name} ({len(ctx.ledger.original('ingresses', name)['backends'])} backend(s))"
             )

@@ -29,7 +29,9 @@ class Report(BaseStep):
         ending = phase if phase.terminal else Phase.SUCCEEDED
         rerun = (request["metadata"].get("annotations") or {}).get(RERUN_ANNOTATION)
         record_key = runonce.key(request["spec"], rerun)
-        existing = ctx.kube.configmap(ctx.namespace, name)
+        existing = ctx.seen.take("configmaps", name)  # as read at the run's start ({}: none)
+        if existing is None:  # a run resumed by a restarted operator
+            existing = ctx.kube.configmap(ctx.namespace, name)
         ctx.kube.apply_configmap(
             ctx.namespace,
             name,
