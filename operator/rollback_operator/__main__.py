@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import sys
@@ -165,7 +166,27 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.to_thread(lead.release)
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def fewer_malloc_arenas(arenas: int = 2) -> bool:
+    """Caps glibc's malloc arenas, as MALLOC_ARENA_MAX does, however the operator is started.
+
+    glibc gives each thread that contends for malloc an arena of its own, up to eight per
+    core; with a hundred runs in flight (their steps' worker threads, their watches) freed
+    memory stays spread over a dozen arenas and the resident set keeps the high-water mark
+    of each. Two arenas keep it compact, at no measurable cost in speed here: the GIL
+    serialises the Python work anyway. Must run before any thread starts. False where the C
+    library is not glibc (nothing to tune)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
+    fewer_malloc_arenas()
     args = parse_args(argv)
     if _MISSING is not None:
         sys.exit(

@@ -30,9 +30,11 @@ from rollback_operator.watches import Wakeups
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
-# A waiting step's progress (its message) is written at most this often: woken by each change
-# its watches see, a rollout would otherwise cost a status write per ReplicaSet update.
+# A waiting step's progress (its message) is written at most this often, or a quarter of the
+# time it has waited, up to the maximum: woken by each change its watches see, a rollout would
+# otherwise cost a status write per ReplicaSet update. Quick progress is shown as it goes.
 PROGRESS_WRITE_SECONDS = 2.0
+PROGRESS_WRITE_MAX_SECONDS = 15.0
 # Transient API errors (5xx, 429, 409, unreachable) are retried, waiting 2 s, then twice as
 # long each time up to 30 s, until the step's deadline: spec.rolloutTimeout from the step's
 # start. Then the step fails, the site left as it is (maintenance on).
@@ -77,7 +79,8 @@ class Runner:
         self._seen = Seen()  # what a step read, for the next (Preflight's reads, chiefly)
         self._api_errors = 0  # transient API errors in a row, for the retries' backoff
         self._wakeups = Wakeups()  # what the last call of a step read from watches
-        self._progress_written = -PROGRESS_WRITE_SECONDS  # when a Wait was last written
+        # Which step's Wait was last written, and when: a step's first Wait is always written.
+        self._progress_written: tuple[StepName | None, float] = (None, 0.0)
 
     async def drive(self, stopped: Stopped) -> None:
         metrics.IN_PROGRESS.inc()
@@ -190,13 +193,16 @@ class Runner:
         now = clock.now()
         if isinstance(outcome, Wait | NeedsApproval):
             # A wait that changes nothing a reader sees spares the API server a write, and
-            # progress is written at most every PROGRESS_WRITE_SECONDS (a step's durable
-            # records are written by the step, and the next transition carries the rest).
+            # progress is written at most every `progress_interval` (a step's durable records
+            # are written by the step, and the next transition carries the rest).
             status = self.ledger.update(engine.stepped, step, outcome, self.spec, now, changed=None)
-            due = time.monotonic() - self._progress_written >= PROGRESS_WRITE_SECONDS
+            started = status.record(step).started_at
+            waited = (now - clock.parse(started)).total_seconds() if started else 0.0
+            last_step, last_written = self._progress_written
+            due = last_step != step or time.monotonic() - last_written >= progress_interval(waited)
             if due or isinstance(outcome, NeedsApproval):
                 await self._flush()
-                self._progress_written = time.monotonic()
+                self._progress_written = (step, time.monotonic())
             if isinstance(outcome, NeedsApproval) and before.phase != Phase.AWAITING_APPROVAL:
                 await self.announcer.announce(
                     announce.AwaitingApproval(step, outcome.message), status
@@ -389,6 +395,11 @@ class Runner:
 
 # The reason of the Event that tells how a run ended.
 _END_REASONS = {Phase.SUCCEEDED: "Succeeded", Phase.ABORTED: "Aborted", Phase.FAILED: "StepFailed"}
+
+
+def progress_interval(waited: float) -> float:
+    """How long a step that has waited `waited` seconds leaves its progress unwritten."""
+    return min(PROGRESS_WRITE_MAX_SECONDS, max(PROGRESS_WRITE_SECONDS, waited / 4))
 
 
 async def _none() -> None:

@@ -307,7 +307,7 @@ def test_each_step_start_is_written_before_the_step_acts(
 def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_written(
     steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "PROGRESS_WRITE_SECONDS", 0.0)  # every change is due
+    monkeypatch.setattr(runner, "progress_interval", lambda waited: 0.0)  # every change is due
     api = FakeApi()
     steps[StepName.REVERT_WORKLOADS].outcomes = [
         Wait("rolling out", 0.5),
@@ -677,3 +677,9 @@ def test_a_step_waiting_on_its_watches_is_called_again_as_soon_as_they_see_a_cha
     stopped = drive(api)
     assert revert.calls == 2 and api.status["phase"] == "Succeeded"
     assert stopped.waits == []  # the 30 s were never waited, not even one slice
+
+
+def test_progress_is_written_often_at_first_and_every_15_s_at_most_later() -> None:
+    assert runner.progress_interval(0.0) == 2.0
+    assert runner.progress_interval(20.0) == 5.0
+    assert runner.progress_interval(600.0) == 15.0
