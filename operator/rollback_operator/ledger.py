@@ -137,6 +137,12 @@ class StatusLedger:
             self._dirty = self._dirty or changed
             return self._status.copy()
 
+    @property
+    def pending(self) -> bool:
+        """Whether a transition is recorded that is not written yet."""
+        with self._lock:
+            return self._dirty
+
     def flush(self) -> None:
         """Writes the whole status if anything changed since the last write."""
         with self._lock:

@@ -30,9 +30,10 @@ from rollback_operator.watches import Wakeups
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
-# A waiting step's progress (its message) is written at most this often, or a quarter of the
-# time it has waited, up to the maximum: woken by each change its watches see, a rollout would
-# otherwise cost a status write per ReplicaSet update. Quick progress is shown as it goes.
+# A waiting step's progress (its message) is written this long after its start or its last
+# write, or a quarter of the time it has waited, up to the maximum: woken by each change its
+# watches see, a rollout would otherwise cost a status write per ReplicaSet update, and a step
+# that is done within seconds writes no progress at all (its start and outcome tell it all).
 PROGRESS_WRITE_SECONDS = 2.0
 PROGRESS_WRITE_MAX_SECONDS = 15.0
 # Transient API errors (5xx, 429, 409, unreachable) are retried, waiting 2 s, then twice as
@@ -79,8 +80,9 @@ class Runner:
         self._seen = Seen()  # what a step read, for the next (Preflight's reads, chiefly)
         self._api_errors = 0  # transient API errors in a row, for the retries' backoff
         self._wakeups = Wakeups()  # what the last call of a step read from watches
-        # Which step's Wait was last written, and when: a step's first Wait is always written.
-        self._progress_written: tuple[StepName | None, float] = (None, 0.0)
+        # When the waiting step's progress is next written (monotonic seconds): progress is
+        # kept unwritten until then, and written then even if the step is not called again.
+        self._progress_due = 0.0
 
     async def drive(self, stopped: Stopped) -> None:
         metrics.IN_PROGRESS.inc()
@@ -160,6 +162,9 @@ class Runner:
         try:
             left = seconds
             while left > 0 and not stopped and not self._abort_asked():
+                if self.ledger.pending and time.monotonic() >= self._progress_due:
+                    await self._flush()  # progress held back, and no call since to write it
+                    self._progress_due = time.monotonic() + PROGRESS_WRITE_SECONDS
                 slice_seconds = min(left, ABORT_SLICE_SECONDS)
                 if changed is None:
                     await stopped.wait(slice_seconds)
@@ -182,6 +187,7 @@ class Runner:
             fresh = record.state != StepState.RUNNING
             status = self.ledger.update(engine.started, step, self.spec, clock.now())
             self._resumed.add(step)
+            self._progress_due = time.monotonic() + PROGRESS_WRITE_SECONDS  # from its start
             # Durable before any side effect: the step's start time seeds what it writes. A
             # step that records before acting carries it in its first record (see ledger.py).
             if not getattr(registry.STEPS[step], "records_before_acting", False):
@@ -198,11 +204,9 @@ class Runner:
             status = self.ledger.update(engine.stepped, step, outcome, self.spec, now, changed=None)
             started = status.record(step).started_at
             waited = (now - clock.parse(started)).total_seconds() if started else 0.0
-            last_step, last_written = self._progress_written
-            due = last_step != step or time.monotonic() - last_written >= progress_interval(waited)
-            if due or isinstance(outcome, NeedsApproval):
+            if isinstance(outcome, NeedsApproval) or time.monotonic() >= self._progress_due:
                 await self._flush()
-                self._progress_written = (step, time.monotonic())
+                self._progress_due = time.monotonic() + progress_interval(waited)
             if isinstance(outcome, NeedsApproval) and before.phase != Phase.AWAITING_APPROVAL:
                 await self.announcer.announce(
                     announce.AwaitingApproval(step, outcome.message), status
@@ -225,8 +229,14 @@ class Runner:
         after a crash in the slow work, must not go on and succeed). `status.announced` stays
         False until the announcing is done; the daemon runs while it is False, so a crash in
         between has a restarted operator announce the end (notifications are sent once: see
-        notify.py).
+        notify.py). A run that succeeded with no webhook to tell has nothing whose announcing
+        must survive a crash (its post-mortem is written, its Event is a courtesy): its end is
+        written announced, one write instead of two.
         """
+        status = self.ledger.status
+        quiet = not self.announcer.notify.webhooks and status.earlier_run is None
+        if quiet and status.phase == Phase.SUCCEEDED:
+            self.ledger.update(engine.announced, changed=None)  # already, for a quiet success
         await self._flush()
         await self._announce_end()
 
@@ -245,7 +255,7 @@ class Runner:
             await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
         except ApiError as error:  # a later request takes over the claims of a finished one
             self.logger.warning("could not give back the targets' claims: %s", error)
-        self.ledger.update(engine.announced)
+        self.ledger.update(engine.announced, changed=None)  # already, for a quiet success
         await self._flush()
 
     async def _report_anyway(self) -> None:

@@ -195,6 +195,12 @@ def drive(api: FakeApi, annotations: dict[str, str] | None = None) -> Stopped:
     return stopped
 
 
+async def _drive_once(api: FakeApi, stopped: Stopped) -> None:
+    body = api.body()
+    runner_ = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
+    await runner_.drive(stopped)
+
+
 async def _drive_until(api: FakeApi, annotations: dict[str, str], stopped: Stopped) -> None:
     body = api.body(annotations)
     runner = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
@@ -308,6 +314,7 @@ def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_writte
     steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner, "progress_interval", lambda waited: 0.0)  # every change is due
+    monkeypatch.setattr(runner, "PROGRESS_WRITE_SECONDS", 0.0)
     api = FakeApi()
     steps[StepName.REVERT_WORKLOADS].outcomes = [
         Wait("rolling out", 0.5),
@@ -328,22 +335,40 @@ def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_writte
     assert api.status["phase"] == "Succeeded"
 
 
-def test_quick_progress_is_written_once_per_interval_not_once_per_change(
-    steps: dict[StepName, ScriptedStep],
+def test_quick_progress_is_not_written_and_held_back_progress_is_written_in_the_pause(
+    steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Woken by every change its watches see, a rollout's progress would cost a write per
-    ReplicaSet update: within PROGRESS_WRITE_SECONDS only the first is written."""
+    ReplicaSet update: a step done within PROGRESS_WRITE_SECONDS of its start writes none.
+    Progress held back is written once due, by the pause, when no call comes to write it."""
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
     api = FakeApi()
-    steps[StepName.REVERT_WORKLOADS].outcomes = [
-        Wait(f"rolling out: {n} of 3", 0.0) for n in range(3)
-    ]
-    drive(api)
-    messages = [
-        next(s.get("message") for s in w["steps"] if s["name"] == "RevertWorkloads")
-        for w in api.writes
-        if "steps" in w and w.get("step") == "RevertWorkloads"
-    ]
-    assert [m for m in messages if m and m.startswith("rolling out")] == ["rolling out: 0 of 3"]
+    revert, verify = steps[StepName.REVERT_WORKLOADS], steps[StepName.VERIFY]
+    revert.outcomes = [Wait(f"rolling out: {n} of 3", 0.0) for n in range(3)]
+    verify.outcomes = [Wait("checking", 5.0)]  # its pause: 10 slices of 0.5 s
+
+    def slices_pass(stopped: Stopped) -> None:
+        async def wait(timeout: float | None = None) -> None:
+            clock[0] += timeout or 0.0
+            await asyncio.sleep(0)
+
+        stopped.wait = wait  # type: ignore[method-assign]
+
+    stopped = Stopped()
+    slices_pass(stopped)
+    asyncio.run(_drive_once(api, stopped))
+
+    def progress(step: str) -> list[str]:
+        return [
+            m
+            for w in api.writes
+            for m in [next(s.get("message") for s in w.get("steps", []) if s["name"] == step)]
+            if m and m != "running" and not m.endswith("done")
+        ]
+
+    assert progress("RevertWorkloads") == []  # quick: no progress written
+    assert "checking" in progress("Verify")  # written by the pause, 2 s into it
     assert api.status["phase"] == "Succeeded"
 
 
@@ -683,3 +708,14 @@ def test_progress_is_written_often_at_first_and_every_15_s_at_most_later() -> No
     assert runner.progress_interval(0.0) == 2.0
     assert runner.progress_interval(20.0) == 5.0
     assert runner.progress_interval(600.0) == 15.0
+
+
+def test_a_quiet_success_is_written_announced_in_its_terminal_write(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """No webhook to tell: the end is announced (an Event) with nothing to redo after a crash,
+    so the terminal write says so at once: one write, not two."""
+    api = FakeApi()
+    drive(api)
+    terminal = [w for w in api.writes if w.get("phase") == "Succeeded"]
+    assert len(terminal) == 1 and terminal[0]["announced"] is True
