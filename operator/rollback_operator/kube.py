@@ -83,6 +83,15 @@ def _unreachable(error: Exception) -> ApiError:
     return ApiError(status=0, reason="Unreachable", message=str(error))
 
 
+def lean(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`obj` without its managedFields, for an object held in memory while a run goes on
+    (a step's read kept for the next, a watch's latest state): nothing here reads them, and
+    they are often the larger part of a Deployment."""
+    if obj is not None:
+        (obj.get("metadata") or {}).pop("managedFields", None)
+    return obj
+
+
 class Kube:
     """A thin JSON client: paths in, dicts out. `None` for an object that does not exist."""
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import urllib3
 
-from rollback_operator.kube import ApiError, Kube
+from rollback_operator.kube import ApiError, Kube, lean
 
 CALL_SECONDS = 4.0  # the longest a step's call waits for a change: an abort is seen within it
 WATCH_SLICE_SECONDS = 60  # the longest one watch request is left open
@@ -100,7 +100,7 @@ class Follower:
     ) -> None:
         self.kube, self.collection, self._clock = kube, collection, clock
         self._cond = threading.Condition()
-        self._objects: Objects = dict(objects)
+        self._objects: Objects = {name: lean(obj) for name, obj in objects.items()}
         self._deadline = clock() + seconds
         self._asked = clock()
         self._stop = threading.Event()
@@ -247,6 +247,7 @@ class Follower:
         return version
 
     def _changed(self, name: str, obj: dict[str, Any] | None) -> None:
+        lean(obj)
         with self._cond:
             self._objects[name] = obj
             self._changes += 1

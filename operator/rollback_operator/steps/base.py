@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from rollback_operator.kube import Kube
+from rollback_operator.kube import Kube, lean
 from rollback_operator.ledger import Ledger
 from rollback_operator.model import RollbackSpec, StepName, Targets
 from rollback_operator.outcomes import Approval, Done, Fail, NeedsApproval, Outcome, Wait
@@ -54,7 +54,7 @@ class Seen:
 
     def keep(self, kind: str, name: str, obj: dict[str, Any]) -> None:
         with self._lock:
-            self._objects[(kind, name)] = copy.deepcopy(obj)
+            self._objects[(kind, name)] = lean(copy.deepcopy(obj)) or {}
 
     def take(self, kind: str, name: str) -> dict[str, Any] | None:
         with self._lock:
