@@ -30,12 +30,14 @@ from rollback_operator.watches import Wakeups
 
 QUEUE_POLL_SECONDS = 1.0
 ABORT_SLICE_SECONDS = 0.5  # how often a waiting run looks for the abort annotation
-# A waiting step's progress (its message) is written this long after its start or its last
-# write, or a quarter of the time it has waited, up to the maximum: woken by each change its
-# watches see, a rollout would otherwise cost a status write per ReplicaSet update, and a step
-# that is done within seconds writes no progress at all (its start and outcome tell it all).
+# A waiting step's progress (its message) is first written this long after its start, then
+# after half the time it has waited (at least PROGRESS_INTERVAL_SECONDS, at most the maximum):
+# woken by each change its watches see, a rollout would otherwise cost a status write per
+# ReplicaSet update, and a step done within seconds writes no progress at all (its start and
+# outcome tell it all). A 30 s rollout writes its progress at 2, 7, 12, 18 and 27 s.
 PROGRESS_WRITE_SECONDS = 2.0
-PROGRESS_WRITE_MAX_SECONDS = 15.0
+PROGRESS_INTERVAL_SECONDS = 5.0
+PROGRESS_WRITE_MAX_SECONDS = 30.0
 # Transient API errors (5xx, 429, 409, unreachable) are retried, waiting 2 s, then twice as
 # long each time up to 30 s, until the step's deadline: spec.rolloutTimeout from the step's
 # start. Then the step fails, the site left as it is (maintenance on).
@@ -164,7 +166,7 @@ class Runner:
             while left > 0 and not stopped and not self._abort_asked():
                 if self.ledger.pending and time.monotonic() >= self._progress_due:
                     await self._flush()  # progress held back, and no call since to write it
-                    self._progress_due = time.monotonic() + PROGRESS_WRITE_SECONDS
+                    self._progress_due = time.monotonic() + PROGRESS_INTERVAL_SECONDS
                 slice_seconds = min(left, ABORT_SLICE_SECONDS)
                 if changed is None:
                     await stopped.wait(slice_seconds)
@@ -409,7 +411,7 @@ _END_REASONS = {Phase.SUCCEEDED: "Succeeded", Phase.ABORTED: "Aborted", Phase.FA
 
 def progress_interval(waited: float) -> float:
     """How long a step that has waited `waited` seconds leaves its progress unwritten."""
-    return min(PROGRESS_WRITE_MAX_SECONDS, max(PROGRESS_WRITE_SECONDS, waited / 4))
+    return min(PROGRESS_WRITE_MAX_SECONDS, max(PROGRESS_INTERVAL_SECONDS, waited / 2))
 
 
 async def _none() -> None:

@@ -704,10 +704,10 @@ def test_a_step_waiting_on_its_watches_is_called_again_as_soon_as_they_see_a_cha
     assert stopped.waits == []  # the 30 s were never waited, not even one slice
 
 
-def test_progress_is_written_often_at_first_and_every_15_s_at_most_later() -> None:
-    assert runner.progress_interval(0.0) == 2.0
-    assert runner.progress_interval(20.0) == 5.0
-    assert runner.progress_interval(600.0) == 15.0
+def test_progress_is_written_often_at_first_and_every_30_s_at_most_later() -> None:
+    assert runner.progress_interval(2.0) == 5.0
+    assert runner.progress_interval(24.0) == 12.0
+    assert runner.progress_interval(600.0) == 30.0
 
 
 def test_a_quiet_success_is_written_announced_in_its_terminal_write(
