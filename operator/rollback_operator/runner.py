@@ -206,7 +206,11 @@ class Runner:
             status = self.ledger.update(engine.stepped, step, outcome, self.spec, now, changed=None)
             started = status.record(step).started_at
             waited = (now - clock.parse(started)).total_seconds() if started else 0.0
-            if isinstance(outcome, NeedsApproval) or time.monotonic() >= self._progress_due:
+            # Only a step woken by its watches is held back: it is called at every change they
+            # see. A step that waits on its own clock (Monitor's evaluations, a CDN's
+            # Retry-After) writes each Wait that changes something, as it happens.
+            held_back = bool(self._wakeups) and time.monotonic() < self._progress_due
+            if isinstance(outcome, NeedsApproval) or not held_back:
                 await self._flush()
                 self._progress_due = time.monotonic() + progress_interval(waited)
             if isinstance(outcome, NeedsApproval) and before.phase != Phase.AWAITING_APPROVAL:
@@ -231,14 +235,8 @@ class Runner:
         after a crash in the slow work, must not go on and succeed). `status.announced` stays
         False until the announcing is done; the daemon runs while it is False, so a crash in
         between has a restarted operator announce the end (notifications are sent once: see
-        notify.py). A run that succeeded with no webhook to tell has nothing whose announcing
-        must survive a crash (its post-mortem is written, its Event is a courtesy): its end is
-        written announced, one write instead of two.
+        notify.py). It is written last, on its own: once Kopf sees it, it stops the daemon.
         """
-        status = self.ledger.status
-        quiet = not self.announcer.notify.webhooks and status.earlier_run is None
-        if quiet and status.phase == Phase.SUCCEEDED:
-            self.ledger.update(engine.announced, changed=None)  # already, for a quiet success
         await self._flush()
         await self._announce_end()
 
@@ -257,7 +255,7 @@ class Runner:
             await asyncio.to_thread(self.gate.release)  # the targets are free for the next run
         except ApiError as error:  # a later request takes over the claims of a finished one
             self.logger.warning("could not give back the targets' claims: %s", error)
-        self.ledger.update(engine.announced, changed=None)  # already, for a quiet success
+        self.ledger.update(engine.announced)
         await self._flush()
 
     async def _report_anyway(self) -> None:

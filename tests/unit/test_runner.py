@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -195,12 +197,6 @@ def drive(api: FakeApi, annotations: dict[str, str] | None = None) -> Stopped:
     return stopped
 
 
-async def _drive_once(api: FakeApi, stopped: Stopped) -> None:
-    body = api.body()
-    runner_ = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
-    await runner_.drive(stopped)
-
-
 async def _drive_until(api: FakeApi, annotations: dict[str, str], stopped: Stopped) -> None:
     body = api.body(annotations)
     runner = Runner(api, body, _spec(body), FreeGate(), _logger())  # type: ignore[arg-type]
@@ -335,29 +331,33 @@ def test_a_waiting_step_runs_again_and_a_wait_that_changes_nothing_is_not_writte
     assert api.status["phase"] == "Succeeded"
 
 
+class QuietFollower:
+    """A watch that sees no change while the test runs."""
+
+    def snapshot(self) -> tuple[dict[str, Any], int]:
+        return {}, 0
+
+    async def changed_since(self, seen: int) -> None:
+        await asyncio.Event().wait()
+
+
 def test_quick_progress_is_not_written_and_held_back_progress_is_written_in_the_pause(
     steps: dict[StepName, ScriptedStep], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Woken by every change its watches see, a rollout's progress would cost a write per
     ReplicaSet update: a step done within PROGRESS_WRITE_SECONDS of its start writes none.
-    Progress held back is written once due, by the pause, when no call comes to write it."""
-    clock = [1000.0]
-    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    Progress held back is written once due, by the pause, when no call comes to write it.
+    The runner's clock runs ten times as fast here: the pause's half a second is 5 s."""
+    started = time.monotonic()
+    fast = SimpleNamespace(monotonic=lambda: started + (time.monotonic() - started) * 10)
+    monkeypatch.setattr(runner, "time", fast)
     api = FakeApi()
     revert, verify = steps[StepName.REVERT_WORKLOADS], steps[StepName.VERIFY]
     revert.outcomes = [Wait(f"rolling out: {n} of 3", 0.0) for n in range(3)]
-    verify.outcomes = [Wait("checking", 5.0)]  # its pause: 10 slices of 0.5 s
-
-    def slices_pass(stopped: Stopped) -> None:
-        async def wait(timeout: float | None = None) -> None:
-            clock[0] += timeout or 0.0
-            await asyncio.sleep(0)
-
-        stopped.wait = wait  # type: ignore[method-assign]
-
-    stopped = Stopped()
-    slices_pass(stopped)
-    asyncio.run(_drive_once(api, stopped))
+    verify.outcomes = [Wait("checking", 1.0)]
+    for step in (revert, verify):
+        step.act = lambda ctx, call: ctx.wakeups.read(QuietFollower())  # type: ignore[arg-type]
+    drive(api)
 
     def progress(step: str) -> list[str]:
         return [
@@ -370,6 +370,20 @@ def test_quick_progress_is_not_written_and_held_back_progress_is_written_in_the_
     assert progress("RevertWorkloads") == []  # quick: no progress written
     assert "checking" in progress("Verify")  # written by the pause, 2 s into it
     assert api.status["phase"] == "Succeeded"
+
+
+def test_a_wait_on_the_steps_own_clock_is_written_at_once(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Monitor's evaluations, a CDN's Retry-After: not woken by watches, not held back."""
+    api = FakeApi()
+    steps[StepName.PURGE_CDN].outcomes = [Wait("Cloudflare answered 429: again in 2s", 0.0)]
+    drive(api)
+    assert any(
+        s.get("message") == "Cloudflare answered 429: again in 2s"
+        for w in api.writes
+        for s in w.get("steps", [])
+    )
 
 
 def test_a_failing_step_ends_the_run_failed_with_a_post_mortem(
@@ -708,14 +722,3 @@ def test_progress_is_written_often_at_first_and_every_30_s_at_most_later() -> No
     assert runner.progress_interval(2.0) == 5.0
     assert runner.progress_interval(24.0) == 12.0
     assert runner.progress_interval(600.0) == 30.0
-
-
-def test_a_quiet_success_is_written_announced_in_its_terminal_write(
-    steps: dict[StepName, ScriptedStep],
-) -> None:
-    """No webhook to tell: the end is announced (an Event) with nothing to redo after a crash,
-    so the terminal write says so at once: one write, not two."""
-    api = FakeApi()
-    drive(api)
-    terminal = [w for w in api.writes if w.get("phase") == "Succeeded"]
-    assert len(terminal) == 1 and terminal[0]["announced"] is True
