@@ -1,26 +1,30 @@
-"""Following objects with watches instead of reading them again and again: a rollout's
-Deployments (RevertWorkloads, Verify), a step's Job (the database steps, the smoke tests).
+"""Following objects with watches instead of reading them again and again: a rollout's Deployments
+(RevertWorkloads, Verify), a step's Job (the database steps, the smoke tests).
 
 A step waiting for objects to reach a state used to read them again with backoff, each read a
 request, most of them answering "not yet". Now the step hands the objects it holds (each read
-or written at a resourceVersion) to a `Follower`: one watch per object, narrowed to its name
-and started from that version, in a thread of its own, so that every change after it arrives
-as it happens and none is missed. The watch's timeout is the step's deadline (at most
-`WATCH_SLICE_SECONDS` a request); when the server ends it (its timeout, a restart) it is opened
-again from the last version seen; after `410 Gone` (that version left the server's window) the
-object is listed again and followed from there; while the API server does not answer, it is
-tried again with backoff until the deadline, and the last error is there for the step to say.
+or written at a resourceVersion) to a `Follower`: one watch, in a thread of its own, narrowed
+to the object's name when it follows one (a Job), else of the namespace's collection, filtered
+to the names it follows (a run's Deployments). It starts from the earliest version the step
+holds, so that every change after any of them arrives as it happens and none is missed; an
+object's state from before the one held (delivered because the watch started at an earlier
+object's version) is passed over, never taken for the newer. The watch's timeout is the
+step's deadline (at most `WATCH_SLICE_SECONDS` a request); when the server ends it (its
+timeout, a restart) it is opened again from the last version seen; after `410 Gone` (that
+version left the server's window) the objects are listed again and followed from there; while
+the API server does not answer, it is tried again with backoff until the deadline, and the last
+error is there for the step to say.
 
 A step's call never blocks a worker thread waiting: it takes what the follower holds now and,
 when that is not yet what it waits for, notes the follower in its `Wakeups` and returns a Wait.
 The runner then waits on the event loop (`Wakeups.changed`) until a followed object changes,
 the Wait's delay passes or an abort is asked, and calls the step again. A hundred runs waiting
-for their rollouts hold no thread, so the run that has just been created is served at once.
-The follower lives on between calls (this process's memory, keyed by request and purpose), so
-the next call costs the API server nothing. It ends when the
-step is done with it (`stop`), at its deadline, or when nobody has asked for it for
-`IDLE_SECONDS` (the run was aborted, or another instance leads now). A restarted operator has
-none: its step reads the objects once and follows them from there.
+for their rollouts hold no thread, so the run that has just been created is served at once. The
+follower lives on between calls (this process's memory, keyed by request and purpose), so the
+next call costs the API server nothing. It ends when the step is done with it (`stop`), at its
+deadline, or when nobody has asked for it for `IDLE_SECONDS` (the run was aborted, or another
+instance leads now). A restarted operator has none: its step reads the objects once and follows
+them from there.
 """
 
 from __future__ import annotations
@@ -101,19 +105,18 @@ class Follower:
         self.kube, self.collection, self._clock = kube, collection, clock
         self._cond = threading.Condition()
         self._objects: Objects = {name: lean(obj) for name, obj in objects.items()}
+        self._names = frozenset(objects)
         self._deadline = clock() + seconds
         self._asked = clock()
         self._stop = threading.Event()
-        self._streams: dict[str, Any] = {}
+        self._stream: Any = None  # the watch's response, while one is open
         self._changes = 0  # how many changes the watches have delivered
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.problem: str | None = None  # the last watch error, while there is one
-        for name, obj in objects.items():
-            version = str(obj["metadata"].get("resourceVersion", ""))
-            thread = threading.Thread(
-                target=self._follow, args=(name, version), daemon=True, name=f"watch {name}"
-            )
-            thread.start()
+        version = _earliest([o["metadata"].get("resourceVersion") for o in objects.values()])
+        threading.Thread(
+            target=self._follow, args=(version,), daemon=True, name=f"watch {collection}"
+        ).start()
 
     @property
     def alive(self) -> bool:
@@ -165,10 +168,10 @@ class Follower:
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
-            streams = list(self._streams.values())
+            stream = self._stream
             self._cond.notify_all()
             self._wake()
-        for stream in streams:  # ends a watch blocked in a read at once
+        if stream is not None:  # ends a watch blocked in a read at once
             shutdown = getattr(stream, "shutdown", None)
             # The watch thread may have closed it meanwhile (its socket gone: EBADF): ended too.
             with contextlib.suppress(OSError):
@@ -184,62 +187,72 @@ class Follower:
             self._stop.set()
         return self.alive
 
-    def _follow(self, name: str, version: str | None) -> None:
+    def _follow(self, version: str | None) -> None:
         failures = 0
         while self._wanted():
             try:
                 if version is None:
-                    version = self._relist(name)
-                version = self._watch(name, version)
+                    version = self._relist()
+                version = self._watch(version)
                 failures = 0
                 self._noted(None)
             except ApiError as error:
                 if error.status == 410:
                     version = None
                 failures += 1
-                self._noted(f"watching {name}: {error}")
+                self._noted(f"watching {self._what()}: {error}")
                 self._stop.wait(retry_delay(failures, self._deadline - self._clock()))
             except (OSError, ValueError, urllib3.exceptions.HTTPError) as error:
                 # a connection cut mid-stream (or by `stop`), a torn line
                 failures += 1
-                self._noted(f"watching {name}: {error}")
+                self._noted(f"watching {self._what()}: {error}")
                 self._stop.wait(retry_delay(failures, self._deadline - self._clock()))
 
-    def _relist(self, name: str) -> str:
-        listed = self.kube.request(
-            "GET", self.collection, query={"fieldSelector": f"metadata.name={name}"}
-        )
-        items = (listed or {}).get("items") or []
-        self._changed(name, items[0] if items else None)
+    def _what(self) -> str:
+        return ", ".join(sorted(self._names))
+
+    def _selector(self) -> dict[str, str]:
+        """Narrowed to the one object followed; for several, the collection (filtered here)."""
+        if len(self._names) == 1:
+            return {"fieldSelector": f"metadata.name={next(iter(self._names))}"}
+        return {}
+
+    def _relist(self) -> str:
+        listed = self.kube.request("GET", self.collection, query=self._selector())
+        found = {item["metadata"]["name"]: item for item in (listed or {}).get("items") or []}
+        for name in self._names:
+            self._changed(name, found.get(name))
         return str(listed["metadata"]["resourceVersion"])
 
-    def _watch(self, name: str, version: str) -> str | None:
+    def _watch(self, version: str) -> str | None:
         """One watch request, from `version`; the version to go on from (None: list first)."""
         query = {
             "watch": "true",
-            "fieldSelector": f"metadata.name={name}",
+            **self._selector(),
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(watch_seconds(self._deadline - self._clock())),
         }
         stream = self.kube.stream(self.collection, query)
         with self._cond:
-            self._streams[name] = stream
+            self._stream = stream
         try:
             for line in _lines(stream):
                 if not self.alive:
                     break
+                raw = json.loads(line)
+                name = ((raw.get("object") or {}).get("metadata") or {}).get("name")
                 with self._cond:
-                    current = self._objects.get(name)
-                event = apply_event(current, version, json.loads(line))
+                    current = self._objects.get(name) if name in self._names else None
+                event = apply_event(current, version, raw)
                 if event.version is None:
                     return None
                 version = event.version
-                if event.changed:
+                if event.changed and name in self._names and not _older(event.obj, current):
                     self._changed(name, event.obj)
         finally:
             with self._cond:
-                self._streams.pop(name, None)
+                self._stream = None
             # Closed before it goes back to the pool: a watch left mid-stream (stopped, 410,
             # a torn line) must not hand its connection, still streaming, to the next request.
             stream.close()
@@ -264,6 +277,38 @@ class Follower:
     def _noted(self, problem: str | None) -> None:
         with self._cond:
             self.problem = problem
+
+
+def _version(obj: dict[str, Any] | None) -> int | None:
+    """The object's resourceVersion as a number, or None when it is not one."""
+    raw = str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+    return int(raw) if raw.isdecimal() else None
+
+
+def _earliest(versions: list[str | None]) -> str | None:
+    """Where a watch of several objects starts: the earliest of the versions held, so that no
+    change after any of them is missed. The API server's versions are etcd revisions, one
+    counter for every object; were one not a number, None: the collection is listed first."""
+    numbers = [int(v) for v in versions if v and str(v).isdecimal()]
+    if not versions or len(numbers) != len(versions):
+        return None
+    return str(min(numbers))
+
+
+def _older(new: dict[str, Any] | None, held: dict[str, Any] | None) -> bool:
+    """Whether `new` is a state of the held object from before the one held, or that one again:
+    a watch of several objects starts at the earliest version held, so it also delivers the
+    later ones' earlier states. Told by the versions when both are numbers, else by the same
+    object's (uid) generation, which only grows."""
+    if new is None or held is None:
+        return False
+    new_version, held_version = _version(new), _version(held)
+    if new_version is not None and held_version is not None:
+        return new_version <= held_version
+    new_meta, held_meta = new.get("metadata") or {}, held.get("metadata") or {}
+    if new_meta.get("uid") != held_meta.get("uid"):
+        return False
+    return int(new_meta.get("generation") or 0) < int(held_meta.get("generation") or 0)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

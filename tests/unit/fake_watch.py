@@ -1,5 +1,6 @@
 """Watches for the unit tests' fake clusters: what `watches.Follower` asks of the Kube client
-(`stream` a watch narrowed to one name, `request` a list), answered from a fake's objects.
+(`stream` a watch narrowed to one name or of a collection, `request` a list), answered from a
+fake's objects.
 
 Each watch sends the object as it is now (or its deletion) after a hundredth of a second, then
 ends, as a server's watch ends at its timeout: the follower opens it again. Enough for the steps
@@ -20,19 +21,22 @@ Lookup = Callable[[str, str], "dict[str, Any] | None"]  # (collection path, name
 
 
 class FakeStream:
-    def __init__(self, obj: dict[str, Any] | None, name: str, version: str) -> None:
-        self.obj, self.name, self.version = obj, name, version
+    """One watch request's answer: each object as it is now (or its deletion), then the end."""
+
+    def __init__(self, objects: dict[str, dict[str, Any] | None], version: str) -> None:
+        self.objects, self.version = objects, version
         self.closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         time.sleep(0.01)
-        if self.closed:
-            return
-        if self.obj is None:
-            gone = {"metadata": {"name": self.name, "resourceVersion": self.version}}
-            yield json.dumps({"type": "DELETED", "object": gone}).encode()
-        else:
-            yield json.dumps({"type": "MODIFIED", "object": self.obj}).encode()
+        for name, obj in self.objects.items():
+            if self.closed:
+                return
+            if obj is None:
+                gone = {"metadata": {"name": name, "resourceVersion": self.version}}
+                yield json.dumps({"type": "DELETED", "object": gone}).encode()
+            else:
+                yield json.dumps({"type": "MODIFIED", "object": obj}).encode()
 
     def close(self) -> None:
         self.closed = True
@@ -45,17 +49,29 @@ class FakeStream:
 
 
 class Watchable:
-    """Mixed into a fake Kube client; `watched` answers for the objects it holds."""
+    """Mixed into a fake Kube client; `watched` answers for the objects it holds, `names_in`
+    for a collection's names (a watch of several objects is of their collection)."""
 
     watches = 0  # watch requests opened
 
     def watched(self, collection: str, name: str) -> dict[str, Any] | None:
         raise NotImplementedError
 
+    def names_in(self, collection: str) -> list[str]:
+        raise NotImplementedError
+
+    def _objects(self, path: str, query: dict[str, str]) -> dict[str, dict[str, Any] | None]:
+        if "fieldSelector" in query:
+            names = [query["fieldSelector"].split("=", 1)[1]]
+        else:  # the collection: what it holds, and what it held and no longer does (deleted)
+            served = self.__dict__.setdefault("_served", {}).setdefault(path, set())
+            served.update(self.names_in(path))
+            names = sorted(served)
+        return {name: self.watched(path, name) for name in names}
+
     def stream(self, path: str, query: dict[str, str]) -> FakeStream:
         self.watches += 1
-        name = query["fieldSelector"].split("=", 1)[1]
-        return FakeStream(self.watched(path, name), name, query.get("resourceVersion", ""))
+        return FakeStream(self._objects(path, query), query.get("resourceVersion", ""))
 
     def request(
         self,
@@ -66,9 +82,8 @@ class Watchable:
         query: dict[str, str] | None = None,
     ) -> Any:
         assert method == "GET" and query is not None, (method, path)
-        name = query["fieldSelector"].split("=", 1)[1]
-        obj = self.watched(path, name)
-        return {"metadata": {"resourceVersion": "1"}, "items": [obj] if obj else []}
+        found = [obj for obj in self._objects(path, query).values() if obj]
+        return {"metadata": {"resourceVersion": "1"}, "items": found}
 
 
 def called_until(call: Callable[[], T], done: Callable[[T], bool], seconds: float = 5.0) -> T:

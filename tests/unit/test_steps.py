@@ -129,6 +129,18 @@ class FakeKube(Watchable):
     def stored(self, kind: str, name: str) -> dict[str, Any]:
         return self.objects[(NS, kind, name)]
 
+    def changed(self, kind: str, name: str) -> dict[str, Any]:
+        """The object itself, for a test to change in place: a write, with a new
+        resourceVersion (the watches tell a change by it)."""
+        obj = self.objects[(NS, kind, name)]
+        self._bump(obj)
+        return obj
+
+    @staticmethod
+    def _bump(obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(int(meta.get("resourceVersion") or 0) + 1)
+
     def delete(self, kind: str, name: str) -> None:
         del self.objects[(NS, kind, name)]
 
@@ -141,6 +153,11 @@ class FakeKube(Watchable):
     def watched(self, collection: str, name: str) -> dict[str, Any] | None:
         parts = collection.strip("/").split("/")
         return self._get(parts[parts.index("namespaces") + 1], KINDS[parts[-1]], name)
+
+    def names_in(self, collection: str) -> list[str]:
+        parts = collection.strip("/").split("/")
+        namespace, kind = parts[parts.index("namespaces") + 1], KINDS[parts[-1]]
+        return [n for (ns, k, n) in self.objects if ns == namespace and k == kind]
 
     def get(self, path: str) -> dict[str, Any] | None:
         """Only the admins' RollbackPolicy objects are read by path (none here: the defaults)."""
@@ -226,6 +243,7 @@ class FakeKube(Watchable):
             if kind == "Deployment":
                 replicas = obj["spec"].get("replicas", 1)
                 obj["status"] = rolled_out_status(obj["metadata"]["generation"], replicas)
+                self._bump(obj)
 
     def edit(self, kind: str, name: str, change: dict[str, Any]) -> None:
         """Someone else's merge patch (bumps the resourceVersion like any write)."""
@@ -1256,7 +1274,7 @@ def test_revert_fails_at_once_on_a_progress_deadline() -> None:
     world = lawyershub()
     spec = make_spec(workloads=[{"deployment": "frontend"}])
     RevertWorkloads().run(world.ctx(spec))
-    stuck = world.kube.stored("Deployment", "frontend")
+    stuck = world.kube.changed("Deployment", "frontend")
     stuck["status"] = {
         "observedGeneration": stuck["metadata"]["generation"],
         "replicas": 3,
@@ -1325,14 +1343,14 @@ def test_verify_waits_then_fails_with_the_maintenance_page_on() -> None:
     spec = make_spec(rollout_timeout="60s")
     RevertWorkloads().run(world.ctx(spec))
     world.kube.finish_rollouts()
-    world.kube.stored("Deployment", "frontend")["status"]["conditions"] = []
+    world.kube.changed("Deployment", "frontend")["status"]["conditions"] = []
     world.kube.edit(
         "Deployment",
         "backend",
         {"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "api:v2"}]}}}},
     )
     world.kube.finish_rollouts()
-    world.kube.stored("Deployment", "frontend")["status"]["conditions"] = []
+    world.kube.changed("Deployment", "frontend")["status"]["conditions"] = []
     problems = (
         f"backend/api runs api:v2, not {REGISTRY}/backend:stable-last-known; "
         "frontend: not Available"

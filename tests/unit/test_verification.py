@@ -352,6 +352,9 @@ class FakeKube(Watchable):
     def watched(self, collection: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.deployments.get(name))
 
+    def names_in(self, collection: str) -> list[str]:
+        return list(self.deployments)
+
     def __init__(self) -> None:
         self.deployments: dict[str, dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], str] = {}

@@ -214,3 +214,87 @@ def test_stopping_a_watch_whose_socket_is_gone_is_not_an_error() -> None:
         threading.Event().wait(0.01)
     follower.stop()  # raises nothing
     assert not follower.alive
+
+
+# --- several objects: one watch of their collection
+
+
+def named(name: str, version: str, ready: int = 0, generation: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": version,
+            "generation": generation,
+        },
+        "status": {"readyReplicas": ready},
+    }
+
+
+class CollectionKube:
+    """Answers one watch of the collection with `events`, then streams that end at once."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.queries: list[dict[str, str]] = []
+        self.lists: list[dict[str, str]] = []
+
+    def stream(self, path: str, query: dict[str, str]) -> Stream:
+        assert path == COLLECTION
+        self.queries.append(dict(query))
+        events, self.events = self.events, []
+        if not events:
+            threading.Event().wait(0.01)
+        return Stream(events)
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        self.lists.append(kw["query"])
+        return {
+            "metadata": {"resourceVersion": "30"},
+            "items": [named("backend", "21", 1), named("frontend", "22", 1), named("db", "9")],
+        }
+
+
+def test_several_objects_are_followed_by_one_watch_from_the_earliest_version_held() -> None:
+    """Backend held at 10 (read), frontend at 14 (patched: generation 3). The watch of the
+    collection starts at 10: frontend's states up to 14 come again, and are passed over."""
+    events = [
+        {"type": "MODIFIED", "object": named("frontend", "12", 1, generation=2)},  # before
+        {"type": "MODIFIED", "object": named("db", "13", 1)},  # not followed
+        {"type": "MODIFIED", "object": named("backend", "15", 2)},
+        {"type": "MODIFIED", "object": named("frontend", "16", 2, generation=3)},
+    ]
+    kube = CollectionKube(events)
+    held = {"backend": named("backend", "10"), "frontend": named("frontend", "14", generation=3)}
+    follower = Follower(kube, COLLECTION, held, 30.0)  # type: ignore[arg-type]
+    try:
+
+        def both_ready(objects: watches.Objects) -> bool:
+            return all(
+                (o or {}).get("status", {}).get("readyReplicas") == 2 for o in objects.values()
+            )
+
+        objects = follower.wait(both_ready, 5.0)
+        assert objects == {
+            "backend": named("backend", "15", 2),
+            "frontend": named("frontend", "16", 2, generation=3),
+        }
+        assert follower.snapshot()[1] == 2  # frontend's state from before 14 never taken
+        first = kube.queries[0]
+        assert first["resourceVersion"] == "10" and "fieldSelector" not in first
+        assert kube.lists == []
+        assert {t.name for t in threading.enumerate()}.issuperset({f"watch {COLLECTION}"})
+    finally:
+        follower.stop()
+
+
+def test_versions_that_are_not_numbers_are_never_ordered_the_collection_is_listed_first() -> None:
+    kube = CollectionKube([])
+    held = {"backend": named("backend", "a10"), "frontend": named("frontend", "14")}
+    follower = Follower(kube, COLLECTION, held, 30.0)  # type: ignore[arg-type]
+    try:
+        objects = follower.wait(lambda o: o["backend"]["metadata"]["resourceVersion"] == "21", 5.0)
+        assert objects["backend"] == named("backend", "21", 1)
+        assert kube.lists == [{}] and kube.queries[0]["resourceVersion"] == "30"
+    finally:
+        follower.stop()
