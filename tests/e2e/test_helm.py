@@ -27,6 +27,7 @@ from kubernetes.client.rest import ApiException
 
 from standins.local import wait_until
 from tests.e2e.lawyershub import GROUP, PLURAL, VERSION
+from tests.e2e.people import admission_settled
 from tests.e2e.support import REPO_ROOT
 from tests.e2e.test_install import (
     CRD,
@@ -427,3 +428,4 @@ def test_install_run_upgrade_run_uninstall(
     finally:
         helm("uninstall", RELEASE, "-n", release_namespace, "--ignore-not-found", check=False)
         core.delete_namespace(watched)
+        admission_settled(api)

@@ -33,6 +33,7 @@ from tests.e2e.lawyershub import (
     request_body,
     wait_phase,
 )
+from tests.e2e.people import admission_settled
 from tests.e2e.support import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -331,6 +332,7 @@ def installed(api: client.ApiClient, kubeconfig: str) -> Iterator[subprocess.Com
         stdin=yaml.safe_dump_all(rest),
     )
     assert deleted.returncode == 0, deleted.stderr
+    admission_settled(api)
 
 
 @pytest.fixture(scope="module")
