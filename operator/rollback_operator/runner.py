@@ -189,7 +189,9 @@ class Runner:
             fresh = record.state != StepState.RUNNING
             status = self.ledger.update(engine.started, step, self.spec, clock.now())
             self._resumed.add(step)
-            self._progress_due = time.monotonic() + PROGRESS_WRITE_SECONDS  # from its start
+            # From its start; a step resumed by this process (after a restart, a takeover)
+            # writes its first Wait at once: the status shows the run is driven again.
+            self._progress_due = time.monotonic() + (PROGRESS_WRITE_SECONDS if fresh else 0.0)
             # Durable before any side effect: the step's start time seeds what it writes. A
             # step that records before acting carries it in its first record (see ledger.py).
             if not getattr(registry.STEPS[step], "records_before_acting", False):

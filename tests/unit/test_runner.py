@@ -722,3 +722,26 @@ def test_progress_is_written_often_at_first_and_every_30_s_at_most_later() -> No
     assert runner.progress_interval(2.0) == 5.0
     assert runner.progress_interval(24.0) == 12.0
     assert runner.progress_interval(600.0) == 30.0
+
+
+def test_a_step_resumed_after_a_restart_writes_its_first_wait_at_once(
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Held back for a step just started, its progress is written at once when a restarted
+    operator takes the run up again: the status shows the run is driven again."""
+    api = FakeApi()
+    revert = steps[StepName.REVERT_WORKLOADS]
+
+    def crash_first(ctx: StepContext, call: int) -> None:
+        ctx.wakeups.read(QuietFollower())  # type: ignore[arg-type]
+        if call == 1:
+            raise Crash
+
+    revert.act = crash_first
+    revert.outcomes = [Wait("rolling out: 1 of 2", 0.0)]
+    with pytest.raises(Crash):
+        drive(api)
+    revert.outcomes = [Wait("rolling out: 1 of 2", 0.0)]
+    drive(api)
+    messages = [s.get("message") for w in api.writes for s in w.get("steps", [])]
+    assert "rolling out: 1 of 2" in messages
