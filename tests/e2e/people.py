@@ -67,19 +67,20 @@ def install_approval_policy(api: client.ApiClient, kubeconfig: str, namespace: s
 def admission_settled(api: client.ApiClient) -> None:
     """After the shipped admission policies are deleted, the API server drops them one by one:
     for a moment the requested-by check can be in force without the mutation that satisfies
-    it, and any request created then is refused. Waits until a request without the annotation
-    is admitted again (a server-side dry run, as the admin), so the next test starts after."""
+    it, and any request created then is refused. Waits until neither is in force: a request
+    without the annotation is admitted (a server-side dry run, as the admin) and comes back
+    without it (no mutation left either), so the next test starts after."""
 
     def admitted() -> bool:
         try:
-            client.CustomObjectsApi(api).create_namespaced_custom_object(
+            probe = client.CustomObjectsApi(api).create_namespaced_custom_object(
                 GROUP, VERSION, "default", PLURAL, request_body("admission-probe"), dry_run="All"
             )
         except ApiException as error:
             if error.status == 403:
                 return False
             raise
-        return True
+        return REQUESTED_BY not in (probe["metadata"].get("annotations") or {})
 
     wait_until(admitted, timeout=30, what="the deleted admission policies out of force")
 
