@@ -42,7 +42,7 @@ import urllib3
 
 from rollback_operator.kube import ApiError, Kube, lean
 
-CALL_SECONDS = 4.0  # the longest a step's call waits for a change: an abort is seen within it
+CALL_SECONDS = 4.0  # the longest a run waiting on its watches goes without calling its step again
 WATCH_SLICE_SECONDS = 60  # the longest one watch request is left open
 IDLE_SECONDS = 30.0  # a follower nobody asked for this long stops
 RETRY_SECONDS = 0.5  # after a failed watch, then twice as long each time, up to:
