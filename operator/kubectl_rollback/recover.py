@@ -23,7 +23,7 @@ from kubectl_rollback.api import annotate, connect, fetch, list_requests, whoami
 from kubectl_rollback.render import over, phase_of
 from rollback_operator import GROUP, VERSION
 from rollback_operator.autoscaling import is_frozen, resume_patch
-from rollback_operator.kube import Kube, hpa_path, requests_path
+from rollback_operator.kube import JSON_PATCH, ApiError, Kube, hpa_path, requests_path
 from rollback_operator.model import (
     FINISHED_LABEL,
     REQUESTED_BY_ANNOTATION,
@@ -38,6 +38,7 @@ from rollback_operator.takeover import leftovers
 from rollback_operator.traffic import Location, patch_backends, serves_maintenance, still_ours
 
 _KIND = {"ingresses": "Ingress", "httpRoutes": "HTTPRoute", "hpas": "HPA"}
+CONFLICT_ATTEMPTS = 5  # reads and plans again when a saved object changed under the write
 
 
 @dataclass
@@ -47,7 +48,7 @@ class TrafficPlan:
     ingresses: dict[str, tuple[dict[str, Any], list[tuple[Location, dict[str, Any]]]]] = field(
         default_factory=dict
     )  # name -> (the Ingress as read, its changes)
-    hpas: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> merge patch
+    hpas: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> JSON patch
     left: list[str] = field(default_factory=list)
     routes: dict[str, tuple[dict[str, Any], list[tuple[RuleLocation, list[Any]]]]] = field(
         default_factory=dict
@@ -58,6 +59,13 @@ class TrafficPlan:
         parts += [f"HTTPRoute {n} ({len(c)} rule(s))" for n, (_, c) in self.routes.items()]
         parts += [f"HPA {name} (behavior)" for name in self.hpas]
         return ", ".join(parts)
+
+    def settled(self) -> set[str]:
+        """What a fresh plan says of the objects this one put back (once put back, they read
+        as already back, or as HPAs no longer frozen)."""
+        lines = {f"Ingress {name}: already back" for name in self.ingresses}
+        lines |= {f"HTTPRoute {name}: already back" for name in self.routes}
+        return lines | {f"HPA {name}: no longer frozen, left as is" for name in self.hpas}
 
 
 def refusal(obj: dict[str, Any], requests: list[dict[str, Any]], verb: str) -> str | None:
@@ -165,38 +173,80 @@ def _finished_run(
     return kube, namespace, obj, requests
 
 
-def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
-    kube, namespace, obj, requests = _finished_run(args, "restore-traffic")
+def _read_plan(
+    kube: Kube, namespace: str, obj: dict[str, Any], requests: list[dict[str, Any]]
+) -> TrafficPlan:
+    """What `restore-traffic` would change now, from a fresh read of every saved object."""
     saved = (obj.get("status") or {}).get("saved") or {}
     ingresses = {n: kube.ingress(namespace, n) for n in saved.get("ingresses") or {}}
     hpas = {n: kube.hpa(namespace, n) for n in saved.get("hpas") or {}}
     routes = {n: kube.http_route(namespace, n) for n in saved.get("httpRoutes") or {}}
-    plan = plan_traffic(obj, requests, ingresses, hpas, routes)
-    done = plan.summary()
+    return plan_traffic(obj, requests, ingresses, hpas, routes)
+
+
+def put_back(
+    kube: Kube, namespace: str, obj: dict[str, Any], requests: list[dict[str, Any]]
+) -> tuple[TrafficPlan, list[str]]:
+    """Puts back what the plan finds: what was put back, and what was left and why.
+
+    Ingress and HTTPRoute writes are guarded by the version read, so a status write by a
+    controller between the read and the write is a 409: then everything is read and planned
+    again (what was already put back now reads as back, and is not reported twice), at most
+    CONFLICT_ATTEMPTS times. An HPA's patch tests the freeze instead (no version to race).
+    """
+    done = TrafficPlan()
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        plan = _read_plan(kube, namespace, obj, requests)
+        try:
+            for target, (ingress, changes) in plan.ingresses.items():
+                patch_backends(kube, namespace, target, ingress, changes)
+                done.ingresses[target] = (ingress, changes)
+            for target, (route, rules) in plan.routes.items():
+                patch_rules(kube, namespace, target, route, rules)
+                done.routes[target] = (route, rules)
+            for target, operations in plan.hpas.items():
+                try:
+                    kube.patch(hpa_path(namespace, target), operations, JSON_PATCH)
+                except ApiError as error:
+                    if error.status not in (404, 422):  # gone, or no longer frozen
+                        raise
+                    plan.left.append(f"HPA {target}: changed since it was read, left as is")
+                    continue
+                done.hpas[target] = operations
+        except ApiError as error:
+            if error.status != 409 or attempt == CONFLICT_ATTEMPTS:
+                raise
+            continue
+        break
+    settled = done.settled()
+    return done, [line for line in plan.left if line not in settled]
+
+
+def cmd_restore_traffic(args: argparse.Namespace, out: TextIO) -> int:
+    kube, namespace, obj, requests = _finished_run(args, "restore-traffic")
     if args.dry_run:
+        plan = _read_plan(kube, namespace, obj, requests)
+        done, left = plan.summary(), plan.left
         print(f"rollbackrequest/{args.name}: would put back {done or 'nothing'}", file=out)
-    elif done:
-        user = whoami(kube)
-        for target, (ingress, changes) in plan.ingresses.items():
-            patch_backends(kube, namespace, target, ingress, changes)
-        for target, (route, rules) in plan.routes.items():
-            patch_rules(kube, namespace, target, route, rules)
-        for target, patch in plan.hpas.items():
-            kube.patch(hpa_path(namespace, target), patch)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        record = f"{stamp} by {user}: {done}"
-        annotate(kube, namespace, args.name, {TRAFFIC_RESTORED_ANNOTATION: record})
-        kube.post_event(
-            obj["metadata"],
-            "Normal",
-            "TrafficRestored",
-            f"put back by {user}: {done}",
-        )
-        print(f"rollbackrequest/{args.name}: put back {done}", file=out)
-        print(f"  recorded in annotation {TRAFFIC_RESTORED_ANNOTATION} and an Event", file=out)
     else:
-        print(f"rollbackrequest/{args.name}: nothing to put back", file=out)
-    for line in plan.left:
+        user = whoami(kube)
+        put, left = put_back(kube, namespace, obj, requests)
+        done = put.summary()
+        if done:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            record = f"{stamp} by {user}: {done}"
+            annotate(kube, namespace, args.name, {TRAFFIC_RESTORED_ANNOTATION: record})
+            kube.post_event(
+                obj["metadata"],
+                "Normal",
+                "TrafficRestored",
+                f"put back by {user}: {done}",
+            )
+            print(f"rollbackrequest/{args.name}: put back {done}", file=out)
+            print(f"  recorded in annotation {TRAFFIC_RESTORED_ANNOTATION} and an Event", file=out)
+        else:
+            print(f"rollbackrequest/{args.name}: nothing to put back", file=out)
+    for line in left:
         print(f"  {line}", file=out)
     return EXIT_OK
 

@@ -39,14 +39,26 @@ def is_frozen(hpa: dict[str, Any]) -> bool:
     )
 
 
-def resume_patch(hpa: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any] | None:
-    """The merge patch that gives a frozen HPA its saved behavior back, guarded by the
-    resourceVersion read; None when the HPA is no longer frozen: then its behavior is someone
-    else's change, not the freeze, and is left alone."""
-    if not is_frozen(hpa):
-        return None
-    return {
-        "metadata": {"resourceVersion": hpa["metadata"]["resourceVersion"]},
-        # No saved behavior (status drops nulls): None removes the freeze.
-        "spec": {"behavior": saved.get("behavior")},
-    }
+def resume_operations(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch that gives a frozen HPA its saved behavior back: its `test`s check that
+    the freeze is still there when the API server applies it (a 422 when it is not: the
+    behavior is someone else's change then, and is left alone). No resourceVersion: the HPA
+    controller's status writes keep moving it, and would make a guarded write conflict."""
+    behavior = saved.get("behavior")
+    restore = (
+        {"op": "remove", "path": "/spec/behavior"}
+        if behavior is None  # none saved (status drops nulls): the freeze is all there is
+        else {"op": "replace", "path": "/spec/behavior", "value": behavior}
+    )
+    return [
+        *(
+            {"op": "test", "path": f"/spec/behavior/{direction}/selectPolicy", "value": "Disabled"}
+            for direction in ("scaleUp", "scaleDown")
+        ),
+        restore,
+    ]
+
+
+def resume_patch(hpa: dict[str, Any], saved: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """`resume_operations` for an HPA read frozen; None when it is no longer frozen."""
+    return resume_operations(saved) if is_frozen(hpa) else None

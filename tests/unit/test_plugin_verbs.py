@@ -16,7 +16,7 @@ import yaml
 
 from kubectl_rollback import PluginError, cli, commands, completion, recover, render
 from rollback_operator import GROUP, PLURAL, VERSION
-from rollback_operator.autoscaling import FREEZE_PATCH
+from rollback_operator.autoscaling import FREEZE_PATCH, resume_operations
 from rollback_operator.kube import ApiError
 
 NOW = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)
@@ -114,15 +114,71 @@ def test_restore_puts_back_only_what_is_still_the_operators_change():
     site, changes = plan.ingresses["site"]
     assert changes == [(ROOT, APP)]  # the path still on the maintenance page
     assert site["metadata"]["resourceVersion"] == "7"  # the patch is guarded by this read
-    assert plan.hpas == {
-        "web": {"metadata": {"resourceVersion": "3"}, "spec": {"behavior": BEHAVIOR}}
-    }
+    # The HPA's patch tests the freeze (no resourceVersion: status writes keep moving it).
+    assert plan.hpas == {"web": resume_operations({"behavior": BEHAVIOR})}
     assert plan.left == [
         "Ingress site lawyershub.example/api now points to hotfix:80 (was backend:8080), "
         "left as is",
         "HPA api: no longer frozen, left as is",
     ]
     assert plan.summary() == "Ingress site (1 backend(s)), HPA web (behavior)"
+
+
+class Site:
+    """The saved objects of `failed()` behind a Kube: the Ingress on the maintenance page and
+    both HPAs frozen; `moved` Ingress writes answer 409 first (a controller's status write
+    between the plugin's read and its write)."""
+
+    def __init__(self, moved: int = 0, hpa_taken: bool = False) -> None:
+        self.site = ingress(MAINTENANCE, MAINTENANCE)
+        self.hpas = {"web": hpa(frozen=True), "api": hpa(frozen=True)}
+        self.moved, self.hpa_taken = moved, hpa_taken
+        self.reads = 0
+        self.writes: list[tuple[str, Any]] = []
+
+    def ingress(self, namespace: str, name: str) -> dict[str, Any]:
+        self.reads += 1
+        return copy.deepcopy(self.site)
+
+    def hpa(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.hpas[name])
+
+    def http_route(self, namespace: str, name: str) -> None:
+        return None
+
+    def patch(self, path: str, body: Any, content_type: str = "") -> dict[str, Any]:
+        name = path.rsplit("/", 1)[-1]
+        if "/ingresses/" in path:
+            if self.moved:
+                self.moved -= 1
+                raise ApiError(409, "Conflict", "the object has been modified")
+            self.site["spec"] = body["spec"]
+        elif self.hpa_taken and name == "api":
+            raise ApiError(422, "Invalid", "the test operation failed")
+        else:
+            self.hpas[name]["spec"]["behavior"] = BEHAVIOR
+        self.writes.append((name, body))
+        return copy.deepcopy(self.site)
+
+
+def test_restore_reads_and_plans_again_when_an_object_changed_under_its_write():
+    kube = Site(moved=2)
+    put, left = recover.put_back(kube, "lawyershub", failed(), [failed()])  # type: ignore[arg-type]
+    assert kube.reads == 3  # two conflicts, then the write at a fresh read
+    assert put.summary() == "Ingress site (2 backend(s)), HPA web (behavior), HPA api (behavior)"
+    assert left == []
+    assert [name for name, _ in kube.writes] == ["site", "web", "api"]
+    endless = Site(moved=recover.CONFLICT_ATTEMPTS)
+    with pytest.raises(ApiError) as refused:
+        recover.put_back(endless, "lawyershub", failed(), [failed()])  # type: ignore[arg-type]
+    assert refused.value.status == 409 and endless.writes == []
+
+
+def test_restore_leaves_an_hpa_someone_changed_between_the_read_and_the_patch():
+    kube = Site(hpa_taken=True)
+    put, left = recover.put_back(kube, "lawyershub", failed(), [failed()])  # type: ignore[arg-type]
+    assert put.summary() == "Ingress site (2 backend(s)), HPA web (behavior)"
+    assert left == ["HPA api: changed since it was read, left as is"]
 
 
 def test_restore_leaves_what_the_run_restored_and_what_a_later_request_took_over():

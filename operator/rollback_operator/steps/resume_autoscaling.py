@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollback_operator.autoscaling import is_frozen
+from rollback_operator.autoscaling import is_frozen, resume_operations
 from rollback_operator.gitops import keda_paused
 from rollback_operator.kube import JSON_PATCH, ApiError, hpa_path
 from rollback_operator.model import StepName
@@ -51,15 +51,9 @@ class ResumeAutoscaling(AutoscalingStep):
                 )
             spec = hpa["spec"]
             drift += _bounds_drift(name, hpa, saved)
-            if is_frozen(hpa):
-                ctx.kube.patch(
-                    hpa_path(ctx.namespace, name),
-                    {
-                        "metadata": {"resourceVersion": hpa["metadata"]["resourceVersion"]},
-                        # No saved behavior (status drops nulls): None removes the freeze.
-                        "spec": {"behavior": saved.get("behavior")},
-                    },
-                )
+            if is_frozen(hpa):  # frozen again since the patch's tests ran: once more
+                if _resume_frozen(ctx, name, saved) is None:
+                    drift.append(f"HPA {name} behavior was changed during the rollback, left as is")
             elif spec.get("behavior") != saved.get("behavior"):
                 drift.append(f"HPA {name} behavior was changed during the rollback, left as is")
         message = f"resumed HPA {', '.join(ctx.targets.hpas)}"
@@ -76,21 +70,8 @@ class ResumeAutoscaling(AutoscalingStep):
 def _resume_frozen(ctx: StepContext, name: str, saved: dict[str, Any]) -> dict[str, Any] | None:
     """The saved behavior put back in one call if the HPA is still frozen: the HPA as patched,
     or None when it is not frozen any more or is gone (the caller reads it and decides)."""
-    behavior = saved.get("behavior")
-    restore = (
-        {"op": "remove", "path": "/spec/behavior"}
-        if behavior is None  # none saved (status drops nulls): the freeze is all there is
-        else {"op": "replace", "path": "/spec/behavior", "value": behavior}
-    )
-    operations = [
-        *(
-            {"op": "test", "path": f"/spec/behavior/{direction}/selectPolicy", "value": "Disabled"}
-            for direction in ("scaleUp", "scaleDown")
-        ),
-        restore,
-    ]
     try:
-        return ctx.kube.patch(hpa_path(ctx.namespace, name), operations, JSON_PATCH)
+        return ctx.kube.patch(hpa_path(ctx.namespace, name), resume_operations(saved), JSON_PATCH)
     except ApiError as error:
         if error.status in (404, 422):  # gone, or a test failed: not our freeze any more
             return None
