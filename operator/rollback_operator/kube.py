@@ -46,8 +46,8 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 FIELD_MANAGER = "rollback-operator"
 
 
-@dataclass(frozen=True)
-class ApiError(Exception):
+@dataclass(eq=False)  # not frozen: Python sets an exception's __traceback__ as it passes
+class ApiError(Exception):  # through a context manager (contextlib assigns it)
     """A refused or failed API call, with what an SRE needs to read it."""
 
     status: int
