@@ -11,6 +11,7 @@ refuses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rollback_operator.kube import Kube
@@ -36,22 +37,29 @@ from rollback_operator.routes import (
 READBACK_SECONDS = 10.0
 
 
-def maintenance_of(kube: Kube, namespace: str, spec: RollbackSpec) -> dict[str, Any] | None:
-    """The backendRef of the maintenance Service, its port resolved to a number (None when the
-    Service or its port is missing: Preflight reports that)."""
+def maintenance_of(service: dict[str, Any] | None, spec: RollbackSpec) -> dict[str, Any] | None:
+    """The backendRef of the maintenance Service as read (`service`), its port resolved to a
+    number (None when the Service or its port is missing: Preflight reports that)."""
     backend = spec.maintenance_backend
-    port = service_port(kube.service(namespace, backend.service), backend.port)
+    port = service_port(service, backend.port)
     return None if port is None else maintenance_ref(backend.service, port)
 
 
-def problems(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
-    """Every problem of the request's HTTPRoutes, at once."""
+def problems(
+    kube: Kube,
+    namespace: str,
+    spec: RollbackSpec,
+    routes: Mapping[str, dict[str, Any] | None],
+    service: dict[str, Any] | None,
+) -> list[str]:
+    """Every problem of the request's HTTPRoutes, at once, from the routes and the maintenance
+    Service as read (None: not found); `kube` lists the ReferenceGrants the routes need."""
     if not spec.http_routes:
         return []
-    maintenance = maintenance_of(kube, namespace, spec)
+    maintenance = maintenance_of(service, spec)
     found: list[str] = []
     for selection in spec.http_routes:
-        route = kube.http_route(namespace, selection.name)
+        route = routes.get(selection.name)
         if route is None:
             found.append(f"HTTPRoute {selection.name!r} not found")
             continue
@@ -79,16 +87,20 @@ def problems(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
     return found
 
 
-def on_maintenance(kube: Kube, namespace: str, spec: RollbackSpec) -> list[str]:
-    """The request's HTTPRoutes with a selected rule already on the maintenance Service: their
-    original backendRefs are not what a fresh read shows (Preflight takes over an earlier
-    request's record of them, or refuses)."""
-    maintenance = maintenance_of(kube, namespace, spec) if spec.http_routes else None
+def on_maintenance(
+    spec: RollbackSpec,
+    routes: Mapping[str, dict[str, Any] | None],
+    service: dict[str, Any] | None,
+) -> list[str]:
+    """The request's HTTPRoutes, as read, with a selected rule already on the maintenance
+    Service: their original backendRefs are not what a fresh read shows (Preflight takes over
+    an earlier request's record of them, or refuses)."""
+    maintenance = maintenance_of(service, spec) if spec.http_routes else None
     if maintenance is None:
         return []
     found = []
     for selection in spec.http_routes:
-        route = kube.http_route(namespace, selection.name) or {}
+        route = routes.get(selection.name) or {}
         if any(
             serves_maintenance(rule.get("backendRefs"), maintenance)
             for _, rule in selected_rules(route, selection)

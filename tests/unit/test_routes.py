@@ -30,7 +30,7 @@ from rollback_operator.routes import (
     to_original,
 )
 from rollback_operator.status import Status
-from rollback_operator.steps.base import Done, Fail, Wait
+from rollback_operator.steps.base import Done, Fail, Seen, Wait
 from rollback_operator.steps.disable_maintenance import DisableMaintenance
 from rollback_operator.steps.enable_maintenance import EnableMaintenance
 from rollback_operator.steps.monitor import switch_to_maintenance
@@ -453,6 +453,40 @@ def test_preflight_accepts_a_sound_route_and_records_it_as_a_target() -> None:
     outcome = preflight(world, routes_spec())
     assert isinstance(outcome, Done), outcome
     assert world.targets_written[0]["httpRoutes"] == ["site"]
+
+
+def test_preflight_reads_each_route_and_the_service_once_for_the_switch() -> None:
+    """Preflight's parallel reads serve its route checks and takeover check, and
+    EnableMaintenance switches from them (the patch carries the version read): the next read
+    of the route is the Gateway's verdict, after the switch."""
+    world = world_with_route()
+    world.seen = Seen()
+    reads: list[str] = []
+    for kind in ("http_route", "service"):
+        original = getattr(world.kube, kind)
+        setattr(
+            world.kube,
+            kind,
+            lambda ns, name, kind=kind, original=original: reads.append(kind) or original(ns, name),
+        )
+    spec = routes_spec()
+    assert isinstance(preflight(world, spec), Done)
+    assert sorted(reads) == ["http_route", "service"]
+    reads.clear()
+    assert isinstance(EnableMaintenance().run(world.ctx(spec)), Done)
+    assert reads == ["http_route"]  # the read-back
+    (switch,) = [p for p in world.kube.patches if "/httproutes/" in p.path]
+    assert switch.body["metadata"]["resourceVersion"] == "1"
+
+    # Changed since Preflight read it: the switch is refused, and the next run reads again.
+    world = world_with_route()
+    world.seen = Seen()
+    assert isinstance(preflight(world, spec), Done)
+    world.kube.changed("HTTPRoute", "site")
+    with pytest.raises(ApiError) as conflict:
+        EnableMaintenance().run(world.ctx(spec))
+    assert conflict.value.status == 409
+    assert isinstance(EnableMaintenance().run(world.ctx(spec)), Done)
 
 
 @pytest.mark.parametrize(

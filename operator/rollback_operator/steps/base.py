@@ -40,8 +40,9 @@ __all__ = [
 
 class Seen:
     """Objects a step of this run read, for a later step to start from instead of reading them
-    again: Preflight's reads of the Ingresses, HPAs and Deployments feed EnableMaintenance,
-    PauseAutoscaling and RevertWorkloads, a few milliseconds later.
+    again: Preflight's reads of the Ingresses, HTTPRoutes, the maintenance Service, HPAs and
+    Deployments feed EnableMaintenance (and its route checks), PauseAutoscaling and
+    RevertWorkloads, a few milliseconds later.
 
     Each is taken once. Whatever a step writes from one carries its resourceVersion, so a
     change made since it was read is a conflict (409): the step runs again, from a fresh read.

@@ -11,6 +11,8 @@ Gateway refuses fails the step.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rollback_operator import route_checks
 from rollback_operator.model import StepName
 from rollback_operator.routes import describe_ref, patch_rules, record, to_maintenance
@@ -27,7 +29,21 @@ from rollback_operator.traffic import backend_at, backend_locations, describe, p
 
 
 def _route_problems(ctx: StepContext) -> list[str]:
-    return route_checks.problems(ctx.kube, ctx.namespace, ctx.spec)
+    routes = {s.name: _route(ctx, s.name) for s in ctx.spec.http_routes}
+    return route_checks.problems(ctx.kube, ctx.namespace, ctx.spec, routes, _service(ctx))
+
+
+def _route(ctx: StepContext, name: str, take: bool = False) -> dict[str, Any] | None:
+    """Preflight's read of HTTPRoute `name`, when this process made it (a patch from it carries
+    its version: a change made since is a conflict, and a fresh read), else a fresh read."""
+    kept = ctx.seen.take if take else ctx.seen.peek
+    return kept("httpRoutes", name) or ctx.kube.http_route(ctx.namespace, name)
+
+
+def _service(ctx: StepContext) -> dict[str, Any] | None:
+    """The maintenance Service as Preflight read it, when this process did, else as it is."""
+    name = ctx.spec.maintenance_backend.service
+    return ctx.seen.peek("services", name) or ctx.kube.service(ctx.namespace, name)
 
 
 class EnableMaintenance(BaseStep):
@@ -108,7 +124,7 @@ class EnableMaintenance(BaseStep):
 def _switch_routes(ctx: StepContext) -> list[str] | Fail:
     """Each selected rule of each HTTPRoute to the maintenance Service, its backendRefs saved
     first (durably, before the patch: a crash between the two finds the record on restart)."""
-    maintenance = route_checks.maintenance_of(ctx.kube, ctx.namespace, ctx.spec)
+    maintenance = route_checks.maintenance_of(_service(ctx), ctx.spec)
     if maintenance is None:
         backend = ctx.spec.maintenance_backend
         return Fail(
@@ -117,7 +133,7 @@ def _switch_routes(ctx: StepContext) -> list[str] | Fail:
         )
     switched = []
     for name in ctx.targets.http_routes:
-        route = ctx.kube.http_route(ctx.namespace, name)
+        route = _route(ctx, name, take=True)
         if route is None:
             return Fail(f"HTTPRoute {name!r} disappeared during the rollback; check who deleted it")
         ctx.ledger.save("httpRoutes", name, record(route, ctx.spec.route(name), maintenance))

@@ -91,7 +91,7 @@ class Preflight(BaseStep):
                     if c not in present
                 ]
         hpas = _resolve_hpas(ctx, read.hpas, problems)
-        takeovers = _take_over(ctx, ingresses, hpas, problems)
+        takeovers = _take_over(ctx, ingresses, hpas, read, problems)
         # The capabilities' parts see the objects the run will change, discovered HPAs included.
         ctx.targets = Targets(spec.ingresses, spec.deployments, tuple(hpas), spec.route_names)
         read.keep(ctx, hpas)  # for the checks below, and the steps that change these objects
@@ -144,6 +144,7 @@ def _take_over(
     ctx: StepContext,
     ingresses: dict[str, dict[str, Any]],
     hpas: dict[str, dict[str, Any]],
+    read: _Reads,
     problems: list[str],
 ) -> list[tuple[str, str, Leftover]]:
     """The records to adopt for objects still as an earlier request left them (see takeover).
@@ -155,7 +156,7 @@ def _take_over(
     switched = [
         n for n, i in ingresses.items() if any(b == maintenance for _, b in backend_locations(i))
     ]
-    routes = route_checks.on_maintenance(ctx.kube, ctx.namespace, ctx.spec)
+    routes = route_checks.on_maintenance(ctx.spec, read.routes, read.service)
     frozen = [name for name, hpa in hpas.items() if is_frozen(hpa)]
     if not switched and not routes and not frozen:
         return []
@@ -193,6 +194,7 @@ class _Reads:
     policy: AdminPolicy
     ingresses: dict[str, dict[str, Any] | None]
     service: dict[str, Any] | None
+    routes: dict[str, dict[str, Any] | None]
     deployments: dict[str, dict[str, Any] | None]
     # The listed HPAs by name (None: not found), or every HPA of the namespace.
     hpas: dict[str, dict[str, Any] | None] | list[dict[str, Any]]
@@ -204,6 +206,7 @@ class _Reads:
             policy = pool.submit(read_policy, kube, ns)
             ingresses = {n: pool.submit(kube.ingress, ns, n) for n in spec.ingresses}
             service = pool.submit(kube.service, ns, spec.maintenance_backend.service)
+            routes = {r.name: pool.submit(kube.http_route, ns, r.name) for r in spec.http_routes}
             deployments = {n: pool.submit(kube.deployment, ns, n) for n in spec.deployments}
             if spec.hpas is not None:
                 listed = {h: pool.submit(kube.hpa, ns, h) for h in spec.hpas}
@@ -213,6 +216,7 @@ class _Reads:
                 policy=policy.result(),
                 ingresses={n: f.result() for n, f in ingresses.items()},
                 service=service.result(),
+                routes={n: f.result() for n, f in routes.items()},
                 deployments={n: f.result() for n, f in deployments.items()},
                 hpas=(
                     {h: f.result() for h, f in listed.items()}
@@ -225,6 +229,8 @@ class _Reads:
         """Hands the objects the run changes to the steps that change them (`Seen`)."""
         for kind, found in (
             ("ingresses", self.ingresses),
+            ("httpRoutes", self.routes),
+            ("services", {ctx.spec.maintenance_backend.service: self.service}),
             ("deployments", self.deployments),
             ("hpas", hpas),
         ):
