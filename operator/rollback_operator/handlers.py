@@ -29,6 +29,10 @@ from rollback_operator.model import FINISHED_LABEL, ended
 from rollback_operator.runner import Runner
 
 WORKER_THREADS = 32
+# Connections to the API server kept open for reuse: each worker thread's call, Preflight's
+# parallel reads, and a watch stream per run waiting on its rollouts or Jobs. Beyond this many
+# at once, a call opens a connection of its own (a TLS handshake on both sides) and drops it.
+CONNECTIONS_KEPT = 4 * WORKER_THREADS
 
 
 @kopf.on.startup()
@@ -46,7 +50,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Steps call the synchronous Kubernetes client from threads: enough of them that one
     # request's calls never wait for another's.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(WORKER_THREADS))
-    memo.kube = Kube.from_environment(pool_size=WORKER_THREADS)
+    memo.kube = Kube.from_environment(pool_size=CONNECTIONS_KEPT)
 
 
 def watch_only_unfinished(settings: kopf.OperatorSettings) -> None:
