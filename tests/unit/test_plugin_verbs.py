@@ -129,10 +129,10 @@ class Site:
     both HPAs frozen; `moved` Ingress writes answer 409 first (a controller's status write
     between the plugin's read and its write)."""
 
-    def __init__(self, moved: int = 0, hpa_taken: bool = False) -> None:
+    def __init__(self, moved: int = 0, hpa_taken: bool = False, hpa_moved: int = 0) -> None:
         self.site = ingress(MAINTENANCE, MAINTENANCE)
         self.hpas = {"web": hpa(frozen=True), "api": hpa(frozen=True)}
-        self.moved, self.hpa_taken = moved, hpa_taken
+        self.moved, self.hpa_taken, self.hpa_moved = moved, hpa_taken, hpa_moved
         self.reads = 0
         self.writes: list[tuple[str, Any]] = []
 
@@ -155,6 +155,9 @@ class Site:
             self.site["spec"] = body["spec"]
         elif self.hpa_taken and name == "api":
             raise ApiError(422, "Invalid", "the test operation failed")
+        elif self.hpa_moved:
+            self.hpa_moved -= 1
+            raise ApiError(409, "Conflict", "the object has been modified")
         else:
             self.hpas[name]["spec"]["behavior"] = BEHAVIOR
         self.writes.append((name, body))
@@ -172,6 +175,16 @@ def test_restore_reads_and_plans_again_when_an_object_changed_under_its_write():
     with pytest.raises(ApiError) as refused:
         recover.put_back(endless, "lawyershub", failed(), [failed()])  # type: ignore[arg-type]
     assert refused.value.status == 409 and endless.writes == []
+
+
+def test_restore_reports_once_what_an_earlier_attempt_put_back():
+    """The Ingress is put back, then a write meets a conflict: the fresh plan reads the Ingress
+    as already back, and the summary still names it, once."""
+    kube = Site(hpa_moved=1)
+    put, left = recover.put_back(kube, "lawyershub", failed(), [failed()])  # type: ignore[arg-type]
+    assert put.summary() == "Ingress site (2 backend(s)), HPA web (behavior), HPA api (behavior)"
+    assert left == []  # not "Ingress site: already back"
+    assert [name for name, _ in kube.writes] == ["site", "web", "api"]
 
 
 def test_restore_leaves_an_hpa_someone_changed_between_the_read_and_the_patch():
